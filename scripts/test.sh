@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test job — what `.ci/run` runs and what a developer runs on a fresh Debian 12 machine:
+#   1. g++ 12, Release, -Werror: every ctest test (unit, interop against real peers, package).
+#   2. clang 14 with ASan+UBSan, -Werror: the unit tests, then each libFuzzer target for
+#      VVU_FUZZ_SECONDS (default 60) from its seed corpus in tests/fuzz/corpus/.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+jobs=${VVU_JOBS:-$(nproc)}
+fuzz_seconds=${VVU_FUZZ_SECONDS:-60}
+build=${VVU_BUILD_ROOT:-$root/build}
+
+bash "$root/scripts/install-deps.sh" all
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "g++ Release build"
+cmake -S "$root" -B "$build/gcc-release" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
+      -DVVU_WERROR=ON -DVVU_BUILD_BENCHMARKS=ON
+cmake --build "$build/gcc-release" -j "$jobs"
+
+step "g++ Release: ctest (unit, interop, package)"
+ctest --test-dir "$build/gcc-release" --output-on-failure -j "$jobs"
+
+step "clang ASan/UBSan build"
+cmake -S "$root" -B "$build/clang-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
+      -DVVU_WERROR=ON -DVVU_SANITIZE=address,undefined -DVVU_BUILD_FUZZ=ON -DVVU_BUILD_EXAMPLES=OFF
+cmake --build "$build/clang-asan" -j "$jobs"
+
+step "clang ASan/UBSan: unit tests"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir "$build/clang-asan" --output-on-failure -j "$jobs" -L unit
+
+shopt -s nullglob
+for fuzzer in "$build"/clang-asan/tests/fuzz/vvu-fuzz-*; do
+  name=${fuzzer##*/vvu-fuzz-}
+  step "fuzz $name for ${fuzz_seconds}s (ASan/UBSan)"
+  scratch="$build/clang-asan/fuzz-corpus/$name"
+  mkdir -p "$scratch"
+  # New inputs go to the scratch corpus; the committed seeds are read only.
+  "$fuzzer" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$scratch" "$root/tests/fuzz/corpus/$name"
+done
+
+step "all test stages passed"
