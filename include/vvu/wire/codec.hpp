@@ -70,17 +70,26 @@ constexpr errc check_region(const memory_region& r) noexcept {
     return {};
 }
 
+// The count that sizes a variable payload (regions, config bytes) within its limit.
+template <payload T>
+constexpr error check_count(const T& p) noexcept {
+    if constexpr (std::same_as<T, memory_table>) {
+        if (p.nregions > memory_table::max_regions) return {errc::bad_count, {}, 0, p.nregions, memory_table::max_regions};
+    } else if constexpr (std::same_as<T, config_space>) {
+        if (p.size > config_space::max_size) return {errc::bad_count, {}, 0, p.size, config_space::max_size};
+    }
+    return {};
+}
+
 // Checks of a payload's content beyond its size: counts, address ranges.
 template <payload T>
 constexpr error check_content(const T& p) noexcept {
+    if (error e = check_count(p); e.code != errc{}) return e;
     if constexpr (std::same_as<T, memory_table>) {
-        if (p.nregions > memory_table::max_regions) return {errc::bad_count, {}, 0, p.nregions, memory_table::max_regions};
         for (std::uint32_t i = 0; i < p.nregions; ++i)
             if (errc e = check_region(p.regions[i]); e != errc{}) return {e, {}, 0, i, 0};
     } else if constexpr (std::same_as<T, single_memory_region>) {
         if (errc e = check_region(p.region); e != errc{}) return {e};
-    } else if constexpr (std::same_as<T, config_space>) {
-        if (p.size > config_space::max_size) return {errc::bad_count, {}, 0, p.size, config_space::max_size};
     } else if constexpr (std::same_as<T, log_description> || std::same_as<T, inflight_description>) {
         if (wraps(p.mmap_offset, p.mmap_size)) return {errc::region_wraps};
     } else if constexpr (std::same_as<T, iotlb_message>) {
@@ -103,7 +112,7 @@ expected<T, error> load_payload(std::span<const std::byte> bytes) noexcept {
         if (bytes.size() < T::fixed_size) return unexpected(error{errc::bad_payload_size, {}, 0, bytes.size(), T::fixed_size});
         std::memcpy(static_cast<void*>(&p), bytes.data(), T::fixed_size);
         to_wire_order(p);
-        if (error e = check_content(p); e.code != errc{}) return unexpected(e);
+        if (error e = check_count(p); e.code != errc{}) return unexpected(e);
         want = wire_size(p);
     }
     if (bytes.size() != want) return unexpected(error{errc::bad_payload_size, {}, 0, bytes.size(), want});
