@@ -29,28 +29,33 @@ done
 # A unique prefix keeps concurrent DPDK processes apart (--in-memory would leave no runtime
 # files, but EAL refuses it with --no-huge); its runtime directory is removed at the end.
 prefix=vvu-capture-$$
+# shellcheck disable=SC2054 # the commas belong to DPDK's options
 peer=("$testpmd" -l 0,1 --main-lcore 1 -n 1 --file-prefix="$prefix" --no-huge -m 512
       --no-pci --iova-mode=va
       --vdev "net_virtio_user0,path=SOCK,queues=$queues$vdev_extra"
       -- --total-num-mbufs=32768 --forward-mode=rxonly --auto-start --stats-period 60 --nb-cores=1
       --rxq="$queues" --txq="$queues")
 # More than one queue pair needs VIRTIO_NET_F_MQ (22) from the back-end, else testpmd refuses
-# --rxq=N ("can't be greater than max_rx_queues (1)"); virtio-user emulates the control queue
-# (VIRTIO_NET_F_CTRL_VQ, 17) itself, and it sends no vring of it to the back-end.
+# --rxq=N ("can't be greater than max_rx_queues (1)"). VIRTIO_NET_F_CTRL_VQ (17) is offered too, but
+# 22.11's virtio-user leaves it out of SET_FEATURES: it emulates the control queue itself (no vring
+# of it reaches the back-end) and enables the second pair with SET_VRING_ENABLE after DRIVER_OK.
 if [[ $queues -gt 1 && ${CAPTURE_OPTS:-} != *--features* ]]; then
   CAPTURE_OPTS="${CAPTURE_OPTS:-} --features 0xd70428000" # capture.py's default | MQ | CTRL_VQ
 fi
 version=$(pkg-config --modversion libdpdk 2>/dev/null || dpkg-query -W -f='${Version}' dpdk 2>/dev/null)
 
+# EAL's runtime directory (/var/run/dpdk/PREFIX for root, else under $XDG_RUNTIME_DIR or /tmp)
+# is removed on every exit, interrupted ones included.
+remove_runtime_dir() {
+  local d
+  for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
+    if [[ -d $d/$prefix ]]; then rm -rf -- "${d:?}/${prefix:?}"; fi
+  done
+}
+trap remove_runtime_dir EXIT
 shown=("${peer[@]/#--file-prefix=*/--file-prefix=vvu-capture-PID}")
 run_capture "$out" \
   "peer: DPDK ${version:-(version unknown)} $testpmd, virtio-user PMD" \
   "command: ${shown[*]}" \
   "capture.py options: ${CAPTURE_OPTS:-}${STOP_PEER:+ (STOP_PEER=$STOP_PEER)}" \
   -- "${peer[@]}"
-rc=$?
-# EAL's runtime directory: /var/run/dpdk/PREFIX for root, else $XDG_RUNTIME_DIR or /tmp.
-for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
-  [[ -d $d/$prefix ]] && rm -rf -- "${d:?}/$prefix"
-done
-exit $rc

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by capture-qemu.sh and capture-dpdk.sh (sourced, not run).
 #
 #   run_capture OUT "comment" ... -- PEER-COMMAND... (SOCK in PEER-COMMAND is the socket path)
@@ -41,6 +42,8 @@ run_capture() {
   opts+=(${CAPTURE_OPTS:-})
 
   local cap_pid peer_pid="" rc=0
+  # Interrupted (ctest timeout, ^C): end what we started, by pid, and remove the temporary files.
+  trap 'kill ${cap_pid:-} ${peer_pid:-} 2>/dev/null; rm -rf "$work"; exit 1' INT TERM
   "${PYTHON:-python3}" "$capture_dir/capture.py" "${opts[@]}" 2>"$work/capture.log" &
   cap_pid=$!
 
@@ -57,6 +60,7 @@ run_capture() {
     wait "$cap_pid" 2>/dev/null || true
     cat "$work/capture.log" >&2
     rm -rf "$work"
+    trap - INT TERM
     return 1
   fi
 
@@ -95,6 +99,7 @@ run_capture() {
     echo "capture: peer log (${peer[*]}):" >&2
     cat "$work/peer.log" >&2
     rm -rf "$work"
+    trap - INT TERM
     return 1
   fi
   cat "$work/capture.log" >&2
@@ -104,5 +109,6 @@ run_capture() {
   fi
   mv "$work/capture.vhu" "$out"
   rm -rf "$work"
+  trap - INT TERM
   echo "capture: wrote $out" >&2
 }

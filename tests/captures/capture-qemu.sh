@@ -17,14 +17,16 @@ shift
 source "$(dirname "$0")/capture-lib.sh"
 
 qemu=${QEMU:-qemu-system-x86_64}
+# shellcheck disable=SC2054 # the commas belong to QEMU's options
 peer=("$qemu" -accel tcg -m 256 -nographic -nodefaults
       -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem
       -chardev socket,id=c0,path=SOCK -netdev vhost-user,id=n0,chardev=c0
       -device virtio-net-pci,netdev=n0,romfile=,vectors=0)
 version=$("$qemu" --version 2>/dev/null | head -n 1)
 
-CAPTURE_OPTS="${CAPTURE_OPTS:-} $*" run_capture "$out" \
+CAPTURE_OPTS="${CAPTURE_OPTS:-} $*" # read by run_capture
+run_capture "$out" \
   "peer: ${version:-$qemu (version unknown)}" \
   "command: ${peer[*]}" \
-  "capture.py options: ${CAPTURE_OPTS:-} $*" \
+  "capture.py options:${CAPTURE_OPTS}" \
   -- "${peer[@]}"
