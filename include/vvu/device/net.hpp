@@ -1,0 +1,180 @@
+// virtio-net data path on the device side (virtio 1.2 §5.1): frames leave the front-end through
+// its transmit queues and reach it through its receive queues. Built on the ring layer only: a
+// queue is any device-side ring (split_device, packed_device) over any memory policy.
+//
+// Direction words follow the port, not the guest: the back-end *receives* what the front-end
+// transmitted (its TX queue, odd vring index) and *transmits* into the front-end's RX queue
+// (even vring index).
+#pragma once
+
+#include <vvu/ring/chain.hpp>
+#include <vvu/util/endian.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace vvu::device::net {
+
+// struct virtio_net_hdr (§5.1.6) with num_buffers: 12 bytes for VERSION_1 devices, whether or
+// not MRG_RXBUF was negotiated (§5.1.6.1).
+struct virtio_net_hdr {
+    std::uint8_t flags = 0;
+    std::uint8_t gso_type = 0;
+    std::uint16_t hdr_len = 0;
+    std::uint16_t gso_size = 0;
+    std::uint16_t csum_start = 0;
+    std::uint16_t csum_offset = 0;
+    std::uint16_t num_buffers = 0;
+};
+static_assert(sizeof(virtio_net_hdr) == 12 && offsetof(virtio_net_hdr, num_buffers) == 10);
+
+inline constexpr std::size_t net_hdr_size = sizeof(virtio_net_hdr);
+// The largest frame vvu moves: 64 KiB of GSO payload plus an Ethernet header (§5.1.6.3).
+inline constexpr std::size_t max_frame_size = 65550;
+
+// Per-port counters, as vvu-forward prints them.
+struct port_stats {
+    std::uint64_t rx_packets = 0; // frames taken from the front-end's transmit queues
+    std::uint64_t rx_bytes = 0;
+    std::uint64_t tx_packets = 0; // frames put into the front-end's receive queues
+    std::uint64_t tx_bytes = 0;
+    std::uint64_t tx_dropped = 0; // frames that found no (or too small) receive buffer
+    std::uint64_t rx_errors = 0;  // transmit chains too short to hold a net header
+};
+
+// A frame without its net header.
+using frame = std::span<const std::byte>;
+
+// Takes up to out.size() frames from a transmit queue into `staging` (one max_frame_size slot
+// per frame), returns them through `out` and gives the chains back. Returns how many.
+// Whether the driver must be interrupted afterwards is the ring's needs_interrupt().
+template <class Queue>
+std::size_t receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out, port_stats& stats) {
+    std::array<ring::chain, ring::max_burst> chains;
+    std::array<ring::used_element, ring::max_burst> used;
+    const std::size_t want = std::min({out.size(), chains.size(), staging.size() / max_frame_size});
+    const std::size_t n = txq.pop_burst(std::span(chains).first(want));
+    std::size_t frames = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const ring::chain& c = chains[i];
+        used[i] = {c.id(), 0};
+        if (c.readable_bytes() < net_hdr_size) {
+            ++stats.rx_errors;
+            continue;
+        }
+        const std::size_t len = std::min<std::size_t>(c.readable_bytes() - net_hdr_size, max_frame_size);
+        std::span<std::byte> slot = staging.subspan(frames * max_frame_size, len);
+        c.copy_from(net_hdr_size, slot);
+        out[frames++] = slot;
+        ++stats.rx_packets;
+        stats.rx_bytes += len;
+    }
+    txq.push_burst(std::span(used).first(n));
+    return frames;
+}
+
+// Counts and drops up to max_burst frames from a transmit queue without copying them.
+template <class Queue>
+std::size_t drop_burst(Queue& txq, port_stats& stats) {
+    std::array<ring::chain, ring::max_burst> chains;
+    std::array<ring::used_element, ring::max_burst> used;
+    const std::size_t n = txq.pop_burst(chains);
+    for (std::size_t i = 0; i < n; ++i) {
+        const ring::chain& c = chains[i];
+        used[i] = {c.id(), 0};
+        if (c.readable_bytes() < net_hdr_size) {
+            ++stats.rx_errors;
+            continue;
+        }
+        ++stats.rx_packets;
+        stats.rx_bytes += c.readable_bytes() - net_hdr_size;
+    }
+    txq.push_burst(std::span(used).first(n));
+    return n;
+}
+
+namespace detail {
+// Writes byte i of the header wherever the (possibly split) writable segments put it.
+inline std::byte* writable_byte(const ring::chain& c, std::size_t offset) noexcept {
+    for (const ring::segment& s : c.writable()) {
+        if (offset < s.len) return s.data + offset;
+        offset -= s.len;
+    }
+    return nullptr;
+}
+} // namespace detail
+
+// Puts frames into a receive queue, each behind a net header; with MRG_RXBUF a frame may span
+// several buffers (num_buffers says how many). Frames that find no buffer are dropped and
+// counted. Returns how many frames were delivered.
+template <class Queue>
+std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_rxbuf, port_stats& stats) {
+    std::array<ring::chain, ring::max_burst> chains;
+    // Used entries outlive the chain views (a pop invalidates the views, not the ids), so a
+    // frame may continue into a new burst; nothing is pushed while a frame is half written,
+    // because its num_buffers is only known at its end.
+    std::array<ring::used_element, 2 * ring::max_burst> used;
+    std::size_t popped = 0, next = 0, n_used = 0, delivered = 0;
+
+    auto next_chain = [&](std::size_t frames_left) -> const ring::chain* {
+        if (next == popped) {
+            popped = rxq.pop_burst(std::span(chains).first(std::min(frames_left, chains.size())));
+            next = 0;
+            if (popped == 0) return nullptr;
+        }
+        return &chains[next++];
+    };
+
+    for (std::size_t f = 0; f < frames.size(); ++f) {
+        if (n_used >= ring::max_burst) {
+            rxq.push_burst(std::span(used).first(n_used));
+            n_used = 0;
+        }
+        const frame data = frames[f];
+        const ring::chain* first = next_chain(frames.size() - f);
+        if (!first) {
+            stats.tx_dropped += frames.size() - f;
+            break;
+        }
+        if (!mrg_rxbuf && first->writable_bytes() < net_hdr_size + data.size()) {
+            used[n_used++] = {first->id(), 0};
+            ++stats.tx_dropped;
+            continue;
+        }
+        std::array<std::byte, net_hdr_size> hdr{};
+        le::store<std::uint16_t>(hdr.data() + offsetof(virtio_net_hdr, num_buffers), 1);
+        const std::size_t written = first->copy_to(hdr);
+        std::size_t sent = first->copy_to(written, data);
+        used[n_used++] = {first->id(), static_cast<std::uint32_t>(written + sent)};
+        // num_buffers may sit in any segment of the first chain: keep its bytes' addresses,
+        // which stay valid until the chain is pushed (the chain view itself does not).
+        std::byte* num_lo = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers));
+        std::byte* num_hi = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers) + 1);
+        std::uint16_t buffers = 1;
+        while (mrg_rxbuf && sent < data.size() && n_used < used.size()) {
+            const ring::chain* more = next_chain(1);
+            if (!more) break;
+            const std::size_t n = more->copy_to(data.subspan(sent));
+            used[n_used++] = {more->id(), static_cast<std::uint32_t>(n)};
+            sent += n;
+            ++buffers;
+        }
+        if (num_lo && num_hi) {
+            *num_lo = static_cast<std::byte>(buffers & 0xff);
+            *num_hi = static_cast<std::byte>(buffers >> 8);
+        }
+        if (written < net_hdr_size || sent < data.size()) {
+            ++stats.tx_dropped; // out of buffers mid-frame: the driver sees a short packet
+            continue;
+        }
+        ++delivered;
+        ++stats.tx_packets;
+        stats.tx_bytes += data.size();
+    }
+    rxq.push_burst(std::span(used).first(n_used));
+    return delivered;
+}
+
+} // namespace vvu::device::net
