@@ -41,6 +41,14 @@ inline void store_release16(std::byte* p, std::uint16_t v) noexcept {
 inline void store_relaxed16(std::byte* p, std::uint16_t v) noexcept {
     std::atomic_ref<std::uint16_t>(as_u16(p)).store(le::from_native(v), std::memory_order_relaxed);
 }
+inline std::uint32_t load_relaxed32(std::byte* p) noexcept {
+    return le::to_native(std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p))
+                             .load(std::memory_order_relaxed));
+}
+inline void store_relaxed32(std::byte* p, std::uint32_t v) noexcept {
+    std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p))
+        .store(le::from_native(v), std::memory_order_relaxed);
+}
 inline void store_load_fence() noexcept { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 inline bool aligned(const void* p, std::size_t a) noexcept {
