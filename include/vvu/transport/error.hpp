@@ -1,0 +1,57 @@
+// Errors of the transport layer. `transport::error` carries a std::error_code whose category
+// says where it came from — transport_category() (this enum), std::system_category() (a
+// failed system call, with `op` naming it), or wire::wire_category() (a header refused by
+// wire::check_header, with the details in `wire`) — and prints one readable line.
+#pragma once
+
+#include <vvu/wire/error.hpp>
+
+#include <string>
+#include <system_error>
+
+namespace vvu::transport {
+
+enum class errc : int {
+    disconnected = 1, // the peer closed the connection between two messages
+    truncated,        // the peer closed the connection in the middle of a message
+    too_many_fds,     // more fds arrived with a message than vhost-user allows (MSG_CTRUNC)
+    stopped,          // stop() was called
+    timed_out,        // a bounded wait ran out
+    not_connected,    // no session (call wait_for_frontend first)
+    address_in_use,   // another server listens on the socket path
+    bad_fd,           // an fd given to the transport is not usable for this purpose
+};
+
+[[nodiscard]] const std::error_category& transport_category() noexcept;
+
+[[nodiscard]] inline std::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), transport_category()};
+}
+
+} // namespace vvu::transport
+
+template <>
+struct std::is_error_code_enum<vvu::transport::errc> : std::true_type {};
+
+namespace vvu::transport {
+
+struct error {
+    std::error_code code;
+    const char* op = nullptr; // the system call that failed, for system errors
+    wire::error wire{};       // the refused header, when code is a wire error
+
+    error() = default;
+    error(errc e) : code(make_error_code(e)) {} // NOLINT: implicit on purpose
+    error(std::error_code c, const char* what) : code(c), op(what) {}
+    error(const wire::error& w) : code(w.ec()), wire(w) {}
+
+    // The session is over (peer gone, cleanly or not): wait for the next front-end.
+    [[nodiscard]] bool disconnected() const noexcept {
+        return code == errc::disconnected || code == errc::truncated;
+    }
+    // e.g. "peer closed the connection", "recvmsg: Connection reset by peer",
+    // "SET_MEM_TABLE: payload size above the maximum (got 5000, want 632)".
+    [[nodiscard]] std::string message() const;
+};
+
+} // namespace vvu::transport

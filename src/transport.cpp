@@ -1,0 +1,203 @@
+// The transport layer's framing (framed_socket) and error category: recvmsg/sendmsg with
+// SCM_RIGHTS, shared by the main socket and the back-end channel.
+#include <vvu/transport/framed_socket.hpp>
+
+#include <fmt/format.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <optional>
+
+namespace vvu::transport {
+namespace {
+
+const char* describe(errc e) noexcept {
+    switch (e) {
+    case errc::disconnected: return "peer closed the connection";
+    case errc::truncated: return "peer closed the connection in the middle of a message";
+    case errc::too_many_fds: return "more file descriptors than a vhost-user message may carry";
+    case errc::stopped: return "transport stopped";
+    case errc::timed_out: return "timed out";
+    case errc::not_connected: return "no front-end connected";
+    case errc::address_in_use: return "another server is listening on the socket path";
+    case errc::bad_fd: return "unusable file descriptor";
+    }
+    return "unknown transport error";
+}
+
+class category final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "vvu.transport"; }
+    std::string message(int ev) const override { return describe(static_cast<errc>(ev)); }
+};
+
+using clock = std::chrono::steady_clock;
+
+class deadline {
+public:
+    explicit deadline(std::chrono::milliseconds timeout) {
+        if (timeout.count() >= 0) at_ = clock::now() + timeout;
+    }
+    // Milliseconds left for poll(): -1 forever, 0 when passed.
+    int remaining() const noexcept {
+        if (!at_) return -1;
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*at_ - clock::now()).count();
+        return static_cast<int>(std::clamp<std::int64_t>(left, 0, INT_MAX));
+    }
+
+private:
+    std::optional<clock::time_point> at_;
+};
+
+error system_error(const char* op, int err = errno) { return error(std::error_code(err, std::system_category()), op); }
+
+// Waits until fd has `events` ready; stop (wake readable) wins over readiness.
+expected<void, error> wait_ready(int fd, short events, int wake, const deadline& dl) {
+    for (;;) {
+        pollfd p[2] = {{fd, events, 0}, {wake, POLLIN, 0}};
+        const int r = ::poll(p, wake >= 0 ? 2 : 1, dl.remaining());
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return unexpected(system_error("poll"));
+        }
+        if (wake >= 0 && (p[1].revents & POLLIN) != 0) return unexpected(error(errc::stopped));
+        if (r == 0) return unexpected(error(errc::timed_out));
+        if (p[0].revents != 0) return {}; // ready, or HUP/ERR that the next call reports
+    }
+}
+
+// One recvmsg: up to len bytes into buf, SCM_RIGHTS fds into fds. Sets `overflow` when more
+// fds came than fit (MSG_CTRUNC, or over max_fds across the reads of one message); the fds
+// that did not fit are closed (by the kernel, or by owned_fds::push_back).
+ssize_t recv_some(int fd, std::byte* buf, std::size_t len, owned_fds& fds, bool& overflow) noexcept {
+    union {
+        cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(int) * wire::max_fds)];
+    } control{};
+    iovec iov{buf, len};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char* data = CMSG_DATA(c);
+        for (std::size_t i = 0; i < count; ++i) {
+            int v;
+            std::memcpy(&v, data + i * sizeof(int), sizeof v);
+            if (!fds.push_back(unique_fd(v))) overflow = true;
+        }
+    }
+    if ((msg.msg_flags & MSG_CTRUNC) != 0) overflow = true;
+    return n;
+}
+
+struct reader {
+    int fd;
+    int wake;
+    const deadline& dl;
+    owned_fds& fds;
+    bool overflow = false;
+
+    // Reads exactly len bytes. `started`: bytes of this message were read before.
+    expected<void, error> read_exact(std::byte* buf, std::size_t len, bool started) {
+        std::size_t got = 0;
+        while (got < len) {
+            if (auto w = wait_ready(fd, POLLIN, wake, dl); !w) return w;
+            const ssize_t n = recv_some(fd, buf + got, len - got, fds, overflow);
+            const bool mid = started || got > 0;
+            if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+                if (errno == ECONNRESET) return unexpected(error(mid ? errc::truncated : errc::disconnected));
+                return unexpected(system_error("recvmsg"));
+            }
+            if (n == 0) return unexpected(error(mid ? errc::truncated : errc::disconnected));
+            got += static_cast<std::size_t>(n);
+        }
+        if (overflow) return unexpected(error(errc::too_many_fds));
+        return {};
+    }
+};
+
+} // namespace
+
+const std::error_category& transport_category() noexcept {
+    static const category instance;
+    return instance;
+}
+
+std::string error::message() const {
+    if (code.category() == wire::wire_category()) return wire.message();
+    if (op != nullptr) return fmt::format("{}: {}", op, code.message());
+    return code.message();
+}
+
+expected<received_message, error> framed_socket::receive(wire::channel chan, std::chrono::milliseconds timeout) {
+    if (!fd_) return unexpected(error(errc::not_connected));
+    const deadline dl(timeout);
+    received_message m;
+    reader r{fd_.get(), wake_, dl, m.fds};
+    if (auto h = r.read_exact(m.storage.data(), wire::header_size, false); !h) return unexpected(h.error());
+    m.header = wire::load_header(m.storage);
+    // Refuse before reading a byte of payload: an oversize size is never trusted.
+    auto ok = chan == wire::channel::front ? wire::check_header<wire::front_request>(m.header)
+                                           : wire::check_header<wire::back_request>(m.header);
+    if (!ok) return unexpected(error(ok.error()));
+    if (auto p = r.read_exact(m.storage.data() + wire::header_size, m.header.size, true); !p)
+        return unexpected(p.error());
+    return m;
+}
+
+expected<void, error> framed_socket::send(std::span<const std::byte> bytes, std::span<const int> fds,
+                                          std::chrono::milliseconds timeout) {
+    if (!fd_) return unexpected(error(errc::not_connected));
+    if (fds.size() > wire::max_fds) return unexpected(error(errc::too_many_fds));
+    const deadline dl(timeout);
+    union {
+        cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(int) * wire::max_fds)];
+    } control{};
+    std::size_t sent = 0;
+    bool fds_sent = fds.empty();
+    while (sent < bytes.size() || !fds_sent) {
+        iovec iov{const_cast<std::byte*>(bytes.data() + sent), bytes.size() - sent};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        if (!fds_sent) {
+            // The fds ride with the first bytes of the message (SCM_RIGHTS needs at least one).
+            msg.msg_control = control.bytes;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+            cmsghdr* c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+            std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+        }
+        const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (auto w = wait_ready(fd_.get(), POLLOUT, wake_, dl); !w) return w;
+                continue;
+            }
+            if (errno == EPIPE || errno == ECONNRESET)
+                return unexpected(error(sent == 0 ? errc::disconnected : errc::truncated));
+            return unexpected(system_error("sendmsg"));
+        }
+        fds_sent = true;
+        sent += static_cast<std::size_t>(n);
+    }
+    return {};
+}
+
+} // namespace vvu::transport

@@ -1,0 +1,223 @@
+// unix_socket: listening, accepting and connecting with Boost.Asio local::stream_protocol;
+// the messages themselves go through framed_socket on the native handle.
+#include <vvu/transport/unix_socket.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <optional>
+
+namespace vvu::transport {
+namespace {
+
+namespace asio = boost::asio;
+using stream = asio::local::stream_protocol;
+
+error from_asio(const boost::system::error_code& ec, const char* op) {
+    // Asio reports socket errors as errno values of the system category.
+    return error(std::error_code(ec.value(), std::system_category()), op);
+}
+
+void set_cloexec(int fd) noexcept { ::fcntl(fd, F_SETFD, FD_CLOEXEC); }
+
+bool is_readable(int fd) noexcept {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+// Sleeps up to `d`, or until stopped (true).
+bool sleep_or_stop(int wake, std::chrono::milliseconds d) noexcept {
+    pollfd p{wake, POLLIN, 0};
+    const auto until = std::chrono::steady_clock::now() + d;
+    for (;;) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+        if (left <= 0) return false;
+        const int r = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left, INT_MAX)));
+        if (r > 0) return true;
+        if (r == 0) return false;
+        if (errno != EINTR) return false;
+    }
+}
+
+} // namespace
+
+struct unix_socket::impl {
+    mode role;
+    std::string path;
+    backoff retry;
+    unique_fd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    asio::io_context io;
+    std::optional<stream::acceptor> acceptor;
+    ino_t inode = 0; // of the socket file this server created (unlinked on destruction)
+    framed_socket session;
+
+    impl(mode m, std::string p, backoff b) : role(m), path(std::move(p)), retry(b) {}
+    ~impl() {
+        if (role != mode::server || !acceptor) return;
+        // Only unlink the file if it still is ours (another server may have replaced it).
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0 && st.st_ino == inode) ::unlink(path.c_str());
+    }
+
+    bool stopped() const noexcept { return is_readable(wake.get()); }
+
+    // A socket file at path nobody accepts on is stale and goes; a live one is in use.
+    expected<void, error> clear_stale() {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return {}; // bind reports the rest
+        stream::socket probe(io);
+        boost::system::error_code ec;
+        probe.connect(stream::endpoint(path), ec);
+        if (!ec) return unexpected(error(errc::address_in_use));
+        if (ec.value() == ECONNREFUSED) ::unlink(path.c_str());
+        return {};
+    }
+
+    expected<void, error> open_listener() {
+        if (!wake) return unexpected(error(std::error_code(errno, std::system_category()), "eventfd"));
+        if (auto c = clear_stale(); !c) return c;
+        boost::system::error_code ec;
+        stream::acceptor a(io);
+        if (a.open(stream(), ec); ec) return unexpected(from_asio(ec, "socket"));
+        set_cloexec(a.native_handle());
+        if (a.bind(stream::endpoint(path), ec); ec) return unexpected(from_asio(ec, "bind"));
+        if (a.listen(asio::socket_base::max_listen_connections, ec); ec) return unexpected(from_asio(ec, "listen"));
+        if (a.non_blocking(true, ec); ec) return unexpected(from_asio(ec, "fcntl"));
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0) inode = st.st_ino;
+        acceptor.emplace(std::move(a));
+        return {};
+    }
+
+    expected<void, error> accept() {
+        for (;;) {
+            pollfd p[2] = {{acceptor->native_handle(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
+            if (::poll(p, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                return unexpected(error(std::error_code(errno, std::system_category()), "poll"));
+            }
+            if ((p[1].revents & POLLIN) != 0) return unexpected(error(errc::stopped));
+            if (p[0].revents == 0) continue;
+            stream::socket s(io);
+            boost::system::error_code ec;
+            acceptor->accept(s, ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again || ec.value() == ECONNABORTED ||
+                ec.value() == EINTR)
+                continue;
+            if (ec) return unexpected(from_asio(ec, "accept"));
+            const int fd = s.release(ec);
+            if (ec) return unexpected(from_asio(ec, "accept"));
+            set_cloexec(fd);
+            session = framed_socket(unique_fd(fd), wake.get());
+            return {};
+        }
+    }
+
+    expected<void, error> connect() {
+        const auto start = std::chrono::steady_clock::now();
+        std::chrono::milliseconds delay = retry.initial;
+        for (;;) {
+            if (stopped()) return unexpected(error(errc::stopped));
+            stream::socket s(io);
+            boost::system::error_code ec;
+            s.connect(stream::endpoint(path), ec);
+            if (!ec) {
+                const int fd = s.release(ec);
+                if (ec) return unexpected(from_asio(ec, "connect"));
+                set_cloexec(fd);
+                session = framed_socket(unique_fd(fd), wake.get());
+                return {};
+            }
+            // Missing path or nobody accepting: the front-end is not there (yet, or again).
+            // EAGAIN: its backlog is full.
+            const int e = ec.value();
+            if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN) return unexpected(from_asio(ec, "connect"));
+            if (retry.give_up_after.count() >= 0) {
+                const auto spent = std::chrono::steady_clock::now() - start;
+                if (spent >= retry.give_up_after) return unexpected(error(errc::timed_out));
+                delay = std::min(delay, std::chrono::ceil<std::chrono::milliseconds>(retry.give_up_after - spent));
+            }
+            if (sleep_or_stop(wake.get(), delay)) return unexpected(error(errc::stopped));
+            delay = std::min(delay * 2, retry.max);
+            if (delay.count() <= 0) delay = std::chrono::milliseconds(1);
+        }
+    }
+
+};
+
+unix_socket::unix_socket(std::unique_ptr<impl> p) noexcept : impl_(std::move(p)) {}
+unix_socket::unix_socket(unix_socket&&) noexcept = default;
+unix_socket& unix_socket::operator=(unix_socket&&) noexcept = default;
+unix_socket::~unix_socket() = default;
+
+expected<unix_socket, error> unix_socket::listen(const std::string& path) {
+    auto p = std::make_unique<impl>(mode::server, path, backoff{});
+    if (auto r = p->open_listener(); !r) return unexpected(r.error());
+    return unix_socket(std::move(p));
+}
+
+unix_socket unix_socket::connect(const std::string& path, backoff b) {
+    return unix_socket(std::make_unique<impl>(mode::client, path, b));
+}
+
+expected<void, error> unix_socket::wait_for_frontend() {
+    impl_->session.close();
+    if (impl_->stopped()) return unexpected(error(errc::stopped));
+    return impl_->role == mode::server ? impl_->accept() : impl_->connect();
+}
+
+expected<received_message, error> unix_socket::receive(std::chrono::milliseconds timeout) {
+    return impl_->session.receive(wire::channel::front, timeout);
+}
+
+expected<void, error> unix_socket::send(const wire::frame& f) { return impl_->session.send(f); }
+
+expected<void, error> unix_socket::send(std::span<const std::byte> bytes, std::span<const int> fds) {
+    return impl_->session.send(bytes, fds);
+}
+
+void unix_socket::close_session() noexcept { impl_->session.close(); }
+
+expected<memory::region, memory::error> unix_socket::map_region(const wire::memory_region& d, unique_fd fd) {
+    return memory::region::map(d, std::move(fd));
+}
+
+expected<unix_socket::kick_notifier, error> unix_socket::make_kick_notifier(std::uint32_t, unique_fd fd) {
+    if (!fd) return unexpected(error(errc::bad_fd));
+    return eventfd_notifier(std::move(fd));
+}
+
+expected<unix_socket::call_notifier, error> unix_socket::make_call_notifier(std::uint32_t, unique_fd fd) {
+    if (!fd) return unexpected(error(errc::bad_fd));
+    return eventfd_notifier(std::move(fd));
+}
+
+expected<unix_socket::backend_channel, error> unix_socket::make_backend_channel(unique_fd fd) {
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) return unexpected(error(errc::bad_fd));
+    // No wake fd: the channel may outlive this object in the session state; its callers bound
+    // their waits with timeouts instead.
+    return backend_channel(std::move(fd));
+}
+
+void unix_socket::stop() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(impl_->wake.get(), &one, sizeof one);
+}
+
+unix_socket::mode unix_socket::role() const noexcept { return impl_->role; }
+const std::string& unix_socket::path() const noexcept { return impl_->path; }
+bool unix_socket::connected() const noexcept { return impl_->session.is_open(); }
+int unix_socket::native_handle() const noexcept { return impl_->session.native_handle(); }
+unique_fd unix_socket::release_session() noexcept { return impl_->session.release(); }
+
+} // namespace vvu::transport
