@@ -1,0 +1,115 @@
+// The forwarding engine behind vvu-forward: moves frames between net ports in one of five
+// modes (design.md, "Example binaries"). One thread calls poll() in a loop; the ports' control
+// threads start and stop their vrings meanwhile.
+#pragma once
+
+#include <vvu/device/l2.hpp>
+#include <vvu/device/net_port.hpp>
+
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace vvu::device::net {
+
+enum class forward_mode {
+    xconnect, // port 0 <-> 1, 2 <-> 3, ...
+    learn,    // an L2 switch: learn source MACs, flood unknown and group destinations
+    rxonly,   // count and drop
+    txonly,   // send 64-byte test frames as fast as the front-ends take them
+    loopback, // send every frame back on the port it came from
+};
+
+[[nodiscard]] constexpr std::optional<forward_mode> parse_forward_mode(std::string_view s) noexcept {
+    if (s == "xconnect") return forward_mode::xconnect;
+    if (s == "learn") return forward_mode::learn;
+    if (s == "rxonly") return forward_mode::rxonly;
+    if (s == "txonly") return forward_mode::txonly;
+    if (s == "loopback") return forward_mode::loopback;
+    return std::nullopt;
+}
+
+class forwarder {
+public:
+    forwarder(std::vector<net_port*> ports, forward_mode mode, std::size_t txonly_frame_size = test_frame_min_size)
+        : ports_(std::move(ports)), mode_(mode), frame_size_(std::max(txonly_frame_size, test_frame_min_size)),
+          staging_(ring::max_burst * max_frame_size), sequence_(ports_.size(), 0) {
+        for (auto& buf : txonly_frames_) buf.resize(frame_size_);
+    }
+
+    // One pass over every port. Returns how many frames moved (0: every port was idle).
+    std::size_t poll() {
+        std::size_t moved = 0;
+        for (std::size_t p = 0; p < ports_.size(); ++p) {
+            switch (mode_) {
+            case forward_mode::rxonly: moved += ports_[p]->discard(); break;
+            case forward_mode::txonly: moved += generate(p); break;
+            case forward_mode::loopback: moved += relay(p, [&](auto) { return p; }); break;
+            case forward_mode::xconnect: moved += relay(p, [&](auto) { return p ^ 1; }); break;
+            case forward_mode::learn: moved += switch_frames(p); break;
+            }
+        }
+        return moved;
+    }
+
+private:
+    // Receives a burst on port p and sends it to the port dest(frame) names.
+    template <class Dest>
+    std::size_t relay(std::size_t p, Dest dest) {
+        const std::size_t n = ports_[p]->receive(staging_, frames_);
+        if (n == 0) return 0;
+        const std::size_t to = dest(frames_[0]);
+        if (to < ports_.size()) ports_[to]->transmit(std::span(frames_).first(n));
+        return n;
+    }
+
+    std::size_t switch_frames(std::size_t p) {
+        const std::size_t n = ports_[p]->receive(staging_, frames_);
+        if (n == 0) return 0;
+        // Group the burst by destination port, keeping each port's frames in order.
+        std::vector<std::vector<frame>>& out = per_port_;
+        out.resize(ports_.size());
+        for (auto& v : out) v.clear();
+        for (std::size_t i = 0; i < n; ++i) {
+            const frame f = frames_[i];
+            table_.learn(source_of(f), static_cast<std::uint32_t>(p));
+            const mac_address dst = destination_of(f);
+            const auto known = is_group(dst) ? std::nullopt : table_.lookup(dst);
+            if (known) {
+                if (*known != p) out[*known].push_back(f);
+            } else {
+                for (std::size_t q = 0; q < ports_.size(); ++q)
+                    if (q != p) out[q].push_back(f);
+            }
+        }
+        for (std::size_t q = 0; q < ports_.size(); ++q)
+            if (!out[q].empty()) ports_[q]->transmit(out[q]);
+        return n;
+    }
+
+    std::size_t generate(std::size_t p) {
+        if (!ports_[p]->can_transmit()) return 0;
+        const mac_address src{0x02, 0x00, 0x00, 0x00, 0x00, static_cast<std::uint8_t>(p)};
+        const mac_address dst{0x02, 0x00, 0x00, 0x00, 0x01, static_cast<std::uint8_t>(p)};
+        std::array<frame, ring::max_burst> burst;
+        for (std::size_t i = 0; i < burst.size(); ++i) {
+            make_test_frame(txonly_frames_[i], frame_size_, sequence_[p] + i, src, dst);
+            burst[i] = txonly_frames_[i];
+        }
+        const std::size_t sent = ports_[p]->transmit(burst, 0, false);
+        sequence_[p] += sent;
+        return sent;
+    }
+
+    std::vector<net_port*> ports_;
+    forward_mode mode_;
+    std::size_t frame_size_;
+    std::vector<std::byte> staging_;
+    std::array<frame, ring::max_burst> frames_{};
+    std::array<std::vector<std::byte>, ring::max_burst> txonly_frames_;
+    std::vector<std::uint64_t> sequence_;
+    mac_table table_;
+    std::vector<std::vector<frame>> per_port_;
+};
+
+} // namespace vvu::device::net

@@ -1,0 +1,161 @@
+// A virtio-net device for protocol::backend: features, config space, and the started vrings
+// of one port, which a forwarding thread polls. It models protocol::device.
+//
+// Threads: the control thread (the port's backend) starts and stops vrings; one data thread
+// polls them. A per-port mutex, taken once per burst by the data thread, is what makes
+// stop_vring() return only when the data path no longer touches the vring or its memory.
+#pragma once
+
+#include <vvu/device/net.hpp>
+#include <vvu/protocol/vring.hpp>
+#include <vvu/wire/features.hpp>
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace vvu::device::net {
+
+// virtio_net_config (virtio 1.2 §5.1.4), the fields a vhost-user net back-end can answer.
+struct net_config {
+    std::array<std::uint8_t, 6> mac{};
+    std::uint16_t status = 1; // VIRTIO_NET_S_LINK_UP
+    std::uint16_t max_virtqueue_pairs = 1;
+    std::uint16_t mtu = 1500;
+};
+inline constexpr std::size_t net_config_size = 12;
+
+class net_port {
+public:
+    struct options {
+        std::uint32_t queue_pairs = 1;
+        std::array<std::uint8_t, 6> mac{0x52, 0x54, 0x00, 0x00, 0x00, 0x01};
+    };
+
+    explicit net_port(options o) : options_(o), vrings_(2 * o.queue_pairs) {}
+
+    // ---------------------------------------------------------------- protocol::device
+    std::uint64_t features() const noexcept {
+        using namespace wire::net_feature;
+        std::uint64_t f = mrg_rxbuf | status;
+        // Multiqueue front-ends (DPDK virtio-user) want a control queue offered; they and QEMU
+        // handle it themselves, so it never reaches the back-end.
+        if (options_.queue_pairs > 1) f |= mq | ctrl_vq;
+        return f;
+    }
+    std::uint64_t protocol_features() const noexcept { return wire::protocol_feature::config; }
+    std::uint32_t vring_count() const noexcept { return 2 * options_.queue_pairs; }
+    std::uint64_t max_queues() const noexcept { return options_.queue_pairs; }
+
+    void set_features(std::uint64_t acked) noexcept {
+        std::lock_guard lock(mutex_);
+        mrg_rxbuf_ = wire::has(acked, wire::net_feature::mrg_rxbuf);
+    }
+
+    bool read_config(std::uint32_t offset, std::span<std::uint8_t> out) const noexcept {
+        std::array<std::uint8_t, net_config_size> image{};
+        std::copy(options_.mac.begin(), options_.mac.end(), image.begin());
+        image[6] = 1; // link up
+        image[8] = static_cast<std::uint8_t>(options_.queue_pairs);
+        image[9] = static_cast<std::uint8_t>(options_.queue_pairs >> 8);
+        image[10] = 1500 & 0xff;
+        image[11] = 1500 >> 8;
+        if (offset > image.size() || out.size() > image.size() - offset) return false;
+        std::copy_n(image.begin() + offset, out.size(), out.begin());
+        return true;
+    }
+    bool write_config(std::uint32_t, std::span<const std::uint8_t>) noexcept { return false; } // read-only
+
+    void start_vring(std::unique_ptr<protocol::vring> v) {
+        std::lock_guard lock(mutex_);
+        const auto i = v->index();
+        vrings_[i] = std::move(v);
+    }
+    std::unique_ptr<protocol::vring> stop_vring(std::uint32_t index) {
+        std::lock_guard lock(mutex_);
+        return std::move(vrings_[index]);
+    }
+    void reset() {
+        std::lock_guard lock(mutex_);
+        for (auto& v : vrings_) v.reset();
+        mrg_rxbuf_ = false;
+    }
+
+    // ---------------------------------------------------------------------- data path
+    // Frames the front-end transmitted, from each of its TX vrings in turn (vring 2q+1).
+    // A disabled TX vring is drained and its frames discarded ("Ring states").
+    std::size_t receive(std::span<std::byte> staging, std::span<frame> out) {
+        std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (std::uint32_t q = 0; q < options_.queue_pairs && n < out.size(); ++q) {
+            auto& v = vrings_[2 * q + 1];
+            if (!v) continue;
+            std::size_t got = 0;
+            v->visit([&](auto& ring) {
+                if (!v->enabled()) {
+                    drop_burst(ring, discarded_);
+                    return;
+                }
+                got = receive_burst(ring, staging.subspan(n * max_frame_size), out.subspan(n), stats_);
+            });
+            v->notify();
+            n += got;
+        }
+        return n;
+    }
+
+    // Counts and drops what the front-end transmitted, without copying (rxonly).
+    std::size_t discard() {
+        std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
+            auto& v = vrings_[2 * q + 1];
+            if (!v) continue;
+            v->visit([&](auto& ring) { n += drop_burst(ring, v->enabled() ? stats_ : discarded_); });
+            v->notify();
+        }
+        return n;
+    }
+
+    // Frames for the front-end, into its RX vring of queue pair `queue` (vring 2q). Nothing
+    // is supplied to a stopped or disabled RX vring: the frames count as dropped.
+    // `count_drops` is false for generated traffic, which is only ever as much as fits.
+    std::size_t transmit(std::span<const frame> frames, std::uint32_t queue = 0, bool count_drops = true) {
+        std::lock_guard lock(mutex_);
+        auto& v = vrings_[2 * (queue % options_.queue_pairs)];
+        if (!v || !v->enabled()) {
+            if (count_drops) stats_.tx_dropped += frames.size();
+            return 0;
+        }
+        port_stats burst;
+        std::size_t sent = 0;
+        v->visit([&](auto& ring) { sent = transmit_burst(ring, frames, mrg_rxbuf_, burst); });
+        stats_.tx_packets += burst.tx_packets;
+        stats_.tx_bytes += burst.tx_bytes;
+        if (count_drops) stats_.tx_dropped += burst.tx_dropped;
+        v->notify();
+        return sent;
+    }
+
+    // Whether the front-end's RX vring of queue pair 0 can take frames now (txonly).
+    bool can_transmit() {
+        std::lock_guard lock(mutex_);
+        return vrings_[0] && vrings_[0]->enabled();
+    }
+
+    port_stats stats() const {
+        std::lock_guard lock(mutex_);
+        return stats_;
+    }
+
+private:
+    options options_;
+    mutable std::mutex mutex_;
+    std::vector<std::unique_ptr<protocol::vring>> vrings_;
+    bool mrg_rxbuf_ = false;
+    port_stats stats_;
+    port_stats discarded_; // frames of disabled vrings: not the port's traffic
+};
+
+} // namespace vvu::device::net

@@ -1,0 +1,475 @@
+// protocol::backend<Transport, Device>: the vhost-user back-end state machine, written once for
+// every transport (QEMU docs/interop/vhost-user.rst). It decodes each message, checks it against
+// the session, acts through the device and the front-end's memory, and answers.
+//
+// A protocol violation ends the session: handle() returns a `violation` naming the request and
+// the reason, serve() logs it, answers a NEED_REPLY request with a failure ack, and returns so the
+// caller can accept the next front-end. Nothing a front-end sends can make the process crash.
+#pragma once
+
+#include <vvu/memory/guest_memory.hpp>
+#include <vvu/protocol/device.hpp>
+#include <vvu/protocol/session.hpp>
+#include <vvu/protocol/vring.hpp>
+#include <vvu/transport/transport.hpp>
+#include <vvu/wire/codec.hpp>
+#include <vvu/wire/features.hpp>
+
+#include <fmt/format.h>
+
+#include <array>
+#include <optional>
+#include <span>
+#include <string>
+
+namespace vvu::protocol {
+
+// Why a session ended early: the request and the reason, as one log line
+// ("SET_VRING_NUM: vring 9 out of range (4 vrings)").
+struct violation {
+    wire::front_request request{};
+    std::string text;
+    [[nodiscard]] const std::string& message() const noexcept { return text; }
+};
+
+// The virtio and vhost feature bits the state machine and the ring layer implement themselves.
+inline constexpr std::uint64_t backend_virtio_features =
+    wire::virtio_feature::version_1 | wire::virtio_feature::ring_indirect_desc | wire::virtio_feature::ring_event_idx |
+    wire::virtio_feature::ring_packed | wire::virtio_feature::in_order | wire::vhost_feature::protocol_features;
+
+// The protocol features the state machine implements for every device. Not offered, and why:
+// LOG_SHMFD (dirty logging: migration, a later issue), PAGEFAULT (postcopy), INFLIGHT_SHMFD (a
+// later issue), HOST_NOTIFIER (a back-end over eventfds has no MMIO notify area to hand out),
+// INBAND_NOTIFICATIONS (simulation only), CROSS_ENDIAN (legacy devices), XEN_MMAP,
+// SHARED_OBJECT, DEVICE_STATE, CRYPTO_SESSION (no such device here).
+inline constexpr std::uint64_t backend_protocol_features =
+    wire::protocol_feature::mq | wire::protocol_feature::reply_ack | wire::protocol_feature::backend_req |
+    wire::protocol_feature::status | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::reset_device;
+
+template <class Transport, class Device>
+    requires transport::transport<Transport> && device<Device>
+class backend {
+public:
+    using memory_type = memory::guest_memory;
+    using vring_type = vring;
+    using result = expected<std::optional<wire::frame>, violation>;
+
+    backend(Transport& transport, Device& device) : transport_(transport), device_(device) { reset_session(); }
+    backend(const backend&) = delete;
+    backend& operator=(const backend&) = delete;
+    ~backend() { stop_all(); }
+
+    const session_state& state() const noexcept { return state_; }
+    std::uint64_t offered_features() const noexcept { return device_.features() | backend_virtio_features; }
+    std::uint64_t offered_protocol_features() const noexcept {
+        return device_.protocol_features() | backend_protocol_features;
+    }
+
+    // Serves the connected front-end until it goes away or breaks the protocol. Returns the
+    // reason the session ended; the state machine is reset and ready for the next front-end
+    // (the caller closes the transport's session and waits for it).
+    std::string serve() {
+        std::string why;
+        for (;;) {
+            auto msg = transport_.receive();
+            if (!msg) {
+                why = msg.error().message();
+                break;
+            }
+            auto r = handle(*msg);
+            if (!r) {
+                why = r.error().message();
+                answer_failure(msg->bytes());
+                break;
+            }
+            if (*r) {
+                if (auto sent = transport_.send(**r); !sent) {
+                    why = sent.error().message();
+                    break;
+                }
+            }
+        }
+        reset_session();
+        return why;
+    }
+
+    // Handles one received message; returns the reply to send, if any. Takes the fds it keeps
+    // out of the message; the others are closed with it.
+    result handle(transport::received_message& msg) {
+        auto decoded = wire::decode<wire::front_request>(msg.bytes(), msg.fds.span());
+        if (!decoded)
+            return unexpected(violation{static_cast<wire::front_request>(decoded.error().request), decoded.error().message()});
+        return std::visit([&](const auto& m) { return dispatch(m, msg.fds); }, *decoded);
+    }
+
+private:
+    template <auto R>
+    result dispatch(const wire::message<R>& m, transport::owned_fds& fds) {
+        auto outcome = on(m, fds);
+        if (!outcome) return unexpected(violation{R, fmt::format("{}: {}", wire::name(R), outcome.error())});
+        if (outcome->has_value()) return std::move(*outcome);
+        // Requests with a reply of their own answered above; the others may want an ack.
+        if constexpr (std::same_as<typename wire::reply<R>::payload_type, wire::u64_payload>)
+            if (wire::expects_reply(R, m.flags, state_.protocol_features)) return ack<R>(0);
+        return std::nullopt;
+    }
+
+    using step = expected<std::optional<wire::frame>, std::string>;
+    static step done() { return std::optional<wire::frame>{}; }
+    static unexpected<std::string> fail(std::string why) { return unexpected(std::move(why)); }
+
+    template <auto R>
+    static std::optional<wire::frame> ack(std::uint64_t value) {
+        wire::reply<R> r;
+        r.payload.value = value;
+        return *wire::encode(r);
+    }
+    template <auto R>
+    static step answer(typename wire::reply<R>::payload_type payload) {
+        wire::reply<R> r;
+        r.payload = payload;
+        auto f = wire::encode(r);
+        if (!f) return fail(f.error().message());
+        return std::optional<wire::frame>(*f);
+    }
+
+    bool negotiated(std::uint64_t protocol_feature) const noexcept {
+        return wire::has(state_.protocol_features, protocol_feature);
+    }
+    step require(std::uint64_t protocol_feature, std::string_view feature_name) const {
+        if (negotiated(protocol_feature)) return done();
+        return fail(fmt::format("requires protocol feature {} (not negotiated)", feature_name));
+    }
+    step check_vring(std::uint32_t index) const {
+        if (index < state_.vrings.size()) return done();
+        return fail(fmt::format("vring {} out of range ({} vrings)", index, state_.vrings.size()));
+    }
+
+    // ----------------------------------------------------------------- features and ownership
+    step on(const wire::message<wire::front_request::get_features>&, transport::owned_fds&) {
+        return answer<wire::front_request::get_features>({offered_features()});
+    }
+    step on(const wire::message<wire::front_request::set_features>& m, transport::owned_fds&) {
+        const std::uint64_t unknown = m.payload.value & ~offered_features();
+        if (unknown != 0) return fail(fmt::format("features 0x{:x} were not offered", unknown));
+        if (state_.features_set && ring_layout_changes(m.payload.value) && any_started())
+            return fail("ring layout changed while rings run");
+        state_.features = m.payload.value;
+        state_.features_set = true;
+        device_.set_features(m.payload.value);
+        // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled ("Ring states").
+        if (!wire::has(m.payload.value, wire::vhost_feature::protocol_features))
+            for (std::uint32_t i = 0; i < state_.vrings.size(); ++i) set_enabled(i, true);
+        return done();
+    }
+    step on(const wire::message<wire::front_request::get_protocol_features>&, transport::owned_fds&) {
+        return answer<wire::front_request::get_protocol_features>({offered_protocol_features()});
+    }
+    step on(const wire::message<wire::front_request::set_protocol_features>& m, transport::owned_fds&) {
+        const std::uint64_t unknown = m.payload.value & ~offered_protocol_features();
+        if (unknown != 0) return fail(fmt::format("protocol features 0x{:x} were not offered", unknown));
+        state_.protocol_features = m.payload.value;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::set_owner>&, transport::owned_fds&) {
+        state_.owner = true;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::reset_owner>&, transport::owned_fds&) {
+        // Deprecated; "back-ends either ignore this message, or use it to disable all rings".
+        for (std::uint32_t i = 0; i < state_.vrings.size(); ++i) set_enabled(i, false);
+        return done();
+    }
+    step on(const wire::message<wire::front_request::reset_device>&, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::reset_device, "RESET_DEVICE"); !r) return r;
+        const auto protocol_features = state_.protocol_features;
+        reset_session();
+        state_.owner = true; // "The back-end retains ownership of the device"
+        state_.protocol_features = protocol_features;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::get_queue_num>&, transport::owned_fds&) {
+        // Queue pairs for net; vhost-user counts "queues" as the device defines them.
+        return answer<wire::front_request::get_queue_num>({queue_num()});
+    }
+    step on(const wire::message<wire::front_request::set_status>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::status, "STATUS"); !r) return r;
+        state_.status = m.payload.value & 0xff;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::get_status>&, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::status, "STATUS"); !r) return r;
+        return answer<wire::front_request::get_status>({state_.status});
+    }
+
+    // ----------------------------------------------------------------------------- memory
+    step on(const wire::message<wire::front_request::set_mem_table>& m, transport::owned_fds& fds) {
+        std::vector<memory::region> regions;
+        for (std::uint32_t i = 0; i < m.payload.nregions; ++i) {
+            auto r = transport_.map_region(m.payload.regions[i], fds.take(i));
+            if (!r) return fail(fmt::format("region {}: {}", i, r.error().message()));
+            regions.push_back(std::move(*r));
+        }
+        auto table = memory_type::make(std::move(regions));
+        if (!table) return fail(table.error().message());
+        return replace_memory(std::move(*table));
+    }
+    step on(const wire::message<wire::front_request::get_max_mem_slots>&, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::configure_mem_slots, "CONFIGURE_MEM_SLOTS"); !r) return r;
+        return answer<wire::front_request::get_max_mem_slots>({memory_type::max_slots});
+    }
+    step on(const wire::message<wire::front_request::add_mem_reg>& m, transport::owned_fds& fds) {
+        if (auto r = require(wire::protocol_feature::configure_mem_slots, "CONFIGURE_MEM_SLOTS"); !r) return r;
+        auto region = transport_.map_region(m.payload.region, fds.take(0));
+        if (!region) return fail(region.error().message());
+        auto table = (memory_ ? memory_ : memory_type::empty())->with(std::move(*region));
+        if (!table) return fail(table.error().message());
+        return replace_memory(std::move(*table));
+    }
+    step on(const wire::message<wire::front_request::rem_mem_reg>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::configure_mem_slots, "CONFIGURE_MEM_SLOTS"); !r) return r;
+        if (!memory_) return fail("no memory table to remove a region from");
+        auto table = memory_->without(m.payload.region);
+        if (!table) return fail(table.error().message());
+        return replace_memory(std::move(*table));
+    }
+
+    // ----------------------------------------------------------------------------- vrings
+    step on(const wire::message<wire::front_request::set_vring_num>& m, transport::owned_fds&) {
+        if (auto r = check_vring(m.payload.index); !r) return r;
+        if (m.payload.num == 0 || m.payload.num > ring::max_queue_size)
+            return fail(fmt::format("vring size {} out of range [1, {}]", m.payload.num, ring::max_queue_size));
+        if (state_.vrings[m.payload.index].started) return fail("vring is running");
+        state_.vrings[m.payload.index].size = m.payload.num;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::set_vring_addr>& m, transport::owned_fds&) {
+        if (auto r = check_vring(m.payload.index); !r) return r;
+        auto& v = state_.vrings[m.payload.index];
+        if (v.started) return fail("vring is running");
+        v.addr = m.payload;
+        v.addr_set = true;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::set_vring_base>& m, transport::owned_fds&) {
+        if (auto r = check_vring(m.payload.index); !r) return r;
+        auto& v = state_.vrings[m.payload.index];
+        if (v.started) return fail("vring is running");
+        v.base = m.payload.num;
+        return done();
+    }
+    step on(const wire::message<wire::front_request::get_vring_base>& m, transport::owned_fds&) {
+        if (auto r = check_vring(m.payload.index); !r) return r;
+        stop_vring(m.payload.index);
+        // The ring is stopped: it starts again on the next kick fd ("Ring states").
+        auto& v = state_.vrings[m.payload.index];
+        v.kick_set = false;
+        kicks_[m.payload.index] = {};
+        return answer<wire::front_request::get_vring_base>({m.payload.index, v.base});
+    }
+    step on(const wire::message<wire::front_request::set_vring_kick>& m, transport::owned_fds& fds) {
+        const std::uint32_t index = m.payload.index();
+        if (auto r = check_vring(index); !r) return r;
+        if (state_.vrings[index].started) stop_vring(index);
+        kicks_[index] = {};
+        if (!m.payload.no_fd()) { // "no fd": the ring is polled
+            auto kick = transport_.make_kick_notifier(index, fds.take(0));
+            if (!kick) return fail(kick.error().message());
+            kicks_[index] = any_kick_notifier(std::move(*kick));
+        }
+        state_.vrings[index].kick_set = true;
+        return start_vring(index);
+    }
+    step on(const wire::message<wire::front_request::set_vring_call>& m, transport::owned_fds& fds) {
+        const std::uint32_t index = m.payload.index();
+        if (auto r = check_vring(index); !r) return r;
+        const bool was_started = state_.vrings[index].started;
+        if (was_started) stop_vring(index);
+        calls_[index] = {};
+        if (!m.payload.no_fd()) {
+            auto call = transport_.make_call_notifier(index, fds.take(0));
+            if (!call) return fail(call.error().message());
+            calls_[index] = any_call_notifier(std::move(*call));
+        }
+        return was_started ? start_vring(index) : done();
+    }
+    step on(const wire::message<wire::front_request::set_vring_err>& m, transport::owned_fds& fds) {
+        const std::uint32_t index = m.payload.index();
+        if (auto r = check_vring(index); !r) return r;
+        errs_[index] = {};
+        if (!m.payload.no_fd()) {
+            auto err = transport_.make_call_notifier(index, fds.take(0));
+            if (!err) return fail(err.error().message());
+            errs_[index] = any_call_notifier(std::move(*err));
+        }
+        return done();
+    }
+    step on(const wire::message<wire::front_request::set_vring_enable>& m, transport::owned_fds&) {
+        if (auto r = check_vring(m.payload.index); !r) return r;
+        if (m.payload.num > 1) return fail(fmt::format("enable value {} is neither 0 nor 1", m.payload.num));
+        set_enabled(m.payload.index, m.payload.num == 1);
+        return done();
+    }
+
+    // ------------------------------------------------------------------- config and extras
+    step on(const wire::message<wire::front_request::get_config>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::config, "CONFIG"); !r) return r;
+        wire::config_space reply = m.payload;
+        // "vhost-user back-end uses zero length of payload to indicate an error".
+        if (!device_.read_config(m.payload.offset, std::span(reply.region).first(m.payload.size))) reply.size = 0;
+        return answer<wire::front_request::get_config>(reply);
+    }
+    step on(const wire::message<wire::front_request::set_config>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::config, "CONFIG"); !r) return r;
+        if (!device_.write_config(m.payload.offset, std::span(m.payload.region).first(m.payload.size)))
+            return fail(fmt::format("config range [{}, +{}) is not writable", m.payload.offset, m.payload.size));
+        return done();
+    }
+    step on(const wire::message<wire::front_request::set_backend_req_fd>&, transport::owned_fds& fds) {
+        if (auto r = require(wire::protocol_feature::backend_req, "BACKEND_REQ"); !r) return r;
+        auto channel = transport_.make_backend_channel(fds.take(0));
+        if (!channel) return fail(channel.error().message());
+        backend_channel_.emplace(std::move(*channel));
+        return done();
+    }
+    step on(const wire::message<wire::front_request::send_rarp>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::rarp, "RARP"); !r) return r;
+        if constexpr (requires { device_.send_rarp(std::uint64_t{}); }) device_.send_rarp(m.payload.value);
+        return done();
+    }
+    step on(const wire::message<wire::front_request::net_set_mtu>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::net_mtu, "NET_MTU"); !r) return r;
+        bool ok = false;
+        if constexpr (requires { device_.set_mtu(std::uint64_t{}); }) ok = device_.set_mtu(m.payload.value);
+        // "the back-end must respond with zero in case the specified MTU is valid".
+        if (m.need_reply() && negotiated(wire::protocol_feature::reply_ack))
+            return ack<wire::front_request::net_set_mtu>(ok ? 0 : 1);
+        return ok ? done() : fail(fmt::format("MTU {} refused", m.payload.value));
+    }
+
+    // Everything vvu never offers: asking for it is a violation.
+    template <auto R>
+    step on(const wire::message<R>&, transport::owned_fds&) {
+        return fail("not supported by this back-end");
+    }
+
+    // ------------------------------------------------------------------------- helpers
+    // GET_QUEUE_NUM counts queues as the device defines them (net: queue pairs).
+    std::uint64_t queue_num() const noexcept {
+        if constexpr (requires { device_.max_queues(); }) return device_.max_queues();
+        else return device_.vring_count();
+    }
+
+    bool any_started() const noexcept {
+        for (const auto& v : state_.vrings)
+            if (v.started) return true;
+        return false;
+    }
+    bool ring_layout_changes(std::uint64_t features) const noexcept {
+        return ((features ^ state_.features) & wire::virtio_feature::ring_packed) != 0;
+    }
+
+    void set_enabled(std::uint32_t index, bool on) {
+        state_.vrings[index].enabled = on;
+        if (auto* v = running_[index]) v->set_enabled(on);
+    }
+
+    // A ring runs once it has a size, addresses, memory and a kick ("Ring states").
+    step start_vring(std::uint32_t index) {
+        auto& v = state_.vrings[index];
+        if (v.started || !v.kick_set || !v.addr_set || v.size == 0 || !memory_) return done();
+        const bool packed = wire::has(state_.features, wire::virtio_feature::ring_packed);
+        if (!packed && (v.size & (v.size - 1)) != 0) return fail(fmt::format("split vring size {} is not a power of 2", v.size));
+        vring_start s;
+        s.index = index;
+        s.size = v.size;
+        s.packed = packed;
+        s.base = v.base;
+        s.features = {wire::has(state_.features, wire::virtio_feature::ring_event_idx),
+                      wire::has(state_.features, wire::virtio_feature::ring_indirect_desc),
+                      wire::has(state_.features, wire::virtio_feature::in_order)};
+        // Ring addresses are front-end virtual addresses (no IOMMU is offered).
+        auto desc = memory_->user_to_guest(v.addr.desc_user_addr);
+        auto avail = memory_->user_to_guest(v.addr.avail_user_addr);
+        auto used = memory_->user_to_guest(v.addr.used_user_addr);
+        if (!desc || !avail || !used) return fail(fmt::format("vring {} addresses are outside the memory table", index));
+        s.desc_gpa = *desc;
+        s.avail_gpa = *avail;
+        s.used_gpa = *used;
+        // The vring holds kick and call while it runs and gives them back when it stops.
+        auto started = vring_type::start(s, memory_, std::move(kicks_[index]), std::move(calls_[index]));
+        if (!started) return fail(fmt::format("vring {}: {}", index, started.error().message()));
+        (*started)->set_enabled(v.enabled);
+        running_[index] = started->get();
+        device_.start_vring(std::move(*started));
+        v.started = true;
+        return done();
+    }
+
+    void stop_vring(std::uint32_t index) {
+        auto& v = state_.vrings[index];
+        if (!v.started) return;
+        auto stopped = device_.stop_vring(index);
+        running_[index] = nullptr;
+        v.base = stopped->base();
+        v.started = false;
+        kicks_[index] = stopped->take_kick();
+        calls_[index] = stopped->take_call();
+    }
+
+    void stop_all() {
+        for (std::uint32_t i = 0; i < state_.vrings.size(); ++i) stop_vring(i);
+    }
+
+    // "a new table replaces the old one only once the rings stopped using it": running rings
+    // are stopped (their state kept), the table swapped, and the rings restarted over it.
+    step replace_memory(memory_type::ptr table) {
+        stop_all();
+        memory_ = std::move(table);
+        for (std::uint32_t i = 0; i < state_.vrings.size(); ++i)
+            if (auto r = start_vring(i); !r) return r;
+        return done();
+    }
+
+    // A request that wanted an ack gets a failure ack before the session ends.
+    void answer_failure(std::span<const std::byte> bytes) {
+        if (bytes.size() < wire::header_size) return;
+        const wire::header h = wire::load_header(bytes);
+        if (!h.need_reply() || !negotiated(wire::protocol_feature::reply_ack)) return;
+        std::array<std::byte, wire::header_size + 8> reply{};
+        wire::store_header({h.request, wire::flags::version | wire::flags::reply, 8}, reply);
+        le::store<std::uint64_t>(reply.data() + wire::header_size, 1);
+        wire::frame f;
+        std::copy(reply.begin(), reply.end(), f.storage.begin());
+        f.size = reply.size();
+        (void)transport_.send(f);
+    }
+
+    void reset_session() {
+        stop_all();
+        device_.reset();
+        state_ = {};
+        state_.vrings.resize(device_.vring_count());
+        running_.assign(device_.vring_count(), nullptr);
+        kicks_.clear();
+        kicks_.resize(device_.vring_count());
+        calls_.clear();
+        calls_.resize(device_.vring_count());
+        errs_.clear();
+        errs_.resize(device_.vring_count());
+        memory_.reset();
+        backend_channel_.reset();
+    }
+
+    Transport& transport_;
+    Device& device_;
+    session_state state_;
+    memory_type::ptr memory_;
+    std::vector<vring_type*> running_; // non-owning: the device holds started vrings
+    std::vector<any_kick_notifier> kicks_; // of stopped vrings; a running vring holds its own
+    std::vector<any_call_notifier> calls_;
+    std::vector<any_call_notifier> errs_;
+    std::optional<typename Transport::backend_channel> backend_channel_;
+};
+
+} // namespace vvu::protocol

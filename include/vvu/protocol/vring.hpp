@@ -1,0 +1,167 @@
+// A started vring: the device side of its ring over a snapshot of the front-end's memory, and
+// its kick and call notifiers. The state machine builds one when a ring starts and takes it
+// back when the ring stops (GET_VRING_BASE) or its memory changes; a device's data path uses
+// it in between. Notifiers are whatever the transport made of SET_VRING_KICK / _CALL (UNIX:
+// eventfds; VVU: MSI-X vectors and doorbells), held behind a small type-erased handle, so a
+// vring — and a device — knows nothing of the transport.
+#pragma once
+
+#include <vvu/memory/guest_memory.hpp>
+#include <vvu/ring/packed.hpp>
+#include <vvu/ring/split.hpp>
+#include <vvu/util/expected.hpp>
+#include <vvu/transport/transport.hpp>
+#include <vvu/wire/payload.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <system_error>
+#include <variant>
+
+namespace vvu::protocol {
+
+// What a vring needs to start.
+struct vring_start {
+    std::uint32_t index = 0;
+    std::uint32_t size = 0;
+    std::uint64_t desc_gpa = 0; // guest addresses (already translated from front-end addresses)
+    std::uint64_t avail_gpa = 0;
+    std::uint64_t used_gpa = 0;
+    std::uint32_t base = 0;     // SET_VRING_BASE num
+    bool packed = false;
+    ring::ring_features features{};
+};
+
+// A call notifier of any transport (signal(): used buffers are ready).
+class any_call_notifier {
+public:
+    any_call_notifier() = default;
+    template <transport::call_notifier N>
+    explicit any_call_notifier(N n) : impl_(std::make_unique<model<N>>(std::move(n))) {}
+    void signal() const noexcept {
+        if (impl_) impl_->signal();
+    }
+    explicit operator bool() const noexcept { return impl_ != nullptr; }
+
+private:
+    struct base {
+        virtual ~base() = default;
+        virtual void signal() const noexcept = 0;
+    };
+    template <class N>
+    struct model final : base {
+        explicit model(N n) : n(std::move(n)) {}
+        void signal() const noexcept override { n.signal(); }
+        N n;
+    };
+    std::unique_ptr<base> impl_;
+};
+
+// A kick notifier of any transport (drain(): was the ring kicked since the last look?), and
+// its fd where it has one, for an event loop to sleep on.
+class any_kick_notifier {
+public:
+    any_kick_notifier() = default;
+    template <transport::kick_notifier N>
+    explicit any_kick_notifier(N n) : impl_(std::make_unique<model<N>>(std::move(n))) {}
+    bool drain() const noexcept { return impl_ && impl_->drain(); }
+    int native_handle() const noexcept { return impl_ ? impl_->native_handle() : -1; }
+    explicit operator bool() const noexcept { return impl_ != nullptr; }
+
+private:
+    struct base {
+        virtual ~base() = default;
+        virtual bool drain() const noexcept = 0;
+        virtual int native_handle() const noexcept = 0;
+    };
+    template <class N>
+    struct model final : base {
+        explicit model(N n) : n(std::move(n)) {}
+        bool drain() const noexcept override { return n.drain(); }
+        int native_handle() const noexcept override {
+            if constexpr (transport::pollable_notifier<N>) return n.native_handle();
+            else return -1;
+        }
+        N n;
+    };
+    std::unique_ptr<base> impl_;
+};
+
+class vring {
+public:
+    // The rings' memory policy: a view that keeps the memory snapshot alive while they run.
+    using split_ring = ring::split_device<memory::view>;
+    using packed_ring = ring::packed_device<memory::view>;
+
+    static expected<std::unique_ptr<vring>, std::error_code> start(const vring_start& s, memory::guest_memory::ptr memory,
+                                                                   any_kick_notifier kick, any_call_notifier call) {
+        std::unique_ptr<vring> v(new vring(s.index, std::move(memory), std::move(kick), std::move(call)));
+        if (s.packed) {
+            auto r = packed_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
+                                         ring::packed_state::from_vring_base(s.base));
+            if (!r) return unexpected(r.error());
+            v->ring_.template emplace<packed_ring>(std::move(*r));
+        } else {
+            auto r = split_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
+                                        ring::split_state{static_cast<std::uint16_t>(s.base)});
+            if (!r) return unexpected(r.error());
+            v->ring_.template emplace<split_ring>(std::move(*r));
+        }
+        return v;
+    }
+
+    vring(const vring&) = delete;
+    vring& operator=(const vring&) = delete;
+
+    std::uint32_t index() const noexcept { return index_; }
+
+    // Calls f with the split or packed ring (a started vring always has one).
+    template <class F>
+    decltype(auto) visit(F&& f) {
+        if (auto* packed = std::get_if<packed_ring>(&ring_)) return f(*packed);
+        return f(*std::get_if<split_ring>(&ring_));
+    }
+
+    // GET_VRING_BASE's answer: split rings the next avail index, packed rings both indices and
+    // wrap counters (vhost-user.rst "Vring descriptor indices").
+    std::uint32_t base() {
+        return visit([](auto& r) -> std::uint32_t {
+            if constexpr (std::is_same_v<std::decay_t<decltype(r)>, packed_ring>) return r.state().to_vring_base();
+            else return r.state().next_avail;
+        });
+    }
+
+    bool broken() { return visit([](auto& r) { return r.broken(); }); }
+
+    // Interrupts the driver when the ring's suppression rules want it (after a push burst).
+    void notify() {
+        if (visit([](auto& r) { return r.needs_interrupt(); })) signal_call();
+    }
+    void signal_call() const noexcept { call_.signal(); }
+    // The kick notifier (empty when the front-end said "no fd": the ring is polled).
+    const any_kick_notifier& kick() const noexcept { return kick_; }
+
+    // SET_VRING_ENABLE: a disabled ring is processed without side effects (net: TX frames are
+    // discarded, no RX frames supplied).
+    bool enabled() const noexcept { return enabled_.load(std::memory_order_acquire); }
+    void set_enabled(bool on) noexcept { enabled_.store(on, std::memory_order_release); }
+
+    // The notifiers go back to the state machine when the ring stops (it restarts the ring
+    // with them after a memory table change).
+    any_call_notifier take_call() noexcept { return std::move(call_); }
+    any_kick_notifier take_kick() noexcept { return std::move(kick_); }
+
+private:
+    vring(std::uint32_t index, memory::guest_memory::ptr memory, any_kick_notifier kick, any_call_notifier call)
+        : index_(index), view_(std::move(memory)), kick_(std::move(kick)), call_(std::move(call)) {}
+
+    std::uint32_t index_;
+    memory::view view_; // the rings point at it: a vring never moves (always held by unique_ptr)
+    std::variant<std::monostate, split_ring, packed_ring> ring_;
+    any_kick_notifier kick_;
+    any_call_notifier call_;
+    std::atomic<bool> enabled_{false};
+};
+
+} // namespace vvu::protocol

@@ -1,0 +1,344 @@
+// The back-end state machine driven by a scripted in-memory transport (no socket): the real
+// opening sequences of QEMU 7.2 and DPDK 22.11, reply-ack, GET_VRING_BASE, multiqueue, memory
+// table replacement, and every protocol violation ending the session.
+#include <vvu/protocol/backend.hpp>
+#include <vvu/transport/backend_channel.hpp>
+#include <vvu/transport/eventfd_notifier.hpp>
+
+#include <vvu/device/net_port.hpp>
+#include <vvu/ring/split.hpp>
+#include <vvu/wire/transcript.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace vvu;
+using namespace vvu::wire;
+using fr = front_request;
+
+namespace {
+
+using scripted_message = transport::received_message;
+
+// One message as a transport hands it over: bytes and owned fds.
+scripted_message make_message(std::span<const std::byte> bytes, std::vector<unique_fd> fds) {
+    scripted_message m;
+    REQUIRE(bytes.size() >= header_size);
+    REQUIRE(bytes.size() <= m.storage.size());
+    m.header = load_header(bytes);
+    std::copy(bytes.begin(), bytes.end(), m.storage.begin());
+    for (auto& fd : fds) REQUIRE(m.fds.push_back(std::move(fd)));
+    return m;
+}
+
+// A transport that replays a script and records what the back-end sends; resources are made
+// the way the UNIX transport makes them (mmap of the fd, eventfds).
+struct scripted_transport {
+    using kick_notifier = transport::eventfd_notifier;
+    using call_notifier = transport::eventfd_notifier;
+    using backend_channel = transport::backend_channel;
+
+    std::deque<scripted_message> script;
+    std::vector<std::vector<std::byte>> sent;
+
+    expected<void, transport::error> wait_for_frontend() { return {}; }
+    expected<scripted_message, transport::error> receive() {
+        if (script.empty()) return unexpected(transport::error(transport::errc::disconnected));
+        auto m = std::move(script.front());
+        script.pop_front();
+        return m;
+    }
+    expected<void, transport::error> send(const frame& f) {
+        sent.emplace_back(f.bytes().begin(), f.bytes().end());
+        return {};
+    }
+    void close_session() noexcept {}
+    expected<memory::region, memory::error> map_region(const memory_region& d, unique_fd fd) {
+        return memory::region::map(d, std::move(fd));
+    }
+    expected<kick_notifier, transport::error> make_kick_notifier(std::uint32_t, unique_fd fd) {
+        return kick_notifier(std::move(fd));
+    }
+    expected<call_notifier, transport::error> make_call_notifier(std::uint32_t, unique_fd fd) {
+        return call_notifier(std::move(fd));
+    }
+    expected<backend_channel, transport::error> make_backend_channel(unique_fd fd) {
+        return backend_channel(std::move(fd));
+    }
+};
+static_assert(transport::transport<scripted_transport>);
+
+unique_fd make_eventfd() { return unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); }
+
+// A memfd of `size` bytes: front-end memory the test can also reach.
+struct shared_memory {
+    unique_fd fd;
+    std::byte* data = nullptr;
+    std::size_t size = 0;
+    explicit shared_memory(std::size_t bytes) : fd(::memfd_create("vvu-test", MFD_CLOEXEC)), size(bytes) {
+        REQUIRE(fd);
+        REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(bytes)) == 0);
+        data = static_cast<std::byte*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0));
+        REQUIRE(data != MAP_FAILED);
+    }
+    ~shared_memory() { ::munmap(data, size); }
+    unique_fd dup() const { return unique_fd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); }
+};
+
+template <auto R>
+scripted_message msg(typename message<R>::payload_type payload, std::vector<unique_fd> fds = {},
+                     std::uint32_t flags = flags::version) {
+    message<R> m;
+    m.flags = flags;
+    m.payload = payload;
+    for (auto& fd : fds) m.fds.push_back(fd.get());
+    auto f = encode(m);
+    if (!f) FAIL(f.error().message());
+    return make_message(f->bytes(), std::move(fds));
+}
+
+struct fixture {
+    device::net::net_port port{{.queue_pairs = 2}};
+    scripted_transport transport;
+    protocol::backend<scripted_transport, device::net::net_port> backend{transport, port};
+
+    // Runs one message through handle(); returns the reply bytes, if any.
+    protocol::backend<scripted_transport, device::net::net_port>::result run(scripted_message m) {
+        return backend.handle(m);
+    }
+    template <auto R>
+    reply<R> expect_reply(scripted_message m) {
+        auto r = run(std::move(m));
+        if (!r) FAIL(r.error().message());
+        REQUIRE(r->has_value());
+        auto decoded = decode_reply<R>((*r)->bytes(), (*r)->fds.span());
+        if (!decoded) FAIL(decoded.error().message());
+        return *decoded;
+    }
+    void expect_ok(scripted_message m) {
+        auto r = run(std::move(m));
+        if (!r) FAIL(r.error().message());
+    }
+    std::string expect_violation(scripted_message m) {
+        auto r = run(std::move(m));
+        REQUIRE_FALSE(r);
+        return r.error().message();
+    }
+};
+
+std::vector<transcript_entry> load_capture(const std::string& name) {
+    std::ifstream in(std::filesystem::path(VVU_TEST_DATA_DIR) / "captures" / name);
+    REQUIRE(in);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto entries = parse_transcript(text.str());
+    REQUIRE(entries);
+    return *entries;
+}
+
+} // namespace
+
+TEST_CASE("backend: QEMU 7.2's opening sequence is answered like the capture's peer", "[protocol][backend]") {
+    fixture f;
+    std::size_t answered = 0;
+    for (const auto& e : load_capture("qemu-7.2-net-opening.vhu")) {
+        if (e.sender != transcript_entry::from::front_end) continue;
+        std::vector<unique_fd> fds;
+        for (std::size_t i = 0; i < e.fd_count; ++i) fds.push_back(make_eventfd());
+        auto r = f.run(make_message(e.bytes, std::move(fds)));
+        if (!r) FAIL("line " << e.line << ": " << r.error().message());
+        if (r->has_value()) ++answered;
+    }
+    // GET_FEATURES x2, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM and the SET_BACKEND_REQ_FD ack.
+    CHECK(answered == 5);
+    CHECK(f.backend.state().owner);
+    CHECK(f.backend.state().vrings[0].enabled);
+    CHECK(f.backend.state().vrings[1].enabled);
+}
+
+TEST_CASE("backend: DPDK 22.11's full setup starts every vring", "[protocol][backend]") {
+    // The capture's addresses point into DPDK's memory; replay the sequence over a memfd of our
+    // own by rewriting SET_MEM_TABLE's region to cover the captured vring addresses.
+    fixture f;
+    std::optional<shared_memory> mem;
+    for (const auto& e : load_capture("dpdk-22.11-virtio-user-split.vhu")) {
+        if (e.sender != transcript_entry::from::front_end) continue;
+        std::vector<unique_fd> fds;
+        std::vector<int> raw(e.fd_count, 100);
+        auto decoded = decode<front_request>(e.bytes, raw);
+        REQUIRE(decoded);
+        scripted_message m;
+        if (auto* table = std::get_if<message<fr::set_mem_table>>(&*decoded)) {
+            // One region of the captured size, backed by a memfd we own.
+            auto t = *table;
+            REQUIRE(t.payload.nregions == 1);
+            mem.emplace(t.payload.regions[0].memory_size);
+            t.fds = {mem->fd.get()};
+            std::vector<unique_fd> owned;
+            owned.push_back(mem->dup());
+            auto again = encode(t);
+            REQUIRE(again);
+            m = make_message(again->bytes(), std::move(owned));
+        } else {
+            for (std::size_t i = 0; i < e.fd_count; ++i) fds.push_back(make_eventfd());
+            m = make_message(e.bytes, std::move(fds));
+        }
+        auto r = f.run(std::move(m));
+        if (!r) FAIL("line " << e.line << ": " << r.error().message());
+    }
+    const auto& s = f.backend.state();
+    CHECK(s.status == 0xf);
+    CHECK(wire::has(s.features, virtio_feature::version_1));
+    REQUIRE(s.vrings.size() == 4);
+    CHECK(s.vrings[0].started);
+    CHECK(s.vrings[1].started);
+    CHECK(s.vrings[0].enabled);
+    CHECK_FALSE(s.vrings[2].started);
+}
+
+TEST_CASE("backend: REPLY_ACK answers NEED_REPLY requests with 0", "[protocol][backend]") {
+    fixture f;
+    f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::reply_ack | protocol_feature::status}));
+    auto r = f.expect_reply<fr::set_status>(msg<fr::set_status>({0xb}, {}, flags::version | flags::need_reply));
+    CHECK(r.payload.value == 0);
+    CHECK(f.expect_reply<fr::get_status>(msg<fr::get_status>({})).payload.value == 0xb);
+    // Without NEED_REPLY: no reply.
+    auto none = f.run(msg<fr::set_owner>({}));
+    REQUIRE(none);
+    CHECK_FALSE(none->has_value());
+}
+
+TEST_CASE("backend: features offered include the ring layer's and the device's", "[protocol][backend]") {
+    fixture f;
+    const auto features = f.expect_reply<fr::get_features>(msg<fr::get_features>({})).payload.value;
+    CHECK(wire::has(features, virtio_feature::version_1 | virtio_feature::ring_packed | virtio_feature::ring_event_idx |
+                                  vhost_feature::protocol_features | net_feature::mrg_rxbuf | net_feature::mq));
+    const auto protocol = f.expect_reply<fr::get_protocol_features>(msg<fr::get_protocol_features>({})).payload.value;
+    CHECK(wire::has(protocol, protocol_feature::mq | protocol_feature::reply_ack | protocol_feature::backend_req |
+                                  protocol_feature::config | protocol_feature::status |
+                                  protocol_feature::configure_mem_slots));
+    CHECK(f.expect_reply<fr::get_queue_num>(msg<fr::get_queue_num>({})).payload.value == 2);
+}
+
+TEST_CASE("backend: a vring runs, GET_VRING_BASE stops it and returns its state", "[protocol][backend]") {
+    fixture f;
+    shared_memory mem(1 << 20);
+    const std::uint64_t gpa = 0x10000000, uaddr = 0x7f0000000000;
+    f.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
+    memory_table t;
+    t.nregions = 1;
+    t.regions[0] = {gpa, mem.size, uaddr, 0};
+    std::vector<unique_fd> fds;
+    fds.push_back(mem.dup());
+    f.expect_ok(msg<fr::set_mem_table>(t, std::move(fds)));
+    f.expect_ok(msg<fr::set_vring_num>({1, 256}));
+    f.expect_ok(msg<fr::set_vring_addr>({1, 0, uaddr, uaddr + 0x3000, uaddr + 0x1000, 0}));
+    f.expect_ok(msg<fr::set_vring_base>({1, 5}));
+    std::vector<unique_fd> kick;
+    kick.push_back(make_eventfd());
+    f.expect_ok(msg<fr::set_vring_kick>({1}, std::move(kick)));
+    CHECK(f.backend.state().vrings[1].started);
+
+    // The front-end publishes 3 buffers (avail idx 5 -> 8): the data path consumes them.
+    const auto avail_idx = reinterpret_cast<std::uint16_t*>(mem.data + 0x1000 + 2);
+    *avail_idx = 8;
+    auto ring_entries = reinterpret_cast<std::uint16_t*>(mem.data + 0x1000 + 4);
+    auto desc = mem.data;
+    for (std::uint16_t i = 0; i < 3; ++i) {
+        ring_entries[5 + i] = i;
+        le::store<std::uint64_t>(desc + 16 * i, gpa + 0x8000 + 0x100 * i);
+        le::store<std::uint32_t>(desc + 16 * i + 8, 64);
+    }
+    f.expect_ok(msg<fr::set_vring_enable>({1, 1}));
+    CHECK(f.port.discard() == 3);
+    CHECK(f.port.stats().rx_packets == 3);
+
+    auto base = f.expect_reply<fr::get_vring_base>(msg<fr::get_vring_base>({1, 0}));
+    CHECK(base.payload.index == 1);
+    CHECK(base.payload.num == 8);
+    CHECK_FALSE(f.backend.state().vrings[1].started);
+    CHECK(f.port.discard() == 0); // stopped: the data path no longer sees it
+}
+
+TEST_CASE("backend: a new memory table replaces the old one under running rings", "[protocol][backend]") {
+    fixture f;
+    shared_memory first(1 << 20), second(1 << 20);
+    const std::uint64_t gpa = 0x10000000, uaddr = 0x7f0000000000;
+    auto table = [&](shared_memory& m) {
+        memory_table t;
+        t.nregions = 1;
+        t.regions[0] = {gpa, m.size, uaddr, 0};
+        std::vector<unique_fd> fds;
+        fds.push_back(m.dup());
+        return msg<fr::set_mem_table>(t, std::move(fds));
+    };
+    f.expect_ok(table(first));
+    f.expect_ok(msg<fr::set_vring_num>({0, 64}));
+    f.expect_ok(msg<fr::set_vring_addr>({0, 0, uaddr, uaddr + 0x2000, uaddr + 0x1000, 0}));
+    std::vector<unique_fd> kick;
+    kick.push_back(make_eventfd());
+    f.expect_ok(msg<fr::set_vring_kick>({0}, std::move(kick)));
+    REQUIRE(f.backend.state().vrings[0].started);
+    f.expect_ok(table(second));
+    CHECK(f.backend.state().vrings[0].started);
+    // A table that no longer covers the vring's addresses is a violation.
+    shared_memory small(1 << 12);
+    memory_table t;
+    t.nregions = 1;
+    t.regions[0] = {0x20000000, small.size, 0x7e0000000000, 0};
+    std::vector<unique_fd> fds;
+    fds.push_back(small.dup());
+    CHECK(f.expect_violation(msg<fr::set_mem_table>(t, std::move(fds))) ==
+          "SET_MEM_TABLE: vring 0 addresses are outside the memory table");
+}
+
+TEST_CASE("backend: every protocol violation names the request and the reason", "[protocol][backend]") {
+    fixture f;
+    CHECK(f.expect_violation(msg<fr::set_vring_num>({4, 256})) == "SET_VRING_NUM: vring 4 out of range (4 vrings)");
+    CHECK(f.expect_violation(msg<fr::set_vring_num>({0, 0})) == "SET_VRING_NUM: vring size 0 out of range [1, 32768]");
+    CHECK(f.expect_violation(msg<fr::set_vring_enable>({0, 2})) == "SET_VRING_ENABLE: enable value 2 is neither 0 nor 1");
+    CHECK(f.expect_violation(msg<fr::set_features>({1ull << 63})) ==
+          "SET_FEATURES: features 0x8000000000000000 were not offered");
+    CHECK(f.expect_violation(msg<fr::set_protocol_features>({protocol_feature::pagefault})) ==
+          "SET_PROTOCOL_FEATURES: protocol features 0x100 were not offered");
+    CHECK(f.expect_violation(msg<fr::get_status>({})) == "GET_STATUS: requires protocol feature STATUS (not negotiated)");
+    CHECK(f.expect_violation(msg<fr::get_max_mem_slots>({})) ==
+          "GET_MAX_MEM_SLOTS: requires protocol feature CONFIGURE_MEM_SLOTS (not negotiated)");
+    CHECK(f.expect_violation(msg<fr::postcopy_advise>({})) == "POSTCOPY_ADVISE: not supported by this back-end");
+    CHECK(f.expect_violation(msg<fr::create_crypto_session>({})) == "CREATE_CRYPTO_SESSION: not supported by this back-end");
+    // A malformed message is a violation too: the codec's error, with the request's name.
+    auto bad = msg<fr::get_features>({});
+    bad.storage[4] = std::byte{2};
+    CHECK(f.expect_violation(std::move(bad)) == "GET_FEATURES: unsupported version in flags (must be 0x1) (got 2, want 1)");
+    std::vector<unique_fd> two;
+    two.push_back(make_eventfd());
+    two.push_back(make_eventfd());
+    auto extra = msg<fr::set_owner>({});
+    for (auto& fd : two) REQUIRE(extra.fds.push_back(std::move(fd)));
+    CHECK(f.expect_violation(std::move(extra)) == "SET_OWNER: file descriptors where none are allowed (got 2, want 0)");
+}
+
+TEST_CASE("backend: serve() ends the session on a violation, with a failure ack, and resets", "[protocol][backend]") {
+    fixture f;
+    f.transport.script.push_back(msg<fr::set_owner>({}));
+    f.transport.script.push_back(msg<fr::set_protocol_features>({protocol_feature::reply_ack}));
+    f.transport.script.push_back(msg<fr::set_vring_num>({9, 256}, {}, flags::version | flags::need_reply));
+    f.transport.script.push_back(msg<fr::set_owner>({})); // never read
+    const std::string why = f.backend.serve();
+    CHECK(why == "SET_VRING_NUM: vring 9 out of range (4 vrings)");
+    REQUIRE(f.transport.sent.size() == 1);
+    auto ack = decode_reply<fr::set_vring_num>(f.transport.sent[0], {});
+    REQUIRE(ack);
+    CHECK(ack->payload.value == 1);
+    CHECK(f.transport.script.size() == 1);
+    CHECK_FALSE(f.backend.state().owner); // reset for the next front-end
+}
