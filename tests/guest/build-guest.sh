@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Build the vvu interop test guest: a Debian 12 cloud kernel plus a busybox initramfs whose /init
+# loads the virtio-net driver stack, configures eth0 from the kernel command line, pings a peer
+# (or only answers pings), prints one machine-readable result line and powers off.
+#
+#   tests/guest/build-guest.sh OUTDIR
+#
+# Outputs (idempotent: each step is skipped when its output exists and is current):
+#   OUTDIR/vmlinuz               the kernel
+#   OUTDIR/initramfs.cpio.gz     busybox + the virtio modules + /init
+#   OUTDIR/kernel-version        e.g. 6.1.0-56-cloud-amd64
+#   OUTDIR/scratch/              downloaded .deb and its extracted tree (kept as a cache)
+#
+# Environment: VVU_GUEST_KPKG=linux-image-... pins the kernel package instead of resolving the
+# current one with apt-cache.
+#
+# Needs root only for `apt-get` (update, download, install of busybox-static/cpio when missing).
+set -euo pipefail
+
+log() { printf 'build-guest: %s\n' "$*" >&2; }
+die() { printf 'build-guest: error: %s\n' "$*" >&2; exit 1; }
+
+[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+OUT=$1
+mkdir -p "$OUT/scratch"
+OUT=$(cd "$OUT" && pwd)
+SCRATCH=$OUT/scratch
+
+# Modules /init loads, in dependency order (virtio_net needs net_failover needs failover).
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+
+apt_updated=0
+apt_update_once() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    timeout 300 apt-get update -qq >&2 || die "apt-get update failed"
+    apt_updated=1
+  fi
+}
+
+# --- host tools: busybox-static and cpio (Debian packages) -------------------------------------
+need_pkgs=""
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_pkgs+=" busybox-static"
+command -v cpio >/dev/null 2>&1 || need_pkgs+=" cpio"
+if [ -n "$need_pkgs" ]; then
+  [ "$(id -u)" -eq 0 ] || die "missing packages:$need_pkgs (install them, or run as root)"
+  apt_update_once
+  log "apt-get install$need_pkgs"
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends $need_pkgs >&2 \
+    || die "apt-get install$need_pkgs failed"
+fi
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "$BUSYBOX not found after installing busybox-static"
+file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || \
+  { ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' || die "$BUSYBOX is not static"; }
+
+# --- kernel package -----------------------------------------------------------------------------
+resolve_kpkg() {
+  if [ -n "${VVU_GUEST_KPKG:-}" ]; then echo "$VVU_GUEST_KPKG"; return; fi
+  local pkg
+  # The metapackage names the current ABI (linux-image-6.1.0-N-cloud-amd64).
+  pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-cloud-amd64\)$/\1/p' | head -n1)
+  if [ -z "$pkg" ]; then
+    pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' 2>/dev/null \
+          | awk '{print $1}' | sort -V | tail -n1)
+  fi
+  echo "$pkg"
+}
+
+if [ -f "$OUT/kernel-version" ] && [ -f "$OUT/vmlinuz" ] && [ -z "${VVU_GUEST_KPKG:-}" ]; then
+  KVER=$(cat "$OUT/kernel-version")
+  log "kernel $KVER already built (delete $OUT/vmlinuz to refresh)"
+else
+  KPKG=$(resolve_kpkg)
+  if [ -z "$KPKG" ]; then
+    apt_update_once
+    KPKG=$(resolve_kpkg)
+  fi
+  [ -n "$KPKG" ] || die "cannot resolve linux-image-6.1.0-*-cloud-amd64 with apt-cache"
+  KVER=${KPKG#linux-image-}
+  log "kernel package $KPKG"
+
+  deb=$(find "$SCRATCH" -maxdepth 1 -name "${KPKG}_*.deb" | head -n1)
+  if [ -z "$deb" ]; then
+    log "apt-get download $KPKG"
+    if ! (cd "$SCRATCH" && timeout 600 apt-get download -q "$KPKG" >&2); then
+      apt_update_once
+      (cd "$SCRATCH" && timeout 600 apt-get download -q "$KPKG" >&2) || die "apt-get download $KPKG failed"
+    fi
+    deb=$(find "$SCRATCH" -maxdepth 1 -name "${KPKG}_*.deb" | head -n1)
+    [ -n "$deb" ] || die "apt-get download left no ${KPKG}_*.deb in $SCRATCH"
+  fi
+
+  if [ ! -f "$SCRATCH/root-$KVER/.extracted" ]; then
+    log "dpkg-deb -x $(basename "$deb")"
+    rm -rf "$SCRATCH/root-$KVER"
+    mkdir -p "$SCRATCH/root-$KVER"
+    dpkg-deb -x "$deb" "$SCRATCH/root-$KVER"
+    touch "$SCRATCH/root-$KVER/.extracted"
+  fi
+  [ -f "$SCRATCH/root-$KVER/boot/vmlinuz-$KVER" ] || die "no boot/vmlinuz-$KVER in $deb"
+  cp "$SCRATCH/root-$KVER/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
+  mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+  echo "$KVER" > "$OUT/kernel-version"
+fi
+KROOT=$SCRATCH/root-$KVER
+MODDIR=$KROOT/lib/modules/$KVER
+[ -d "$MODDIR" ] || die "no modules tree $MODDIR (delete $OUT/vmlinuz and $OUT/kernel-version to re-extract)"
+
+# --- /init ---------------------------------------------------------------------------------------
+# Kept as a quoted heredoc: nothing in it is expanded at build time.
+read -r -d '' INIT <<'EOF' || true
+#!/bin/sh
+# vvu test guest /init (busybox). Kernel command line keys:
+#   vvu.role=ping|responder   ping: ping the peer, print the result, power off (default)
+#                             responder: only answer pings until vvu.timeout, then power off
+#   vvu.ip=A.B.C.D/N          this guest's address (required)
+#   vvu.peer=A.B.C.D          the address to ping (role=ping)
+#   vvu.mac=xx:..:xx          pick the interface with this MAC (default: eth0)
+#   vvu.count=N               pings to send after the first reply (default 5)
+#   vvu.interval=S            seconds between pings (busybox -i, default 1; may be fractional)
+#   vvu.wait=S                seconds to wait for the first reply (default 60)
+#   vvu.linger=S              role=ping: keep answering S seconds after the result (default 0)
+#   vvu.timeout=S             role=responder: power off after S seconds (default 120)
+# Console lines for the host (prefix VVU-GUEST-):
+#   VVU-GUEST-READY role=R ip=A iface=I mac=M
+#   VVU-GUEST-RESULT ping ok|fail sent=N received=M first_reply_s=T
+#   VVU-GUEST-RESULT responder done uptime_s=T
+#   VVU-GUEST-RESULT error <reason>
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
+exec </dev/console >/dev/console 2>&1
+
+say() { echo "$*"; }
+bye() { sync; poweroff -f; sleep 5; }
+fail() { say "VVU-GUEST-RESULT error $*"; bye; }
+
+role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120
+for kv in $(cat /proc/cmdline); do
+  case "$kv" in
+    vvu.role=*) role=${kv#*=} ;;
+    vvu.ip=*) ip=${kv#*=} ;;
+    vvu.peer=*) peer=${kv#*=} ;;
+    vvu.mac=*) mac=${kv#*=} ;;
+    vvu.count=*) count=${kv#*=} ;;
+    vvu.interval=*) interval=${kv#*=} ;;
+    vvu.wait=*) wait=${kv#*=} ;;
+    vvu.linger=*) linger=${kv#*=} ;;
+    vvu.timeout=*) tmo=${kv#*=} ;;
+  esac
+done
+
+for m in $(cat /etc/vvu-modules); do
+  [ -f /lib/vvu-modules/$m.ko ] || continue      # built into this kernel
+  insmod /lib/vvu-modules/$m.ko || fail "insmod $m"
+done
+
+# The driver probes asynchronously: wait (bounded) for the interface to appear.
+iface=
+i=0
+while [ $i -lt 100 ]; do
+  for d in /sys/class/net/*; do
+    n=${d##*/}
+    [ "$n" = lo ] && continue
+    if [ -n "$mac" ]; then
+      [ "$(cat $d/address)" = "$mac" ] && iface=$n
+    elif [ "$n" = eth0 ]; then
+      iface=$n
+    fi
+  done
+  [ -n "$iface" ] && break
+  i=$((i+1)); sleep 0.1
+done
+[ -n "$iface" ] || fail "no network interface (mac=${mac:-any})"
+[ -n "$ip" ] || fail "no vvu.ip= on the kernel command line"
+
+# IPv4 only: no router solicitations or DAD frames on the segment, so the only traffic is
+# ARP and the pings (easier to reason about in a back-end's counters and captures).
+for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > "$f"; done 2>/dev/null
+ip link set lo up
+ip addr add "$ip" dev "$iface" || fail "ip addr add $ip"
+ip link set "$iface" up || fail "ip link set $iface up"
+say "VVU-GUEST-READY role=$role ip=$ip iface=$iface mac=$(cat /sys/class/net/$iface/address)"
+
+case "$role" in
+  responder)
+    # The kernel answers ICMP echo by itself; we only bound our lifetime.
+    sleep "$tmo"
+    say "VVU-GUEST-RESULT responder done uptime_s=$(cut -d' ' -f1 /proc/uptime)"
+    bye ;;
+  ping) ;;
+  *) fail "unknown vvu.role=$role" ;;
+esac
+[ -n "$peer" ] || fail "no vvu.peer= on the kernel command line"
+
+# Phase 1: one ping a second until the first reply (the link, the back-end and the peer's
+# driver may all still be starting), bounded by vvu.wait.
+t0=$(cut -d' ' -f1 /proc/uptime)
+n=0 up=0
+while [ $n -lt "$wait" ]; do
+  if ping -c 1 -W 1 "$peer" >/dev/null 2>&1; then up=1; break; fi
+  n=$((n+1))
+done
+t1=$(cut -d' ' -f1 /proc/uptime)
+first=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
+if [ $up -eq 0 ]; then
+  say "VVU-GUEST-RESULT ping fail sent=0 received=0 first_reply_s=none"
+  bye
+fi
+
+# Phase 2: the measured run.
+out=$(ping -c "$count" -i "$interval" -W 1 "$peer" 2>&1)
+echo "$out"
+sent=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
+recv=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+sent=${sent:-0} recv=${recv:-0}
+if [ "$sent" -gt 0 ] && [ "$recv" -eq "$sent" ]; then res=ok; else res=fail; fi
+say "VVU-GUEST-RESULT ping $res sent=$sent received=$recv first_reply_s=$first"
+[ "$linger" != 0 ] && sleep "$linger"
+bye
+EOF
+
+# --- initramfs -----------------------------------------------------------------------------------
+# Rebuild when anything that goes into the archive changes, this script included.
+stamp=$( { echo "$KVER"; echo "$MODULES"; sha256sum "$0" "$BUSYBOX" | cut -d" " -f1; } | sha256sum | cut -d" " -f1)
+if [ -f "$OUT/initramfs.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
+  log "initramfs up to date"
+else
+  log "building initramfs"
+  IR=$SCRATCH/initramfs
+  rm -rf "$IR"
+  mkdir -p "$IR"/{bin,sbin,proc,sys,dev,etc,tmp,lib/vvu-modules}
+  cp "$BUSYBOX" "$IR/bin/busybox"
+  for applet in $("$BUSYBOX" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$IR/bin/$applet"
+  done
+  for m in $MODULES; do
+    # Module file names use '-' or '_' interchangeably in some trees.
+    ko=$(find "$MODDIR/kernel" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
+          -o -name "$m.ko.gz" -o -name "${m//_/-}.ko" -o -name "${m//_/-}.ko.xz" \) | head -n1)
+    if [ -z "$ko" ]; then
+      if grep -qE "/(${m}|${m//_/-})\.ko$" "$MODDIR/modules.builtin" 2>/dev/null; then
+        log "module $m is built into $KVER: skipped"; continue
+      fi
+      die "module $m not found under $MODDIR"
+    fi
+    case "$ko" in
+      *.ko.xz)  xz -dc "$ko" > "$IR/lib/vvu-modules/$m.ko" ;;
+      *.ko.zst) zstd -dcq "$ko" > "$IR/lib/vvu-modules/$m.ko" ;;
+      *.ko.gz)  gzip -dc "$ko" > "$IR/lib/vvu-modules/$m.ko" ;;
+      *)        cp "$ko" "$IR/lib/vvu-modules/$m.ko" ;;
+    esac
+  done
+  echo "$MODULES" > "$IR/etc/vvu-modules"
+  printf '%s\n' "$INIT" > "$IR/init"
+  chmod 755 "$IR/init"
+  # No /dev/console node in the archive (that would need mknod): /init mounts devtmpfs and
+  # reopens its stdio on /dev/console first thing.
+  # Fixed mtimes, owners, order and no gzip timestamp: the same inputs give the same bytes.
+  find "$IR" -exec touch -h -d @0 {} +
+  (cd "$IR" && find . -print0 | LC_ALL=C sort -z \
+     | cpio --null -o -H newc --owner=0:0 --reproducible --quiet) \
+    | gzip -9n > "$OUT/initramfs.cpio.gz.tmp"
+  mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
+  echo "$stamp" > "$OUT/initramfs.stamp"
+fi
+
+log "done: $OUT/vmlinuz $OUT/initramfs.cpio.gz (kernel $KVER)"

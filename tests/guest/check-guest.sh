@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Two QEMU guests (Linux virtio-net drivers) ping each other through a vhost-user back-end with
+# two ports:
+#
+#   guest A (ping 10.0.0.2) ── SOCK0 ── back-end port 0 ⇄ port 1 ── SOCK1 ── guest B (responder)
+#
+#   tests/guest/check-guest.sh dpdk [GUESTDIR]                       dpdk-testpmd, io forwarding
+#   tests/guest/check-guest.sh vvu-forward:MODE [GUESTDIR] [BINARY]  vvu-forward --mode MODE
+#                                                                    (xconnect or learn)
+#
+# The dpdk back-end proves the guest itself. GUESTDIR defaults to build/guest (built by
+# build-guest.sh when missing). Exit 0 only if guest A reports "VVU-GUEST-RESULT ping ok".
+# Missing dpdk-testpmd or qemu: exit 77 (SKIP), or 1 when CI=true. Environment:
+# VVU_CHECK_TIMEOUT (seconds for the result line, default 120), VVU_PING_COUNT (default 5),
+# VVU_KEEP=1 keeps the work directory.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/guest/guest-lib.sh
+. "$HERE/guest-lib.sh"
+
+BACKEND=${1:?usage: $0 dpdk|vvu-forward:MODE [GUESTDIR] [VVU_FORWARD]}
+GUESTDIR=${2:-$ROOT/build/guest}
+VVU_FORWARD=${3:-${VVU_FORWARD:-$ROOT/build/gcc-release/examples/vvu-forward}}
+case $BACKEND in
+  dpdk) ;;
+  vvu-forward:xconnect|vvu-forward:learn) [ -x "$VVU_FORWARD" ] || { echo "FAIL: no $VVU_FORWARD"; exit 1; } ;;
+  *) echo "usage: $0 dpdk|vvu-forward:xconnect|vvu-forward:learn [GUESTDIR] [VVU_FORWARD]" >&2; exit 2 ;;
+esac
+TMO=${VVU_CHECK_TIMEOUT:-120}
+COUNT=${VVU_PING_COUNT:-5}
+TESTPMD=${VVU_TESTPMD:-dpdk-testpmd}
+
+if [ "$BACKEND" = dpdk ]; then
+  command -v "$TESTPMD" >/dev/null 2>&1 || { vvu_skip_or_fail "$TESTPMD not installed (apt-get install dpdk-dev)"; exit $?; }
+fi
+vvu_guest_require || exit $?
+
+t_start=$(vvu_now)
+if [ ! -f "$GUESTDIR/vmlinuz" ] || [ ! -f "$GUESTDIR/initramfs.cpio.gz" ]; then
+  timeout 900 "$HERE/build-guest.sh" "$GUESTDIR"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vvu-guest.XXXXXX")
+SOCK0=$WORK/vhost0.sock SOCK1=$WORK/vhost1.sock
+PMD_PID='' A_PID='' B_PID=''
+PREFIX=vvu-guest-$$
+ok=0
+
+dump() {
+  local f
+  for f in "$WORK/guest-a.log" "$WORK/guest-a.log.qemu" "$WORK/guest-b.log" "$WORK/guest-b.log.qemu" "$WORK/backend.log"; do
+    [ -s "$f" ] || continue
+    echo "===== $f (last 80 lines) ====="
+    tail -n 80 "$f" | tr -d '\r'
+  done
+}
+cleanup() {
+  vvu_stop "$A_PID"; vvu_stop "$B_PID"; vvu_stop "$PMD_PID"
+  # EAL's runtime directory for our --file-prefix (testpmd leaves it behind).
+  rm -rf "/var/run/dpdk/$PREFIX" "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk/$PREFIX"
+  [ "$ok" -eq 1 ] || dump
+  if [ "${VVU_KEEP:-0}" = 1 ] || [ "$ok" -ne 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Two vhost-user ports (servers), frames forwarded port 0 <-> port 1.
+if [ "$BACKEND" = dpdk ]; then
+  # --no-huge: memory is memfd-backed, -m 512 with 32768 mbufs fits (peers.md).
+  # --stats-period is load-bearing: without it a non-interactive testpmd waits on "Press enter
+  # to exit", reads EOF from stdin and quits about a second after creating its sockets.
+  timeout --kill-after=5 $((TMO + 60)) "$TESTPMD" -l 0,1 --main-lcore 0 -n 1 --no-huge -m 512 --no-pci \
+    --file-prefix="$PREFIX" \
+    --vdev "net_vhost0,iface=$SOCK0,queues=1" --vdev "net_vhost1,iface=$SOCK1,queues=1" \
+    -- --total-num-mbufs=32768 --forward-mode=io --auto-start --nb-cores=1 --stats-period 10 \
+    >"$WORK/backend.log" 2>&1 </dev/null &
+else
+  # An idle sleep keeps the busy-polling forwarder from starving the two TCG guests on 2 cores.
+  timeout --kill-after=5 $((TMO + 60)) "$VVU_FORWARD" --mode "${BACKEND#vvu-forward:}" \
+    --port "unix:$SOCK0" --port "unix:$SOCK1" --idle-sleep-us 50 \
+    >"$WORK/backend.log" 2>&1 </dev/null &
+fi
+PMD_PID=$!
+
+if ! vvu_wait_socket "$SOCK0" 30 || ! vvu_wait_socket "$SOCK1" 30; then
+  echo "FAIL: the back-end did not create $SOCK0 and $SOCK1 within 30 s"; exit 1
+fi
+t_pmd=$(vvu_now)
+
+vvu_guest_start "$GUESTDIR" "$SOCK1" "$WORK/guest-b.log" 52:54:00:00:00:02 \
+  "vvu.role=responder vvu.ip=10.0.0.2/24 vvu.timeout=$TMO"
+B_PID=$VVU_GUEST_PID
+vvu_guest_start "$GUESTDIR" "$SOCK0" "$WORK/guest-a.log" 52:54:00:00:00:01 \
+  "vvu.role=ping vvu.ip=10.0.0.1/24 vvu.peer=10.0.0.2 vvu.count=$COUNT vvu.interval=0.2 vvu.wait=$((TMO / 2))"
+A_PID=$VVU_GUEST_PID
+t_boot=$(vvu_now)
+
+ready_a=$(vvu_guest_wait "$WORK/guest-a.log" VVU-GUEST-READY "$TMO" "$A_PID") || true
+t_ready=$(vvu_now)
+result=$(vvu_guest_wait "$WORK/guest-a.log" VVU-GUEST-RESULT "$TMO" "$A_PID") || true
+t_done=$(vvu_now)
+ready_b=$(grep -a -m1 VVU-GUEST-READY "$WORK/guest-b.log" | tr -d '\r' || true)
+
+timing() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
+echo "guest A: ${ready_a:-no READY line}"
+echo "guest B: ${ready_b:-no READY line}"
+echo "guest A: ${result:-no RESULT line}"
+echo "timings: build/check $(timing "$t_start" "$t_pmd") s (incl. testpmd up), guests READY $(timing "$t_boot" "$t_ready") s after start, RESULT $(timing "$t_boot" "$t_done") s after start, total $(timing "$t_start" "$t_done") s"
+
+case "$result" in
+  *"VVU-GUEST-RESULT ping ok "*) ;;
+  *) echo "FAIL: no successful ping result"; exit 1 ;;
+esac
+
+# vvu-forward's own counters: on SIGTERM it prints one JSON line per port. Every ping and its
+# reply crossed both ports, and nothing was dropped.
+if [ "$BACKEND" != dpdk ]; then
+  vvu_stop "$PMD_PID"; PMD_PID=''
+  port0=$(grep -a '^{"port":0,' "$WORK/backend.log" || true)
+  port1=$(grep -a '^{"port":1,' "$WORK/backend.log" || true)
+  echo "vvu-forward: $port0"
+  echo "vvu-forward: $port1"
+  field() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" <<<"$1"; }
+  for line in "$port0" "$port1"; do
+    rx=$(field "$line" rx_packets) tx=$(field "$line" tx_packets) dropped=$(field "$line" tx_dropped)
+    if [ -z "$rx" ] || [ "$rx" -lt "$COUNT" ] || [ "${tx:-0}" -lt "$COUNT" ] || [ "${dropped:-1}" -ne 0 ]; then
+      echo "FAIL: vvu-forward's counters do not show the ping traffic: $line"; exit 1
+    fi
+  done
+fi
+ok=1
+echo "PASS: two guests pinged each other through $BACKEND"
