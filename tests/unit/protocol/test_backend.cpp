@@ -165,12 +165,11 @@ TEST_CASE("backend: QEMU 7.2's opening sequence is answered like the capture's p
     CHECK(f.backend.state().vrings[1].enabled);
 }
 
-TEST_CASE("backend: DPDK 22.11's full setup starts every vring", "[protocol][backend]") {
-    // The capture's addresses point into DPDK's memory; replay the sequence over a memfd of our
-    // own by rewriting SET_MEM_TABLE's region to cover the captured vring addresses.
-    fixture f;
-    std::optional<shared_memory> mem;
-    for (const auto& e : load_capture("dpdk-22.11-virtio-user-split.vhu")) {
+namespace {
+// Replays a DPDK capture. Its addresses point into DPDK's memory: the replay keeps them but
+// backs SET_MEM_TABLE's region with a memfd of our own of the captured size.
+void replay_dpdk(fixture& f, std::optional<shared_memory>& mem, const std::string& capture) {
+    for (const auto& e : load_capture(capture)) {
         if (e.sender != transcript_entry::from::front_end) continue;
         std::vector<unique_fd> fds;
         std::vector<int> raw(e.fd_count, 100);
@@ -193,8 +192,15 @@ TEST_CASE("backend: DPDK 22.11's full setup starts every vring", "[protocol][bac
             m = make_message(e.bytes, std::move(fds));
         }
         auto r = f.run(std::move(m));
-        if (!r) FAIL("line " << e.line << ": " << r.error().message());
+        if (!r) FAIL(capture << ":" << e.line << ": " << r.error().message());
     }
+}
+} // namespace
+
+TEST_CASE("backend: DPDK 22.11's full setup starts every vring", "[protocol][backend]") {
+    fixture f;
+    std::optional<shared_memory> mem;
+    replay_dpdk(f, mem, "dpdk-22.11-virtio-user-split.vhu");
     const auto& s = f.backend.state();
     CHECK(s.status == 0xf);
     CHECK(wire::has(s.features, virtio_feature::version_1));
@@ -203,6 +209,24 @@ TEST_CASE("backend: DPDK 22.11's full setup starts every vring", "[protocol][bac
     CHECK(s.vrings[1].started);
     CHECK(s.vrings[0].enabled);
     CHECK_FALSE(s.vrings[2].started);
+}
+
+TEST_CASE("backend: DPDK 22.11 with two queue pairs runs four vrings; its shutdown stops them",
+          "[protocol][backend]") {
+    fixture f;
+    std::optional<shared_memory> mem;
+    replay_dpdk(f, mem, "dpdk-22.11-virtio-user-mq2.vhu");
+    for (const auto& v : f.backend.state().vrings) {
+        CHECK(v.started);
+        CHECK(v.enabled);
+        CHECK(v.size == 256);
+    }
+    fixture g;
+    std::optional<shared_memory> mem2;
+    replay_dpdk(g, mem2, "dpdk-22.11-virtio-user-split-stop.vhu");
+    CHECK_FALSE(g.backend.state().vrings[0].started);
+    CHECK_FALSE(g.backend.state().vrings[1].started);
+    CHECK_FALSE(g.backend.state().vrings[0].enabled);
 }
 
 TEST_CASE("backend: REPLY_ACK answers NEED_REPLY requests with 0", "[protocol][backend]") {
