@@ -47,13 +47,24 @@ struct port_stats {
 // A frame without its net header.
 using frame = std::span<const std::byte>;
 
+// Per-burst working arrays, kept by the caller across bursts: a data path polls empty queues
+// millions of times a second, and constructing these on each call would cost more than the
+// poll itself.
+struct burst_scratch {
+    std::array<ring::chain, ring::max_burst> chains;
+    // Used entries outlive the chain views (a pop invalidates the views, not the ids), so a
+    // received frame may continue into a new burst of chains.
+    std::array<ring::used_element, 2 * ring::max_burst> used;
+};
+
 // Takes up to out.size() frames from a transmit queue into `staging` (one max_frame_size slot
 // per frame), returns them through `out` and gives the chains back. Returns how many.
 // Whether the driver must be interrupted afterwards is the ring's needs_interrupt().
 template <class Queue>
-std::size_t receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out, port_stats& stats) {
-    std::array<ring::chain, ring::max_burst> chains;
-    std::array<ring::used_element, ring::max_burst> used;
+std::size_t receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out, port_stats& stats,
+                          burst_scratch& scratch) {
+    auto& chains = scratch.chains;
+    auto& used = scratch.used;
     const std::size_t want = std::min({out.size(), chains.size(), staging.size() / max_frame_size});
     const std::size_t n = txq.pop_burst(std::span(chains).first(want));
     std::size_t frames = 0;
@@ -77,9 +88,9 @@ std::size_t receive_burst(Queue& txq, std::span<std::byte> staging, std::span<fr
 
 // Counts and drops up to max_burst frames from a transmit queue without copying them.
 template <class Queue>
-std::size_t drop_burst(Queue& txq, port_stats& stats) {
-    std::array<ring::chain, ring::max_burst> chains;
-    std::array<ring::used_element, ring::max_burst> used;
+std::size_t drop_burst(Queue& txq, port_stats& stats, burst_scratch& scratch) {
+    auto& chains = scratch.chains;
+    auto& used = scratch.used;
     const std::size_t n = txq.pop_burst(chains);
     for (std::size_t i = 0; i < n; ++i) {
         const ring::chain& c = chains[i];
@@ -110,12 +121,11 @@ inline std::byte* writable_byte(const ring::chain& c, std::size_t offset) noexce
 // several buffers (num_buffers says how many). Frames that find no buffer are dropped and
 // counted. Returns how many frames were delivered.
 template <class Queue>
-std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_rxbuf, port_stats& stats) {
-    std::array<ring::chain, ring::max_burst> chains;
-    // Used entries outlive the chain views (a pop invalidates the views, not the ids), so a
-    // frame may continue into a new burst; nothing is pushed while a frame is half written,
-    // because its num_buffers is only known at its end.
-    std::array<ring::used_element, 2 * ring::max_burst> used;
+std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_rxbuf, port_stats& stats,
+                           burst_scratch& scratch) {
+    auto& chains = scratch.chains;
+    // Nothing is pushed while a frame is half written: its num_buffers is known at its end.
+    auto& used = scratch.used;
     std::size_t popped = 0, next = 0, n_used = 0, delivered = 0;
 
     auto next_chain = [&](std::size_t frames_left) -> const ring::chain* {

@@ -94,10 +94,10 @@ public:
             std::size_t got = 0;
             v->visit([&](auto& ring) {
                 if (!v->enabled()) {
-                    drop_burst(ring, discarded_);
+                    drop_burst(ring, discarded_, scratch_);
                     return;
                 }
-                got = receive_burst(ring, staging.subspan(n * max_frame_size), out.subspan(n), stats_);
+                got = receive_burst(ring, staging.subspan(n * max_frame_size), out.subspan(n), stats_, scratch_);
             });
             v->notify();
             n += got;
@@ -112,7 +112,7 @@ public:
         for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
             auto& v = vrings_[2 * q + 1];
             if (!v) continue;
-            v->visit([&](auto& ring) { n += drop_burst(ring, v->enabled() ? stats_ : discarded_); });
+            v->visit([&](auto& ring) { n += drop_burst(ring, v->enabled() ? stats_ : discarded_, scratch_); });
             v->notify();
         }
         return n;
@@ -130,7 +130,7 @@ public:
         }
         port_stats burst;
         std::size_t sent = 0;
-        v->visit([&](auto& ring) { sent = transmit_burst(ring, frames, mrg_rxbuf_, burst); });
+        v->visit([&](auto& ring) { sent = transmit_burst(ring, frames, mrg_rxbuf_, burst, scratch_); });
         stats_.tx_packets += burst.tx_packets;
         stats_.tx_bytes += burst.tx_bytes;
         if (count_drops) stats_.tx_dropped += burst.tx_dropped;
@@ -156,6 +156,7 @@ private:
     bool mrg_rxbuf_ = false;
     port_stats stats_;
     port_stats discarded_; // frames of disabled vrings: not the port's traffic
+    burst_scratch scratch_; // the data thread's, under mutex_
 };
 
 } // namespace vvu::device::net

@@ -35,6 +35,7 @@ struct queue_pair_fixture {
     using device_t = std::conditional_t<Packed, ring::packed_device<ring::local_memory>, ring::split_device<ring::local_memory>>;
     driver_t driver;
     device_t device;
+    burst_scratch scratch;
 
     static auto config(guest& g) {
         if constexpr (Packed) return ring::packed_config{queue_size, g.area(0), g.area(0x10000), g.area(0x11000), {}, 0};
@@ -70,7 +71,7 @@ TEMPLATE_TEST_CASE("net: frames the driver transmits arrive intact (split and pa
     port_stats stats;
     std::size_t got = 0;
     while (got < sent.size()) {
-        const std::size_t n = receive_burst(q.device, staging, frames, stats);
+        const std::size_t n = receive_burst(q.device, staging, frames, stats, q.scratch);
         REQUIRE(n > 0);
         for (std::size_t i = 0; i < n; ++i, ++got) CHECK(std::ranges::equal(frames[i], sent[got]));
     }
@@ -94,7 +95,7 @@ TEMPLATE_TEST_CASE("net: frames the device transmits land behind a net header (s
     for (int i = 0; i < 20; ++i) frames_data.push_back(make_frame(64 + i, static_cast<std::uint8_t>(3 * i)));
     for (auto& f : frames_data) frames.emplace_back(f);
     port_stats stats;
-    CHECK(transmit_burst(q.device, frames, mrg, stats) == 20);
+    CHECK(transmit_burst(q.device, frames, mrg, stats, q.scratch) == 20);
     CHECK(stats.tx_packets == 20);
     for (std::size_t i = 0; i < 20; ++i) {
         ring::used_buffer u;
@@ -117,7 +118,7 @@ TEMPLATE_TEST_CASE("net: with MRG_RXBUF a large frame spans several receive buff
     const auto big = make_frame(2500, 9); // 12 + 2500 bytes = 3 buffers of 1000
     const frame f(big);
     port_stats stats;
-    CHECK(transmit_burst(q.device, std::span(&f, 1), true, stats) == 1);
+    CHECK(transmit_burst(q.device, std::span(&f, 1), true, stats, q.scratch) == 1);
     std::vector<std::byte> joined;
     for (std::uint32_t i = 0; i < 3; ++i) {
         ring::used_buffer u;
@@ -130,7 +131,7 @@ TEMPLATE_TEST_CASE("net: with MRG_RXBUF a large frame spans several receive buff
     CHECK(std::equal(big.begin(), big.end(), joined.begin() + net_hdr_size));
     // Without MRG_RXBUF the same frame does not fit one buffer: dropped, buffer returned empty.
     port_stats no_mrg;
-    CHECK(transmit_burst(q.device, std::span(&f, 1), false, no_mrg) == 0);
+    CHECK(transmit_burst(q.device, std::span(&f, 1), false, no_mrg, q.scratch) == 0);
     CHECK(no_mrg.tx_dropped == 1);
     ring::used_buffer u;
     REQUIRE(q.driver.reap(u));
@@ -145,7 +146,7 @@ TEMPLATE_TEST_CASE("net: frames with no receive buffer are counted as dropped", 
     const auto data = make_frame(64, 1);
     std::vector<frame> frames(5, frame(data));
     port_stats stats;
-    CHECK(transmit_burst(q.device, frames, false, stats) == 1);
+    CHECK(transmit_burst(q.device, frames, false, stats, q.scratch) == 1);
     CHECK(stats.tx_dropped == 4);
 }
 
@@ -155,7 +156,7 @@ TEMPLATE_TEST_CASE("net: a transmit chain shorter than the net header is an erro
     const ring::buffer b{q.g.buffer(0), 6};
     REQUIRE(q.driver.add({&b, 1}, {}, 0));
     port_stats stats;
-    CHECK(drop_burst(q.device, stats) == 1);
+    CHECK(drop_burst(q.device, stats, q.scratch) == 1);
     CHECK(stats.rx_errors == 1);
     CHECK(stats.rx_packets == 0);
 }
