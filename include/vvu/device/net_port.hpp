@@ -11,6 +11,7 @@
 #include <vvu/wire/features.hpp>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -44,7 +45,9 @@ public:
         if (options_.queue_pairs > 1) f |= mq | ctrl_vq;
         return f;
     }
-    std::uint64_t protocol_features() const noexcept { return wire::protocol_feature::config; }
+    std::uint64_t protocol_features() const noexcept {
+        return wire::protocol_feature::config | wire::protocol_feature::rarp | wire::protocol_feature::net_mtu;
+    }
     std::uint32_t vring_count() const noexcept { return 2 * options_.queue_pairs; }
     std::uint64_t max_queues() const noexcept { return options_.queue_pairs; }
 
@@ -59,13 +62,40 @@ public:
         image[6] = 1; // link up
         image[8] = static_cast<std::uint8_t>(options_.queue_pairs);
         image[9] = static_cast<std::uint8_t>(options_.queue_pairs >> 8);
-        image[10] = 1500 & 0xff;
-        image[11] = 1500 >> 8;
+        const std::uint16_t mtu = mtu_.load(std::memory_order_relaxed);
+        image[10] = static_cast<std::uint8_t>(mtu & 0xff);
+        image[11] = static_cast<std::uint8_t>(mtu >> 8);
         if (offset > image.size() || out.size() > image.size() - offset) return false;
         std::copy_n(image.begin() + offset, out.size(), out.begin());
         return true;
     }
     bool write_config(std::uint32_t, std::span<const std::uint8_t>) noexcept { return false; } // read-only
+
+    // SEND_RARP: after a migration, announce the guest's MAC (the first 6 bytes of the u64) with
+    // a RARP broadcast, sent on as if the guest had sent it, so that switches learn where it is.
+    void send_rarp(std::uint64_t mac_bytes) {
+        std::array<std::uint8_t, 6> mac{};
+        for (std::size_t i = 0; i < 6; ++i) mac[i] = static_cast<std::uint8_t>(mac_bytes >> (8 * i));
+        std::lock_guard lock(mutex_);
+        pending_.assign(60, std::byte{0});
+        auto put = [&](std::size_t off, std::uint8_t v) { pending_[off] = static_cast<std::byte>(v); };
+        for (std::size_t i = 0; i < 6; ++i) {
+            put(i, 0xff);          // broadcast
+            put(6 + i, mac[i]);    // from the guest
+            put(22 + i, mac[i]);   // sender hardware address
+            put(32 + i, mac[i]);   // target hardware address
+        }
+        put(12, 0x80), put(13, 0x35);                       // EtherType RARP
+        put(15, 1), put(16, 0x08), put(18, 6), put(19, 4);  // Ethernet / IPv4, lengths 6 and 4
+        put(21, 3);                                         // op 3: reverse request (RFC 903)
+        has_pending_ = true;
+    }
+    // NET_SET_MTU: the MTU the device reports in its config space (virtio 1.2 §5.1.4).
+    bool set_mtu(std::uint64_t mtu) noexcept {
+        if (mtu < 68 || mtu > 65535) return false;
+        mtu_.store(static_cast<std::uint16_t>(mtu), std::memory_order_relaxed);
+        return true;
+    }
 
     void start_vring(std::unique_ptr<protocol::vring> v) {
         std::lock_guard lock(mutex_);
@@ -88,6 +118,11 @@ public:
     std::size_t receive(std::span<std::byte> staging, std::span<frame> out) {
         std::lock_guard lock(mutex_);
         std::size_t n = 0;
+        if (has_pending_ && !out.empty() && staging.size() >= max_frame_size) { // a RARP to announce
+            std::copy(pending_.begin(), pending_.end(), staging.begin());
+            out[n++] = staging.first(pending_.size());
+            has_pending_ = false;
+        }
         for (std::uint32_t q = 0; q < options_.queue_pairs && n < out.size(); ++q) {
             auto& v = vrings_[2 * q + 1];
             if (!v) continue;
@@ -157,6 +192,9 @@ private:
     port_stats stats_;
     port_stats discarded_; // frames of disabled vrings: not the port's traffic
     burst_scratch scratch_; // the data thread's, under mutex_
+    std::vector<std::byte> pending_; // a frame to send on as the front-end's (SEND_RARP)
+    bool has_pending_ = false;
+    std::atomic<std::uint16_t> mtu_{1500};
 };
 
 } // namespace vvu::device::net

@@ -5,6 +5,7 @@
 #include <vvu/transport/backend_channel.hpp>
 #include <vvu/transport/eventfd_notifier.hpp>
 
+#include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
 #include <vvu/ring/split.hpp>
 #include <vvu/wire/transcript.hpp>
@@ -227,6 +228,38 @@ TEST_CASE("backend: DPDK 22.11 with two queue pairs runs four vrings; its shutdo
     CHECK_FALSE(g.backend.state().vrings[0].started);
     CHECK_FALSE(g.backend.state().vrings[1].started);
     CHECK_FALSE(g.backend.state().vrings[0].enabled);
+}
+
+TEST_CASE("backend: SEND_RARP announces the MAC; NET_SET_MTU shows in the config space", "[protocol][backend]") {
+    fixture f;
+    f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::rarp | protocol_feature::net_mtu |
+                                                protocol_feature::config | protocol_feature::reply_ack}));
+    f.expect_ok(msg<fr::send_rarp>({0x0000'5634'1200'5452ull}));
+    std::vector<std::byte> staging(device::net::max_frame_size);
+    std::array<device::net::frame, 1> out;
+    REQUIRE(f.port.receive(staging, out) == 1);
+    const auto frame = out[0];
+    REQUIRE(frame.size() == 60);
+    CHECK(device::net::is_group(device::net::destination_of(frame)));
+    CHECK(device::net::source_of(frame) == device::net::mac_address{0x52, 0x54, 0x00, 0x12, 0x34, 0x56});
+    CHECK(frame[12] == std::byte{0x80});
+    CHECK(frame[13] == std::byte{0x35});
+    CHECK(f.port.receive(staging, out) == 0); // announced once
+
+    auto ack = f.expect_reply<fr::net_set_mtu>(msg<fr::net_set_mtu>({9000}, {}, flags::version | flags::need_reply));
+    CHECK(ack.payload.value == 0);
+    config_space get;
+    get.offset = 10;
+    get.size = 2;
+    auto cfg = f.expect_reply<fr::get_config>(msg<fr::get_config>(get));
+    REQUIRE(cfg.payload.size == 2);
+    CHECK((cfg.payload.region[0] | cfg.payload.region[1] << 8) == 9000);
+    auto refused = f.expect_reply<fr::net_set_mtu>(msg<fr::net_set_mtu>({10}, {}, flags::version | flags::need_reply));
+    CHECK(refused.payload.value == 1);
+    // A config range outside the space: the reply has size 0 ("zero length ... indicates an error").
+    get.offset = 8;
+    get.size = 16;
+    CHECK(f.expect_reply<fr::get_config>(msg<fr::get_config>(get)).payload.size == 0);
 }
 
 TEST_CASE("backend: REPLY_ACK answers NEED_REPLY requests with 0", "[protocol][backend]") {
