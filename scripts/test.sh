@@ -23,7 +23,7 @@ ctest --test-dir "$build/gcc-release" --output-on-failure -j "$jobs"
 
 step "clang ASan/UBSan build"
 cmake -S "$root" -B "$build/clang-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
-      -DVVU_WERROR=ON -DVVU_SANITIZE=address,undefined -DVVU_BUILD_FUZZ=ON -DVVU_BUILD_EXAMPLES=OFF
+      -DVVU_WERROR=ON -DVVU_SANITIZE=address,undefined -DVVU_BUILD_FUZZ=ON
 cmake --build "$build/clang-asan" -j "$jobs"
 
 step "clang ASan/UBSan: unit tests"
