@@ -37,7 +37,8 @@ struct vring_start {
 class any_call_notifier {
 public:
     any_call_notifier() = default;
-    template <transport::call_notifier N>
+    template <class N> // not itself: checking the concept on this type would recurse
+        requires(!std::same_as<N, any_call_notifier> && transport::call_notifier<N>)
     explicit any_call_notifier(N n) : impl_(std::make_unique<model<N>>(std::move(n))) {}
     void signal() const noexcept {
         if (impl_) impl_->signal();
@@ -63,7 +64,8 @@ private:
 class any_kick_notifier {
 public:
     any_kick_notifier() = default;
-    template <transport::kick_notifier N>
+    template <class N>
+        requires(!std::same_as<N, any_kick_notifier> && transport::kick_notifier<N>)
     explicit any_kick_notifier(N n) : impl_(std::make_unique<model<N>>(std::move(n))) {}
     bool drain() const noexcept { return impl_ && impl_->drain(); }
     int native_handle() const noexcept { return impl_ ? impl_->native_handle() : -1; }
@@ -88,6 +90,15 @@ private:
     std::unique_ptr<base> impl_;
 };
 
+// SET_VRING_BASE of a packed ring. The spec puts the used index and wrap counter in bits 16-31,
+// but QEMU 7.2 and DPDK 22.11 send only the avail half (DPDK: 0x8000 for a new ring) and mean
+// "used = avail". Upper bits all zero read as used index 0 with wrap counter 0, which no new
+// ring has (the counters start at 1, virtio 1.2 §2.8.1): such a value is taken as the 16-bit form.
+[[nodiscard]] constexpr ring::packed_state packed_base(std::uint32_t num) noexcept {
+    return (num >> 16) == 0 ? ring::packed_state::from_avail_only(static_cast<std::uint16_t>(num))
+                            : ring::packed_state::from_vring_base(num);
+}
+
 class vring {
 public:
     // The rings' memory policy: a view that keeps the memory snapshot alive while they run.
@@ -99,7 +110,7 @@ public:
         std::unique_ptr<vring> v(new vring(s.index, std::move(memory), std::move(kick), std::move(call)));
         if (s.packed) {
             auto r = packed_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
-                                         ring::packed_state::from_vring_base(s.base));
+                                         packed_base(s.base));
             if (!r) return unexpected(r.error());
             v->ring_.template emplace<packed_ring>(std::move(*r));
         } else {

@@ -262,6 +262,28 @@ TEST_CASE("backend: SEND_RARP announces the MAC; NET_SET_MTU shows in the config
     CHECK(f.expect_reply<fr::get_config>(msg<fr::get_config>(get)).payload.size == 0);
 }
 
+TEST_CASE("backend: packed SET_VRING_BASE in the 16-bit form front-ends send, and the full form",
+          "[protocol][backend]") {
+    // DPDK 22.11 sends 0x8000 for a new packed ring: avail 0, wrap 1, and "used = avail".
+    const auto dpdk = protocol::packed_base(0x8000);
+    CHECK(dpdk.avail_idx == 0);
+    CHECK(dpdk.avail_wrap);
+    CHECK(dpdk.used_idx == 0);
+    CHECK(dpdk.used_wrap);
+    const auto full = protocol::packed_base(0x8005'0007);
+    CHECK(full.avail_idx == 7);
+    CHECK_FALSE(full.avail_wrap);
+    CHECK(full.used_idx == 5);
+    CHECK(full.used_wrap);
+    // A packed capture replays to running vrings whose base reads back in the full form.
+    fixture f;
+    std::optional<shared_memory> mem;
+    replay_dpdk(f, mem, "dpdk-22.11-virtio-user-packed.vhu");
+    REQUIRE(f.backend.state().vrings[0].started);
+    auto base = f.expect_reply<fr::get_vring_base>(msg<fr::get_vring_base>({0, 0}));
+    CHECK(base.payload.num == 0x8000'8000u);
+}
+
 TEST_CASE("backend: REPLY_ACK answers NEED_REPLY requests with 0", "[protocol][backend]") {
     fixture f;
     f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::reply_ack | protocol_feature::status}));

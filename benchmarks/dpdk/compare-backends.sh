@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Throughput of vvu-forward against DPDK's own vhost PMD, with the same front-end: DPDK's
+# virtio-user in testpmd, 64 B frames, no hugepages, one queue pair, ring of $RING (256).
+#
+#   benchmarks/dpdk/compare-backends.sh [--dpdk-only] [--rounds N] [--seconds S] [VVU-FORWARD]
+#
+#   to-backend:   testpmd txonly -> back-end (DPDK: testpmd net_vhost rxonly; vvu: --mode rxonly)
+#   from-backend: back-end (DPDK: testpmd net_vhost txonly; vvu: --mode txonly) -> testpmd rxonly
+#
+# Rounds alternate the back-ends (DPDK, vvu, DPDK, vvu, ...) so that a change in the machine's load
+# hits both. Each run measures about S seconds (5) of traffic from the front-end's own counters
+# (testpmd --stats-period 1): TX-packets (to-backend) or RX-packets (from-backend) over the time
+# of the stats blocks that follow the first, ramp-up one. Cores: the front-end forwards on core 0, the back-end
+# on core 1 (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1, since its forwarding thread
+# cannot be pinned by option yet). Speed is reported, never asserted: this is not a test.
+#
+# VVU-FORWARD (or $VVU_FORWARD): the vvu-forward binary; --dpdk-only runs the DPDK side alone.
+# Environment: as tests/interop/dpdk/lib.sh (DPDK_TESTPMD, RING, KEEP_LOGS=1, ...).
+# Reference (peers.md, this machine, idle): DPDK ~27 Mpps to-backend, ~19 Mpps from-backend.
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../tests/interop/dpdk/lib.sh
+source "$here/../../tests/interop/dpdk/lib.sh"
+
+rounds=3 seconds=5 dpdk_only=0 vvu=${VVU_FORWARD:-}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dpdk-only) dpdk_only=1; shift ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -*) echo "usage: $0 [--dpdk-only] [--rounds N] [--seconds S] [VVU-FORWARD]" >&2; exit 2 ;;
+    *) vvu=$1; shift ;;
+  esac
+done
+backends=(dpdk)
+if [[ $dpdk_only == 0 ]]; then
+  [[ -n $vvu ]] || { echo "$0: give the vvu-forward path (or VVU_FORWARD, or --dpdk-only)" >&2; exit 2; }
+  [[ -x $vvu ]] || { echo "$0: $vvu is not an executable" >&2; exit 1; }
+  backends+=("$vvu")
+fi
+
+BACKEND=dpdk # for dpdk_init's checks; set per run below
+dpdk_init compare-backends
+export VVU_FORWARD_CPU=1
+echo "compare-backends: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
+
+# Mpps over the stats blocks after block FROM: the packets counted (KEY: TX-packets or
+# RX-packets, cumulative) over the time they took, each block's time being its packet delta over
+# its pps (testpmd times its blocks with clock_gettime; their period drifts under load, so the
+# blocks are weighed by their real length, not counted as seconds).
+window_mpps() {
+  tr -d '\033' <"$work/$1.log" | awk -v key="$2:" -v from="$3" '
+    /NIC statistics for port/ { b++ }
+    ($1 == key && ($3 == "RX-missed:" || $3 == "TX-errors:")) { cur = $2 }
+    toupper($1) == substr(key, 1, 2) "-PPS:" {
+      if (b > from && $2 > 0) { total += cur - prev; t += (cur - prev) / $2 }
+      prev = cur
+    }
+    END { if (t > 0) printf "%.3f", total / t / 1e6; else print "nan" }'
+}
+blocks() { grep -a -c 'NIC statistics for port' "$work/$1.log"; }
+
+# run BACKEND DIRECTION -> prints Mpps
+run_one() {
+  local be=$1 dir=$2 fe_mode be_mode key n0 i
+  BACKEND=$be
+  case $dir in
+    to-backend) fe_mode=txonly be_mode=rxonly key=TX-packets ;;
+    from-backend) fe_mode=rxonly be_mode=txonly key=RX-packets ;;
+  esac
+  local sock=$work/bench.sock
+  rm -f "$sock"
+  backend_start "$be_mode" "$sock" >/dev/null
+  frontend_start frontend "$sock" "$fe_mode" 1 >/dev/null
+  wait_stats frontend "$key" 30
+  n0=$(($(blocks frontend) + 1)) # the next block still holds the ramp-up: skip it
+  sleep "$((seconds + 1))"        # the measured window (a duration, not a readiness wait)
+  local n1
+  n1=$(blocks frontend)
+  for ((i = 0; i < 50; i++)); do # and the block that closes it
+    (($(blocks frontend) > n1)) && break
+    peer_alive frontend || fail "the front-end ended during the run"
+    sleep 0.1
+  done
+  (($(blocks frontend) >= n0 + 2)) || fail "testpmd printed too few stats blocks"
+  window_mpps frontend "$key" "$n0" >"$work/result"
+  if [[ $dir == to-backend ]]; then
+    peer_stop frontend INT 20
+    backend_stop 1 >/dev/null
+  else
+    backend_stop 1 >/dev/null
+    peer_stop frontend INT 20
+  fi
+}
+
+declare -A sum=() cnt=() all=()
+for ((r = 1; r <= rounds; r++)); do
+  for be in "${backends[@]}"; do
+    label=dpdk
+    [[ $be != dpdk ]] && label=vvu
+    for dir in to-backend from-backend; do
+      run_one "$be" "$dir"
+      mpps=$(cat "$work/result")
+      printf 'round %d  %-5s %-13s %8s Mpps\n' "$r" "$label" "$dir" "$mpps"
+      sum[$label.$dir]=$(awk -v a="${sum[$label.$dir]:-0}" -v b="$mpps" 'BEGIN { print a + b }')
+      cnt[$label.$dir]=$((${cnt[$label.$dir]:-0} + 1))
+      all[$label.$dir]+="$mpps "
+    done
+  done
+done
+
+echo
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-36s %12s %12s %10s\n' "direction (Mpps, mean of $rounds)" "DPDK vhost" "vvu-forward" "vvu/DPDK"
+for dir in to-backend from-backend; do
+  d=$(awk -v s="${sum[dpdk.$dir]}" -v n="${cnt[dpdk.$dir]}" 'BEGIN { printf "%.2f", s / n }')
+  v=- ratio=-
+  if [[ $dpdk_only == 0 ]]; then
+    v=$(awk -v s="${sum[vvu.$dir]}" -v n="${cnt[vvu.$dir]}" 'BEGIN { printf "%.2f", s / n }')
+    ratio=$(awk -v a="$v" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+  fi
+  case $dir in
+    to-backend) what="virtio-user -> back-end (rx)" ;;
+    from-backend) what="back-end -> virtio-user (tx)" ;;
+  esac
+  printf '%-36s %12s %12s %10s\n' "$what" "$d" "$v" "$ratio"
+done
+for k in "${!all[@]}"; do echo "  runs $k: ${all[$k]}"; done | sort

@@ -1,0 +1,389 @@
+# shellcheck shell=bash
+# Shared by the DPDK interop tests (tests/interop/dpdk/*.sh) and benchmarks/dpdk/compare-backends.sh
+# (sourced, not run). DPDK's testpmd is the front-end (virtio-user PMD); the back-end under test is
+# vvu-forward, or DPDK's own vhost PMD in a second testpmd standing in for it (BACKEND=dpdk), so
+# every script also runs, and can be checked, without vvu.
+#
+#   dpdk_init NAME               tools present (else skip/fail), work dir, cleanup on exit
+#   need_hugepages PAGES         private hugetlbfs mount + enough 2 MiB pages (else skip/fail)
+#   frontend_start NAME SOCK FWD-MODE MAIN-LCORE [testpmd options...]    virtio-user testpmd
+#   backend_start MODE SOCK...   vvu-forward --mode MODE --port unix:SOCK... (or the DPDK stand-in)
+#   backend_stop                 SIGTERM (stand-in: SIGINT); its counters into $work/backend.json
+#   backend_stat PORT FIELD      a counter of that JSON (rx_packets, tx_packets, tx_dropped, ...)
+#   peer_stop NAME SIGNAL        signal a peer, wait (bounded) for it to end; non-zero exit fails
+#   wait_socket SOCK PEER SECS   bounded poll until SOCK exists (fails if PEER ends first)
+#   wait_stats NAME KEY SECS     bounded poll until testpmd's periodic stats show KEY > 0
+#   wait_stats_settled NAME KEY SECS   ... until two successive stats blocks show the same KEY
+#   check_progress NAME KEY SECS traffic time; then KEY must have grown by more than two rings
+#   final_stat NAME PORT KEY     a counter of testpmd's final "Forward statistics for port PORT"
+#                                (final_stat and backend_stat run in $(...): call them as
+#                                 v=$(final_stat ...) || exit 1, their fail ends only the subshell)
+#   check_within WHAT SENT GOT TOLERANCE   0 <= SENT - GOT <= TOLERANCE, else fail
+#   skip MESSAGE / fail MESSAGE  exit 77 (1 under CI=true) / print every peer's log and exit 1
+#
+# Environment: DPDK_TESTPMD (dpdk-testpmd); BACKEND (a vvu-forward path, or "dpdk" for the
+# stand-in; the scripts' --backend sets it); CI=true turns every skip into a failure;
+# PEER_TIMEOUT (seconds each peer may live, 100); RING (virtqueue size, 256); KEEP_LOGS=1 keeps
+# the work directory; VVU_FORWARD_CPU (a CPU list for taskset on vvu-forward, unset: none).
+#
+# Cores (2 on the reference machine): each testpmd runs `-l 0,1`; its main lcore only prints
+# stats, the other busy-polls. Front-ends use --main-lcore 1 (forwarding on core 0) unless told
+# otherwise, the DPDK stand-in --main-lcore 0 (forwarding on core 1).
+
+set -uo pipefail
+
+SKIP=77
+TESTPMD=${DPDK_TESTPMD:-dpdk-testpmd}
+RING=${RING:-256}
+PEER_TIMEOUT=${PEER_TIMEOUT:-100}
+BACKEND=${BACKEND:-}
+
+declare -A peer_pid=()   # name -> pid of `timeout` (it forwards INT/TERM to the peer)
+declare -a peer_names=() # in start order, for the logs
+declare -a eal_prefixes=()
+work=""
+test_name=""
+huge_mount=""
+huge_restore=""
+
+skip() {
+  if [[ ${CI:-} == true ]]; then
+    echo "FAIL: $test_name: $* (CI=true: what would be a skip is an error)" >&2
+    exit 1
+  fi
+  echo "SKIP: $test_name: $*"
+  exit $SKIP
+}
+
+print_logs() {
+  local name f
+  for name in "${peer_names[@]}"; do
+    for f in "$work/$name.log" "$work/$name.out"; do
+      [[ -f $f ]] || continue
+      echo "======== $name: ${f##*/} (last 150 lines) ========"
+      tail -n 150 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
+    done
+  done
+}
+
+fail() {
+  echo "FAIL: $test_name: $*" >&2
+  print_logs >&2
+  echo "FAIL: $test_name: $*" >&2
+  exit 1
+}
+
+# A peer that is still running when the script ends (failure, ctest timeout) is ended by its pid:
+# SIGTERM to `timeout` (it forwards it), then SIGKILL to both after 5 s.
+cleanup() {
+  local name pid child i
+  for name in "${!peer_pid[@]}"; do
+    pid=${peer_pid[$name]}
+    kill -0 "$pid" 2>/dev/null || continue
+    child=$(pgrep -P "$pid" 2>/dev/null | head -n 1)
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" ${child:+"$child"} 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  done
+  local p d
+  for p in "${eal_prefixes[@]}"; do
+    for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
+      if [[ -d $d/$p ]]; then rm -rf -- "${d:?}/${p:?}"; fi
+    done
+  done
+  if [[ -n $huge_mount ]]; then
+    rm -f -- "$huge_mount"/* 2>/dev/null
+    umount "$huge_mount" 2>/dev/null || umount -l "$huge_mount" 2>/dev/null
+    rmdir "$huge_mount" 2>/dev/null
+  fi
+  if [[ -n $huge_restore ]]; then
+    echo "$huge_restore" >/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages 2>/dev/null
+  fi
+  if [[ -n $work && -d $work ]]; then
+    if [[ ${KEEP_LOGS:-0} == 1 ]]; then
+      echo "logs kept in $work"
+    else
+      rm -rf -- "$work"
+    fi
+  fi
+}
+
+dpdk_init() {
+  test_name=$1
+  local tool
+  for tool in "$TESTPMD" timeout taskset pgrep; do
+    command -v "$tool" >/dev/null 2>&1 ||
+      skip "$tool not found (DPDK: apt-get install -y dpdk dpdk-dev; see /work/shared/peers.md)"
+  done
+  if [[ -z $BACKEND ]]; then
+    echo "FAIL: $test_name: no back-end (--backend PATH-TO-vvu-forward | dpdk)" >&2
+    exit 2
+  fi
+  if [[ $BACKEND != dpdk && ! -x $BACKEND ]]; then
+    echo "FAIL: $test_name: back-end $BACKEND is not an executable" >&2
+    exit 1
+  fi
+  # Short paths: a UNIX socket path has at most 107 bytes, build trees can be deep.
+  work=$(mktemp -d "${TMPDIR:-/tmp}/vvu-dpdk.XXXXXX") || exit 1
+  trap cleanup EXIT
+  trap 'echo "interrupted" >&2; exit 1' INT TERM
+}
+
+# A hugetlbfs of our own (mounted here, removed at exit), so nothing is left mounted for others,
+# and at least PAGES free 2 MiB pages (nr_hugepages is raised if needed and restored at exit).
+need_hugepages() {
+  local pages=$1 sys=/sys/kernel/mm/hugepages/hugepages-2048kB
+  [[ -d $sys ]] || skip "no 2 MiB hugepage support in this kernel"
+  local free nr
+  free=$(cat "$sys/free_hugepages") nr=$(cat "$sys/nr_hugepages")
+  if ((free < pages)); then
+    [[ $(id -u) == 0 ]] || skip "needs $pages free 2 MiB hugepages ($free free) and is not root"
+    huge_restore=$nr
+    echo $((nr + pages - free)) >"$sys/nr_hugepages" 2>/dev/null
+    free=$(cat "$sys/free_hugepages")
+    ((free >= pages)) || skip "could not reserve $pages 2 MiB hugepages (got $free free)"
+  fi
+  mkdir -p "$work/huge"
+  mount -t hugetlbfs -o pagesize=2M nodev "$work/huge" 2>"$work/mount.err" ||
+    skip "cannot mount hugetlbfs ($(cat "$work/mount.err")); needs root (peers.md)"
+  huge_mount=$work/huge
+}
+
+# peer_run NAME CMD...: CMD in the background under `timeout`; stdout+stderr into NAME.log, or
+# (PEER_STDOUT=1) stdout alone into NAME.out and stderr into NAME.log.
+peer_run() {
+  local name=$1
+  shift
+  if [[ ${PEER_STDOUT:-0} == 1 ]]; then
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" &
+  else
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 &
+  fi
+  peer_pid[$name]=$!
+  peer_names+=("$name")
+  echo "$name (pid $!): $*" >"$work/$name.cmd"
+  echo "started $name: $*"
+}
+
+peer_alive() { kill -0 "${peer_pid[$1]}" 2>/dev/null; }
+
+# peer_stop NAME SIGNAL [SECONDS]: the peer must end within SECONDS (10) and exit 0.
+peer_stop() {
+  local name=$1 sig=$2 secs=${3:-10} pid=${peer_pid[$1]} i rc
+  kill -"$sig" "$pid" 2>/dev/null
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of SIG$sig"
+  wait "$pid"
+  rc=$?
+  unset "peer_pid[$name]"
+  ((rc == 0)) || fail "$name exited with status $rc after SIG$sig (124: killed by timeout)"
+}
+
+wait_socket() {
+  local sock=$1 name=$2 secs=$3 i
+  for ((i = 0; i < secs * 20; i++)); do
+    [[ -S $sock ]] && return 0
+    peer_alive "$name" || fail "$name ended before creating $sock"
+    sleep 0.05
+  done
+  fail "$name did not create $sock within ${secs}s"
+}
+
+# testpmd's periodic "NIC statistics for port N" blocks (RX-packets ... RX-missed, TX-packets ...
+# TX-errors): the largest value of KEY (RX-packets or TX-packets) seen so far.
+periodic_max() {
+  local name=$1 key=$2
+  tr -d '\033' <"$work/$name.log" | awk -v key="$key:" '
+    /RX-packets:.*RX-missed:|TX-packets:.*TX-errors:/ {
+      for (i = 1; i < NF; i++) if ($i == key && $(i + 1) + 0 > max) max = $(i + 1) + 0
+    }
+    END { print max + 0 }'
+}
+
+# wait_stats NAME KEY SECS: bounded poll (testpmd prints every --stats-period second; its main
+# lcore can be slow to print on a busy machine, hence a generous bound).
+wait_stats() {
+  local name=$1 key=$2 secs=$3 i
+  for ((i = 0; i < secs * 10; i++)); do
+    (($(periodic_max "$name" "$key") > 0)) && return 0
+    peer_alive "$name" || fail "$name ended before its stats showed $key > 0"
+    sleep 0.1
+  done
+  fail "$name's stats did not show $key > 0 within ${secs}s"
+}
+
+# wait_stats_settled NAME KEY SECS: bounded poll until two successive periodic stats blocks show
+# the same KEY (the peer has received everything that was sent to it).
+wait_stats_settled() {
+  local name=$1 key=$2 secs=$3 i last="" now n last_n=""
+  for ((i = 0; i < secs * 10; i++)); do
+    n=$(grep -a -c 'NIC statistics for port' "$work/$name.log")
+    now=$(periodic_max "$name" "$key")
+    if [[ $n != "$last_n" ]]; then
+      [[ $now == "$last" ]] && return 0
+      last=$now last_n=$n
+    fi
+    peer_alive "$name" || fail "$name ended while draining"
+    sleep 0.1
+  done
+  fail "$name's $key still moving after ${secs}s"
+}
+
+# check_progress NAME KEY SECONDS: let traffic run SECONDS (a duration, not a readiness wait),
+# then wait for the next stats block; KEY must have grown by more than two rings meanwhile.
+check_progress() {
+  local name=$1 key=$2 secs=$3 v0 v1 n i
+  v0=$(periodic_max "$name" "$key")
+  sleep "$secs"
+  n=$(grep -a -c 'NIC statistics for port' "$work/$name.log")
+  for ((i = 0; i < 50; i++)); do
+    (($(grep -a -c 'NIC statistics for port' "$work/$name.log") > n)) && break
+    sleep 0.1
+  done
+  v1=$(periodic_max "$name" "$key")
+  peer_alive backend || fail "the back-end ended during the traffic"
+  peer_alive "$name" || fail "$name ended during the traffic"
+  if ((v1 - v0 <= 2 * RING)); then
+    fail "traffic stalled: $name's $key went from $v0 to $v1 in ${secs}s (more than $((2 * RING)) expected)"
+  fi
+  echo "ok: traffic flows: $name's $key went from $v0 to $v1 in about ${secs}s"
+}
+
+# final_stat NAME PORT KEY: KEY (RX-packets, RX-dropped, TX-packets, TX-dropped) of the block
+# "---- Forward statistics for port PORT ----" testpmd prints when it stops forwarding.
+final_stat() {
+  local name=$1 port=$2 key=$3 v
+  v=$(tr -d '\033' <"$work/$name.log" | awk -v hdr="Forward statistics for port $port " \
+        -v key="$key:" '
+    index($0, hdr) { inb = 1; next }
+    inb && /^ *-----/ { inb = 0 }
+    inb { for (i = 1; i < NF; i++) if ($i == key) { v = $(i + 1) } }
+    END { print v }')
+  [[ $v =~ ^[0-9]+$ ]] || fail "no final $key for port $port in $name's log"
+  echo "$v"
+}
+
+# frontend_start NAME SOCK FWD-MODE MAIN-LCORE [testpmd app options...]: testpmd with one
+# virtio-user port on SOCK (connecting). FE_VDEV_EXTRA (e.g. ",packed_vq=1") extends the vdev;
+# FE_HUGE=1 uses the hugetlbfs of need_hugepages instead of --no-huge. --no-flush-rx: by default
+# testpmd drains its RX queues (twice, up to a ring each) before it starts forwarding, uncounted,
+# and whatever the back-end sent first would be missing from RX-packets.
+frontend_start() {
+  local name=$1 sock=$2 mode=$3 lcore=$4
+  shift 4
+  local prefix=vvu-$name-$$
+  eal_prefixes+=("$prefix")
+  local -a memargs=(--no-huge -m 512)
+  if [[ ${FE_HUGE:-0} == 1 ]]; then
+    memargs=(-m 256 --huge-dir "$huge_mount" --single-file-segments)
+  fi
+  # shellcheck disable=SC2054 # the commas belong to DPDK's options
+  # SIGPIPE ignored: when the back-end has gone first, virtio-user's stop writes to a closed
+  # socket, and testpmd (no MSG_NOSIGNAL) would die of it instead of ending cleanly.
+  peer_run "$name" env --ignore-signal=PIPE "$TESTPMD" -l 0,1 --main-lcore "$lcore" -n 1 --file-prefix="$prefix" \
+    "${memargs[@]}" --no-pci --iova-mode=va \
+    --vdev "net_virtio_user0,path=$sock,queues=1,queue_size=$RING${FE_VDEV_EXTRA:-}" \
+    -- --total-num-mbufs=32768 --forward-mode="$mode" --auto-start --stats-period 1 \
+    --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx "$@"
+}
+
+# backend_start MODE SOCK...: the back-end under test, listening on each SOCK (port 0, 1, ...).
+# vvu-forward: stdout (its JSON) into backend.out. The DPDK stand-in: testpmd with one net_vhost
+# port per SOCK; rxonly/txonly map to the same forwarding modes, xconnect to io (testpmd pairs
+# port 0 with 1).
+backend_start() {
+  local mode=$1
+  shift
+  local -a cmd=()
+  local sock
+  if [[ $BACKEND == dpdk ]]; then
+    local fwd=$mode i=0 prefix=vvu-backend-$$
+    [[ $mode == xconnect ]] && fwd=io
+    [[ $fwd == rxonly || $fwd == txonly || $fwd == io ]] ||
+      fail "the DPDK stand-in has no mode $mode"
+    eal_prefixes+=("$prefix")
+    # shellcheck disable=SC2054
+    cmd=("$TESTPMD" -l 0,1 --main-lcore 0 -n 1 --file-prefix="$prefix" --no-huge -m 512 --no-pci)
+    for sock in "$@"; do
+      cmd+=(--vdev "net_vhost$i,iface=$sock,queues=1")
+      i=$((i + 1))
+    done
+    cmd+=(-- --total-num-mbufs=32768 --forward-mode="$fwd" --auto-start --stats-period 1
+          --nb-cores=1 --txd="$RING" --rxd="$RING")
+    peer_run backend "${cmd[@]}"
+  else
+    [[ -n ${VVU_FORWARD_CPU:-} ]] && cmd=(taskset -c "$VVU_FORWARD_CPU")
+    cmd+=("$BACKEND" --mode "$mode")
+    for sock in "$@"; do cmd+=(--port "unix:$sock"); done
+    PEER_STDOUT=1 peer_run backend "${cmd[@]}"
+  fi
+  for sock in "$@"; do wait_socket "$sock" backend 20; done
+}
+
+# backend_stop [NPORTS]: ends the back-end; backend.json gets one vvu-forward JSON line per port
+# (the stand-in's final forward stats in that form: packet counts only, bytes 0).
+backend_stop() {
+  local nports=${1:-1} p
+  if [[ $BACKEND == dpdk ]]; then
+    peer_stop backend INT 20
+    : >"$work/backend.json"
+    local rx tx txd
+    for ((p = 0; p < nports; p++)); do
+      rx=$(final_stat backend "$p" RX-packets) || exit 1
+      tx=$(final_stat backend "$p" TX-packets) || exit 1
+      txd=$(final_stat backend "$p" TX-dropped) || exit 1
+      printf '{"port":%d,"rx_packets":%s,"rx_bytes":0,"tx_packets":%s,"tx_bytes":0,"tx_dropped":%s}\n' \
+        "$p" "$rx" "$tx" "$txd" >>"$work/backend.json"
+    done
+  else
+    peer_stop backend TERM 20
+    grep -a '^{"port":' "$work/backend.out" >"$work/backend.json"
+    for ((p = 0; p < nports; p++)); do
+      grep -q "^{\"port\":$p," "$work/backend.json" ||
+        fail "vvu-forward printed no JSON line for port $p"
+    done
+  fi
+  echo "back-end counters:"
+  sed 's/^/  /' "$work/backend.json"
+}
+
+backend_stat() {
+  local port=$1 field=$2 v
+  v=$(sed -n "s/^{\"port\":$port,.*\"$field\":\([0-9][0-9]*\).*/\1/p" "$work/backend.json")
+  [[ $v =~ ^[0-9]+$ ]] || fail "no $field for port $port in the back-end's JSON"
+  echo "$v"
+}
+
+# check_within WHAT SENT GOT TOL: what one side sent and the other received. Up to TOL (one
+# ring) may still sit in a ring when the receiver stops; receiving more than was sent is a bug.
+check_within() {
+  local what=$1 sent=$2 got=$3 tol=$4
+  local d=$((sent - got))
+  if ((d < 0 || d > tol)); then
+    fail "$what: sent $sent, received $got (difference $d, allowed 0..$tol)"
+  fi
+  echo "ok: $what: sent $sent, received $got (difference $d, allowed 0..$tol)"
+}
+
+# parse_backend_arg "$@": --backend X (else $VVU_FORWARD, else error later in dpdk_init); the
+# remaining arguments are left in rest_args.
+declare -a rest_args=()
+parse_backend_arg() {
+  BACKEND=${BACKEND:-${VVU_FORWARD:-}}
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --backend) BACKEND=$2; shift 2 ;;
+      --backend=*) BACKEND=${1#--backend=}; shift ;;
+      *) rest_args+=("$1"); shift ;;
+    esac
+  done
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One-way traffic between DPDK's virtio-user (in testpmd, the front-end) and a vhost-user back-end
+# listening on a UNIX socket, and a count of what crossed.
+#
+#   one-way.sh --backend PATH|dpdk --direction to-backend|from-backend [--ring split|packed]
+#              [--mem nohuge|huge] [--seconds N] [--vdev-args ,KEY=VALUE...]
+#
+#   to-backend:   testpmd --forward-mode=txonly  ->  vvu-forward --mode rxonly
+#                 vvu's rx_packets must equal testpmd's final TX-packets, less at most one ring
+#                 (frames testpmd queued that the back-end had not taken when testpmd stopped).
+#   from-backend: vvu-forward --mode txonly  ->  testpmd --forward-mode=rxonly
+#                 testpmd's final RX-packets must equal vvu's tx_packets, less at most one ring.
+#
+# --backend dpdk runs DPDK's vhost PMD (a second testpmd, same modes) in vvu-forward's place.
+# --mem huge: the front-end's memory is hugetlbfs (--single-file-segments, so the back-end maps
+# 2 MiB-aligned fds); needs root to reserve pages and mount a private hugetlbfs (else skip).
+# Traffic runs --seconds (3) after testpmd's stats first show it, and must keep flowing: testpmd's
+# counter must grow by more than two rings meanwhile (a ring that stalls at its first wrap-around
+# moves exactly one ring's worth). --vdev-args extends virtio-user's vdev arguments (diagnostics,
+# e.g. ",in_order=0" or ",mrg_rxbuf=0"). Exit 0 pass, 1 fail, 77 skip
+# (dpdk-testpmd or hugepages missing; a failure when CI=true). See lib.sh for the environment.
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+
+parse_backend_arg "$@"
+direction="" ring=split mem=nohuge seconds=3 vdev_args=""
+set -- "${rest_args[@]}"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --direction) direction=$2; shift 2 ;;
+    --ring) ring=$2; shift 2 ;;
+    --mem) mem=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --vdev-args) vdev_args=$2; shift 2 ;;
+    *) echo "usage: $0 --backend PATH|dpdk --direction to-backend|from-backend" \
+            "[--ring split|packed] [--mem nohuge|huge] [--seconds N] [--vdev-args ,K=V...]" >&2
+       exit 2 ;;
+  esac
+done
+case $direction in
+  to-backend) fe_mode=txonly be_mode=rxonly key=TX-packets ;;
+  from-backend) fe_mode=rxonly be_mode=txonly key=RX-packets ;;
+  *) echo "$0: --direction to-backend|from-backend" >&2; exit 2 ;;
+esac
+FE_VDEV_EXTRA=""
+case $ring in
+  split) ;;
+  packed) FE_VDEV_EXTRA=",packed_vq=1" ;;
+  *) echo "$0: --ring split|packed" >&2; exit 2 ;;
+esac
+FE_VDEV_EXTRA+=$vdev_args
+
+dpdk_init "dpdk.$direction.$ring.$mem"
+case $mem in
+  nohuge) FE_HUGE=0 ;;
+  huge) need_hugepages 160; FE_HUGE=1 ;; # -m 256 is 128 pages, with room to spare
+  *) echo "$0: --mem nohuge|huge" >&2; exit 2 ;;
+esac
+echo "$test_name: back-end $BACKEND, ring $RING ($ring), front-end memory $mem, work dir $work"
+
+sock=$work/vhost-user.sock
+backend_start "$be_mode" "$sock"
+frontend_start frontend "$sock" "$fe_mode" 1
+wait_stats frontend "$key" 30
+check_progress frontend "$key" "$seconds"
+
+# The sender first, then the receiver once it has drained what was sent (its periodic stats stop
+# moving; bounded). to-backend: testpmd stops its queues (GET_VRING_BASE) and prints its final
+# counters; the back-end's can no longer move. from-backend: the back-end's exit ends the session;
+# what it had put in the RX ring is in testpmd's memory, and testpmd reads it.
+if [[ $direction == to-backend ]]; then
+  peer_stop frontend INT 20
+  backend_stop 1
+else
+  backend_stop 1
+  wait_stats_settled frontend RX-packets 10
+  peer_stop frontend INT 20
+fi
+
+if [[ $direction == to-backend ]]; then
+  sent=$(final_stat frontend 0 TX-packets) || exit 1
+  got=$(backend_stat 0 rx_packets) || exit 1
+  check_within "testpmd txonly -> back-end rxonly" "$sent" "$got" "$RING"
+else
+  sent=$(backend_stat 0 tx_packets) || exit 1
+  got=$(final_stat frontend 0 RX-packets) || exit 1
+  check_within "back-end txonly -> testpmd rxonly" "$sent" "$got" "$RING"
+fi
+echo "PASS: $test_name"
