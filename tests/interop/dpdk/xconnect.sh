@@ -79,6 +79,8 @@ done
 # shellcheck disable=SC2154 # declared above
 {
   echo "testpmd A: RX $a_RX TX $a_TX; testpmd B: RX $b_RX TX $b_TX"
+  echo "back-end port 0: rx $p0_rx_packets tx $p0_tx_packets tx_dropped $p0_tx_dropped;" \
+       "port 1: rx $p1_rx_packets tx $p1_tx_packets tx_dropped $p1_tx_dropped"
   ((a_RX > 0)) || fail "testpmd A received nothing"
   ((b_RX > 0)) || fail "testpmd B received nothing"
   check_within "A -> back-end port 0" "$a_TX" "$p0_rx_packets" "$RING"
