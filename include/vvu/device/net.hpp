@@ -13,6 +13,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 namespace vvu::device::net {
@@ -57,6 +58,19 @@ struct burst_scratch {
     std::array<ring::used_element, 2 * ring::max_burst> used;
 };
 
+// The length of the frame a transmit chain carries, counted in the port's receive counters;
+// nullopt (counted as an error) when the chain cannot even hold a net header.
+inline std::optional<std::size_t> take_frame(const ring::chain& c, port_stats& stats) noexcept {
+    if (c.readable_bytes() < net_hdr_size) {
+        ++stats.rx_errors;
+        return std::nullopt;
+    }
+    const std::size_t len = std::min<std::size_t>(c.readable_bytes() - net_hdr_size, max_frame_size);
+    ++stats.rx_packets;
+    stats.rx_bytes += len;
+    return len;
+}
+
 // Takes up to out.size() frames from a transmit queue into `staging` (one max_frame_size slot
 // per frame), returns them through `out` and gives the chains back. Returns how many.
 // Whether the driver must be interrupted afterwards is the ring's needs_interrupt().
@@ -71,16 +85,11 @@ std::size_t receive_burst(Queue& txq, std::span<std::byte> staging, std::span<fr
     for (std::size_t i = 0; i < n; ++i) {
         const ring::chain& c = chains[i];
         used[i] = {c.id(), 0};
-        if (c.readable_bytes() < net_hdr_size) {
-            ++stats.rx_errors;
-            continue;
-        }
-        const std::size_t len = std::min<std::size_t>(c.readable_bytes() - net_hdr_size, max_frame_size);
-        std::span<std::byte> slot = staging.subspan(frames * max_frame_size, len);
+        const auto len = take_frame(c, stats);
+        if (!len) continue;
+        std::span<std::byte> slot = staging.subspan(frames * max_frame_size, *len);
         c.copy_from(net_hdr_size, slot);
         out[frames++] = slot;
-        ++stats.rx_packets;
-        stats.rx_bytes += len;
     }
     txq.push_burst(std::span(used).first(n));
     return frames;
@@ -93,14 +102,8 @@ std::size_t drop_burst(Queue& txq, port_stats& stats, burst_scratch& scratch) {
     auto& used = scratch.used;
     const std::size_t n = txq.pop_burst(chains);
     for (std::size_t i = 0; i < n; ++i) {
-        const ring::chain& c = chains[i];
-        used[i] = {c.id(), 0};
-        if (c.readable_bytes() < net_hdr_size) {
-            ++stats.rx_errors;
-            continue;
-        }
-        ++stats.rx_packets;
-        stats.rx_bytes += c.readable_bytes() - net_hdr_size;
+        used[i] = {chains[i].id(), 0};
+        (void)take_frame(chains[i], stats);
     }
     txq.push_burst(std::span(used).first(n));
     return n;

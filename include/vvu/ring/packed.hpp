@@ -392,15 +392,12 @@ public:
                                                                 indirect_area ind = {}) {
         auto r = detail::map_packed(mem, cfg);
         if (!r) return vvu::unexpected(r.error());
-        std::byte* ind_p = nullptr;
-        if (ind.entries != 0) {
-            ind_p = mem.translate(ind.addr, 16ULL * ind.entries * cfg.size);
-            if (ind_p == nullptr) return vvu::unexpected(make_error_code(errc::ring_out_of_memory));
-        }
+        auto ind_p = detail::map_indirect(mem, ind, cfg.size);
+        if (!ind_p) return vvu::unexpected(ind_p.error());
         std::memset(r->desc, 0, packed_layout::desc_bytes(cfg.size));
         std::memset(r->driver_event, 0, 4);
         std::memset(r->device_event, 0, 4);
-        return packed_driver(cfg, *r, ind, ind_p);
+        return packed_driver(cfg, *r, ind, *ind_p);
     }
 
     // Post buffers. Every descriptor but the burst's first head gets its flags written

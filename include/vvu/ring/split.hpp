@@ -85,6 +85,15 @@ struct indirect_area {
 
 namespace detail {
 
+// The driver's indirect-table area for a ring of `size` slots (nullptr when none is wanted).
+template <memory_policy Mem>
+inline vvu::expected<std::byte*, std::error_code> map_indirect(Mem& mem, const indirect_area& ind, std::uint32_t size) {
+    if (ind.entries == 0) return static_cast<std::byte*>(nullptr);
+    std::byte* p = mem.translate(ind.addr, 16ULL * ind.entries * size);
+    if (p == nullptr) return vvu::unexpected(make_error_code(errc::ring_out_of_memory));
+    return p;
+}
+
 struct split_rings {
     std::byte* desc = nullptr;
     std::byte* avail = nullptr;
@@ -325,16 +334,13 @@ public:
                                                                indirect_area ind = {}) {
         auto r = detail::map_split(mem, cfg);
         if (!r) return vvu::unexpected(r.error());
-        std::byte* ind_p = nullptr;
-        if (ind.entries != 0) {
-            ind_p = mem.translate(ind.addr, 16ULL * ind.entries * cfg.size);
-            if (ind_p == nullptr) return vvu::unexpected(make_error_code(errc::ring_out_of_memory));
-        }
+        auto ind_p = detail::map_indirect(mem, ind, cfg.size);
+        if (!ind_p) return vvu::unexpected(ind_p.error());
         using L = split_layout;
         std::memset(r->desc, 0, L::desc_bytes(cfg.size));
         std::memset(r->avail, 0, L::avail_bytes(cfg.size));
         std::memset(r->used, 0, L::used_bytes(cfg.size));
-        return split_driver(cfg, *r, ind, ind_p);
+        return split_driver(cfg, *r, ind, *ind_p);
     }
 
     // Post buffers; one RELEASE store of avail->idx publishes the whole burst. Stops at the
