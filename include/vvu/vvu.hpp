@@ -13,3 +13,7 @@
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
 #include <vvu/device/net_forward.hpp>
+#include <vvu/protocol/frontend.hpp>
+#include <vvu/device/net_driver.hpp>
+#include <vvu/device/blk.hpp>
+#include <vvu/device/blk_driver.hpp>

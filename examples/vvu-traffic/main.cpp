@@ -1,0 +1,391 @@
+// vvu-traffic: a vhost-user front-end that generates and checks virtio-net traffic against any
+// back-end (DPDK net_vhost, vvu-forward, …). A thin main over device::net::net_driver.
+#include <vvu/device/l2.hpp>
+#include <vvu/device/net_driver.hpp>
+
+#include <fmt/format.h>
+
+#include <signal.h>
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace vvu;
+using clock_type = std::chrono::steady_clock;
+
+constexpr const char* usage_text = R"(usage: vvu-traffic (--connect PATH | --listen PATH) [options]
+
+A vhost-user front-end (virtio-net driver) that sends and receives test traffic through any
+vhost-user net back-end: DPDK's net_vhost, vvu-forward, ...
+
+Connection:
+  --connect PATH     connect to a back-end listening on PATH (retried up to --timeout)
+  --listen PATH      listen on PATH for a back-end in client mode (one connection)
+
+Traffic:
+  --mode MODE        tx:   send --packets frames on queue pair 0 (default)
+                     rx:   receive --packets frames (or until --idle MS without a frame)
+                     echo: send --packets frames and receive them back (a loopback back-end,
+                           e.g. vvu-forward --mode loopback); never more in flight than the
+                           receive ring holds, so a correct back-end loses nothing
+  --packets N        frames to send / receive (default 1000000)
+  --size B           frame size in bytes, >= 64 (default 64); rx: the size every frame must have
+                     (0: any)
+  --rate PPS         frames per second to send (default 0: as fast as possible)
+  --seq check|ignore rx: track the sequence numbers in received frames (default check;
+                     'ignore' for senders that do not number their frames, like testpmd)
+
+Virtio:
+  --packed           packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones
+  --queue-size N     descriptors per virtqueue (default 256)
+  --no-mrg-rxbuf     do not negotiate VIRTIO_NET_F_MRG_RXBUF
+  --regions N        memfd regions of the shared memory (default 1)
+  --mem-table        always share memory with SET_MEM_TABLE (not ADD_MEM_REG)
+
+Limits:
+  --timeout MS       bound of every control-message wait, of connecting, and of waiting for
+                     the back-end to give buffers back (default 5000)
+  --idle MS          rx/echo: stop after MS without progress once traffic began (default 2000)
+  --help             this text
+
+Frames are UDP test frames carrying a 64-bit sequence number (device::net::make_test_frame).
+At the end (or on SIGINT/SIGTERM) one JSON object is printed on stdout, e.g.
+  {"mode":"echo","sent":N,"received":N,"gaps":0,"lost":0,"late":0,"bad_frames":0,
+   "seconds":S,"pps":P, ...}
+gaps: discontinuities in the received sequence; lost: frames never received (echo: sent -
+received; rx: numbers skipped); late: frames received after a later one; bad_frames: wrong
+length or a net header with flags, GSO or num_buffers a virtio-net driver would not accept.
+Exit status: 0 done, 1 protocol or connection error (message on stderr), 2 bad command line.
+)";
+
+std::atomic<bool> stop_requested{false};
+
+enum class traffic_mode { tx, rx, echo };
+
+struct options {
+    std::string path;
+    bool listen = false;
+    traffic_mode mode = traffic_mode::tx;
+    std::uint64_t packets = 1'000'000;
+    std::size_t size = 64;
+    bool size_given = false;
+    std::uint64_t rate = 0;
+    bool check_seq = true;
+    device::net::driver_options driver;
+    std::chrono::milliseconds timeout{5000};
+    std::chrono::milliseconds idle{2000};
+};
+
+template <class T>
+bool parse_number(std::string_view s, T& out) {
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc{} && end == s.data() + s.size();
+}
+
+std::optional<options> parse(int argc, char** argv) {
+    options o;
+    auto bad = [](std::string_view why) {
+        fmt::print(stderr, "vvu-traffic: {}\n(--help for usage)\n", why);
+        return std::nullopt;
+    };
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        auto value = [&]() -> std::optional<std::string_view> {
+            if (i + 1 >= argc) return std::nullopt;
+            return std::string_view(argv[++i]);
+        };
+        auto number = [&](auto& out) {
+            auto v = value();
+            return v && parse_number(*v, out);
+        };
+        if (a == "--help" || a == "-h") {
+            std::fputs(usage_text, stdout);
+            std::exit(0);
+        } else if (a == "--connect" || a == "--listen") {
+            auto v = value();
+            if (!v) return bad(fmt::format("{} needs a path", a));
+            o.path = std::string(*v);
+            o.listen = a == "--listen";
+        } else if (a == "--mode") {
+            auto v = value();
+            if (v == "tx") o.mode = traffic_mode::tx;
+            else if (v == "rx") o.mode = traffic_mode::rx;
+            else if (v == "echo") o.mode = traffic_mode::echo;
+            else return bad("--mode is tx, rx or echo");
+        } else if (a == "--packets") {
+            if (!number(o.packets)) return bad("--packets needs a number");
+        } else if (a == "--size") {
+            if (!number(o.size)) return bad("--size needs a number");
+            o.size_given = true;
+        } else if (a == "--rate") {
+            if (!number(o.rate)) return bad("--rate needs a number");
+        } else if (a == "--seq") {
+            auto v = value();
+            if (v == "check") o.check_seq = true;
+            else if (v == "ignore") o.check_seq = false;
+            else return bad("--seq is check or ignore");
+        } else if (a == "--packed") {
+            o.driver.packed = true;
+        } else if (a == "--queue-size") {
+            if (!number(o.driver.queue_size)) return bad("--queue-size needs a number");
+        } else if (a == "--no-mrg-rxbuf") {
+            o.driver.mrg_rxbuf = false;
+        } else if (a == "--regions") {
+            if (!number(o.driver.memory_regions)) return bad("--regions needs a number");
+        } else if (a == "--mem-table") {
+            o.driver.use_mem_slots = false;
+        } else if (a == "--timeout") {
+            unsigned ms = 0;
+            if (!number(ms)) return bad("--timeout needs milliseconds");
+            o.timeout = std::chrono::milliseconds(ms);
+        } else if (a == "--idle") {
+            unsigned ms = 0;
+            if (!number(ms)) return bad("--idle needs milliseconds");
+            o.idle = std::chrono::milliseconds(ms);
+        } else {
+            return bad(fmt::format("unknown option {}", a));
+        }
+    }
+    if (o.path.empty()) return bad("--connect PATH or --listen PATH is required");
+    if (o.mode != traffic_mode::rx && o.size < device::net::test_frame_min_size)
+        return bad("--size is at least 64 (a test frame)");
+    if (o.size + device::net::net_hdr_size > 65536) return bad("--size is at most 65524");
+    // Room for the frame behind its header in one transmit slot; receive buffers stay 2 KiB
+    // (with MRG_RXBUF larger frames span several).
+    o.driver.tx_buffer_size = static_cast<std::uint32_t>(std::max<std::size_t>(2048, o.size + device::net::net_hdr_size));
+    if (!o.driver.mrg_rxbuf) o.driver.rx_buffer_size = o.driver.tx_buffer_size;
+    o.driver.timeout = o.timeout;
+    return o;
+}
+
+// Sequence-number bookkeeping of received frames.
+struct sequence_check {
+    std::uint64_t next = 0;
+    std::uint64_t gaps = 0;
+    std::uint64_t skipped = 0; // numbers jumped over (frames lost, unless they come late)
+    std::uint64_t late = 0;
+
+    void see(std::uint64_t seq) noexcept {
+        if (seq == next) {
+            ++next;
+        } else if (seq > next) {
+            ++gaps;
+            skipped += seq - next;
+            next = seq + 1;
+        } else {
+            ++late;
+            if (skipped != 0) --skipped;
+        }
+    }
+};
+
+struct report {
+    std::uint64_t sent = 0, completed = 0, received = 0, bytes = 0, bad_frames = 0;
+    sequence_check seq;
+    clock_type::time_point first{}, last{};
+    bool any = false;
+
+    void stamp(clock_type::time_point now) {
+        if (!any) first = now;
+        last = now;
+        any = true;
+    }
+    double seconds() const { return any ? std::chrono::duration<double>(last - first).count() : 0.0; }
+};
+
+// A frame a virtio-net driver accepts: the expected length, a header without offloads we did
+// not negotiate (flags, GSO), and, with MRG_RXBUF, num_buffers >= 1.
+bool frame_ok(const device::net::virtio_net_hdr& h, std::span<const std::byte> f, std::size_t want_size, bool mrg) {
+    if (want_size != 0 && f.size() != want_size) return false;
+    if (h.flags != 0 || h.gso_type != 0) return false;
+    if (mrg && h.num_buffers == 0) return false;
+    return true;
+}
+
+using driver_type = device::net::net_driver<protocol::socket_channel>;
+
+// Frames [sent, sent + n) into `frames`, built once per slot of `pool`.
+std::size_t build(std::vector<std::vector<std::byte>>& pool, std::vector<device::net::frame>& frames,
+                  std::uint64_t first_seq, std::size_t n, std::size_t size) {
+    static constexpr device::net::mac_address src{0x52, 0x54, 0x00, 0x00, 0x00, 0x10};
+    static constexpr device::net::mac_address dst{0x52, 0x54, 0x00, 0x00, 0x00, 0x20};
+    frames.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+        auto& buf = pool[i];
+        const std::size_t len = device::net::make_test_frame(buf, size, first_seq + i, src, dst);
+        frames.emplace_back(buf.data(), len);
+    }
+    return n;
+}
+
+// How many frames the rate allows now.
+std::uint64_t allowed(const options& o, clock_type::time_point start, std::uint64_t sent) {
+    if (o.rate == 0) return o.packets - sent;
+    const double t = std::chrono::duration<double>(clock_type::now() - start).count();
+    const auto budget = static_cast<std::uint64_t>(t * static_cast<double>(o.rate)) + 1;
+    return budget > sent ? std::min(budget - sent, o.packets - sent) : 0;
+}
+
+int run(const options& o) {
+    auto channel = o.listen ? protocol::socket_channel::listen(o.path, o.timeout)
+                            : protocol::socket_channel::connect(o.path, o.timeout);
+    if (!channel) {
+        fmt::print(stderr, "vvu-traffic: {}\n", channel.error().message());
+        return 1;
+    }
+    auto opened = driver_type::open(std::move(*channel), o.driver);
+    if (!opened) {
+        fmt::print(stderr, "vvu-traffic: setup failed: {}\n", opened.error().message());
+        return 1;
+    }
+    driver_type& nd = **opened;
+    nd.disable_interrupts(); // busy-polling
+    auto& fe = nd.frontend();
+    fmt::print(stderr, "vvu-traffic: connected to {}: features 0x{:x}, protocol features 0x{:x}, {} rings, mrg_rxbuf {}\n",
+               o.path, fe.features(), fe.protocol_features(), o.driver.packed ? "packed" : "split", nd.mrg_rxbuf());
+
+    report rep;
+    std::vector<std::vector<std::byte>> pool(ring::max_burst, std::vector<std::byte>(std::max<std::size_t>(o.size, 64)));
+    std::vector<device::net::frame> frames;
+    frames.reserve(ring::max_burst);
+    const bool mrg = nd.mrg_rxbuf();
+    const std::size_t want_size = o.mode == traffic_mode::rx ? (o.size_given ? o.size : 0) : o.size;
+    auto on_frame = [&](const device::net::virtio_net_hdr& h, std::span<const std::byte> f) {
+        ++rep.received;
+        rep.bytes += f.size();
+        if (!frame_ok(h, f, want_size, mrg)) ++rep.bad_frames;
+        if (o.check_seq) {
+            if (auto s = device::net::test_frame_sequence(f)) rep.seq.see(*s);
+        }
+    };
+
+    const auto start = clock_type::now();
+    auto last_progress = start;
+    std::uint64_t spins = 0;
+    std::string failure;
+    const std::uint32_t window = nd.queue_size(); // echo: at most one receive ring in flight
+
+    while (!stop_requested.load(std::memory_order_relaxed)) {
+        bool progress = false;
+        if (o.mode != traffic_mode::rx && rep.sent < o.packets) {
+            std::uint64_t n = std::min<std::uint64_t>(allowed(o, start, rep.sent), ring::max_burst);
+            if (o.mode == traffic_mode::echo) {
+                const std::uint64_t in_flight = rep.sent - rep.received;
+                n = std::min<std::uint64_t>(n, in_flight < window ? window - in_flight : 0);
+            }
+            if (n != 0) {
+                build(pool, frames, rep.sent, n, o.size);
+                const std::size_t s = nd.send(0, frames);
+                if (s != 0) {
+                    if (rep.sent == 0) rep.stamp(clock_type::now());
+                    rep.sent += s;
+                    progress = true;
+                }
+            }
+        }
+        if (o.mode != traffic_mode::rx) {
+            if (nd.reap_tx(0) != 0) progress = true;
+        }
+        if (o.mode != traffic_mode::tx) {
+            const auto before = rep.received;
+            nd.receive(0, on_frame, std::min<std::uint64_t>(ring::max_burst, o.packets - std::min(o.packets, rep.received)));
+            if (rep.received != before) {
+                rep.stamp(clock_type::now());
+                progress = true;
+            }
+        }
+        const auto now = progress || (++spins & 0x3ff) == 0 ? clock_type::now() : last_progress;
+        if (progress) {
+            last_progress = now;
+            if (o.mode == traffic_mode::tx && rep.sent == o.packets) rep.last = now;
+        }
+        // Done?
+        if (o.mode == traffic_mode::tx && rep.sent == o.packets && nd.tx_outstanding(0) == 0) break;
+        if (o.mode == traffic_mode::rx && rep.received >= o.packets) break;
+        if (o.mode == traffic_mode::echo && rep.received >= o.packets) break;
+        if (!progress) {
+            const auto quiet = now - last_progress;
+            if (o.mode == traffic_mode::tx && rep.sent == o.packets && quiet > o.timeout) {
+                failure = fmt::format("the back-end did not give {} transmit buffers back within {} ms",
+                                      nd.tx_outstanding(0), o.timeout.count());
+                break;
+            }
+            if (o.mode == traffic_mode::tx && rep.sent < o.packets && o.rate == 0 && quiet > o.timeout) {
+                failure = fmt::format("no transmit progress for {} ms (the back-end takes nothing)", o.timeout.count());
+                break;
+            }
+            if (o.mode != traffic_mode::tx && rep.any && quiet > o.idle && (o.mode == traffic_mode::rx || rep.sent == o.packets))
+                break; // the rest is lost
+            if (o.mode == traffic_mode::rx && !rep.any && quiet > o.timeout + o.idle) {
+                failure = fmt::format("no frame received within {} ms", (o.timeout + o.idle).count());
+                break;
+            }
+            if (o.mode == traffic_mode::echo && rep.sent < o.packets && quiet > o.idle + o.timeout) {
+                failure = fmt::format("echo stalled: {} sent, {} received, nothing moved for {} ms", rep.sent,
+                                      rep.received, (o.idle + o.timeout).count());
+                break;
+            }
+        }
+        if ((spins & 0xfff) == 0) {
+            if (auto r = fe.serve_backend_requests(); !r) {
+                failure = r.error().message();
+                break;
+            }
+        }
+        if (!progress && o.rate != 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    if (o.mode == traffic_mode::tx) {
+        nd.reap_tx(0);
+        if (!rep.any) rep.first = rep.last = clock_type::now();
+    }
+    rep.completed = nd.stats().tx_completed;
+
+    const double secs = rep.seconds();
+    const std::uint64_t counted = o.mode == traffic_mode::tx ? rep.sent : rep.received;
+    const double pps = secs > 0 ? static_cast<double>(counted) / secs : 0.0;
+    std::string json = fmt::format("{{\"mode\":\"{}\",\"packed\":{},\"size\":{},\"sent\":{},\"completed\":{},\"received\":{},\"bytes\":{}",
+                                   o.mode == traffic_mode::tx ? "tx" : o.mode == traffic_mode::rx ? "rx" : "echo",
+                                   o.driver.packed, o.size, rep.sent, rep.completed, rep.received,
+                                   o.mode == traffic_mode::tx ? nd.stats().tx_bytes : rep.bytes);
+    if (o.mode != traffic_mode::tx) {
+        const std::uint64_t lost = o.mode == traffic_mode::echo ? rep.sent - std::min(rep.sent, rep.received) : rep.seq.skipped;
+        if (o.check_seq)
+            json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{}", rep.seq.gaps, lost, rep.seq.late);
+        else
+            json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null");
+        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{}", rep.bad_frames, nd.stats().rx_errors);
+    }
+    json += fmt::format(",\"seconds\":{:.6f},\"pps\":{:.0f}}}", secs, pps);
+
+    // Stop the rings cleanly (the back-end hands them back) before disconnecting.
+    if (auto r = nd.close(); !r && failure.empty()) failure = "stopping the rings: " + r.error().message();
+    std::printf("%s\n", json.c_str());
+    std::fflush(stdout);
+    if (!failure.empty()) {
+        fmt::print(stderr, "vvu-traffic: {}\n", failure);
+        return 1;
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    auto o = parse(argc, argv);
+    if (!o) return 2;
+    struct sigaction sa{};
+    sa.sa_handler = [](int) { stop_requested.store(true); };
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    return run(*o);
+}

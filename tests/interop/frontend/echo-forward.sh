@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# vvu-traffic --mode echo through vvu-forward --mode loopback: 1 000 000 sequence-numbered frames
+# out and back, none lost, none out of order, and vvu-forward's counters agree.
+# Usage: echo-forward.sh --traffic PATH-TO-vvu-traffic --forward PATH-TO-vvu-forward --ring split|packed
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+
+traffic="" forward="" ring=split packets=${PACKETS:-1000000}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --traffic) traffic=$2; shift 2 ;;
+    --forward) forward=$2; shift 2 ;;
+    --ring) ring=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+fe_init "frontend.echo.$ring"
+need_exe "$traffic"
+need_exe "$forward"
+packed=()
+[[ $ring == packed ]] && packed=(--packed)
+sock=$work/loop.sock
+read -r -a pin <<<"$(pin0)"
+cpu=()
+[[ ${#pin[@]} -gt 0 ]] && cpu=(--cpu 1)
+
+PEER_STDOUT=1 peer_run forward "$forward" --mode loopback --port "unix:$sock" "${cpu[@]}"
+wait_socket "$sock" forward 20
+PEER_STDOUT=1 peer_run traffic "${pin[@]}" "$traffic" --connect "$sock" --mode echo --packets "$packets" \
+  --size 64 "${packed[@]}" --timeout 10000 --idle 5000
+peer_wait traffic 120
+((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
+echo "vvu-traffic: $(grep -a '^{' "$work/traffic.out" | tail -n 1)"
+expect_eq "sent" "$(json_field "$work/traffic.out" sent)" "$packets"
+expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
+expect_eq "gaps" "$(json_field "$work/traffic.out" gaps)" 0
+expect_eq "lost" "$(json_field "$work/traffic.out" lost)" 0
+expect_eq "late" "$(json_field "$work/traffic.out" late)" 0
+expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
+peer_stop forward TERM 20
+line=$(grep -a '^{"port":0,' "$work/forward.out") || fail "vvu-forward printed no JSON for port 0"
+echo "vvu-forward: $line"
+for f in rx_packets tx_packets; do
+  v=$(sed -n "s/.*\"$f\":\([0-9]*\).*/\1/p" <<<"$line")
+  expect_eq "vvu-forward $f" "$v" "$packets"
+done
+expect_eq "vvu-forward tx_dropped" "$(sed -n 's/.*"tx_dropped":\([0-9]*\).*/\1/p' <<<"$line")" 0
+echo "PASS: $test_name"

@@ -1,0 +1,192 @@
+# shellcheck shell=bash
+# Shared by the front-end interop tests (tests/interop/frontend/*.sh; sourced, not run): vvu's
+# front-end tools (vvu-traffic, vvu-blk) against real back-ends (DPDK testpmd's net_vhost,
+# vvu-forward, qemu-storage-daemon).
+#
+#   fe_init NAME TOOL...         tools present (else skip/fail), work dir, cleanup on exit
+#   peer_run NAME CMD...         CMD in the background under `timeout`; stdout+stderr in NAME.log
+#                                (PEER_STDOUT=1: stdout alone in NAME.out)
+#   peer_stop NAME SIGNAL [SECS] signal it; it must end within SECS (10) and exit 0
+#   peer_wait NAME SECS          wait for a peer that ends by itself; its exit status in $peer_rc
+#   wait_socket SOCK NAME SECS   bounded poll until SOCK exists (fails if NAME ends first)
+#   testpmd_final NAME PORT KEY  KEY of testpmd's final "Forward statistics for port PORT" block
+#   json_field FILE KEY          a number (or null/true/false) of the last JSON line in FILE
+#   expect_eq WHAT GOT WANT      equal, else fail
+#   skip MESSAGE / fail MESSAGE  exit 77 (1 under CI=true) / print every peer's log and exit 1
+#
+# Environment: CI=true turns every skip into a failure; PEER_TIMEOUT (seconds each peer may
+# live, 120); KEEP_LOGS=1 keeps the work directory; DPDK_TESTPMD, QEMU_STORAGE_DAEMON.
+# Cores (2 on the reference machine): testpmd runs `-l 0,1 --main-lcore 0` (its forwarding lcore
+# busy-polls core 1), the vvu tool runs on core 0 (taskset).
+
+set -uo pipefail
+
+SKIP=77
+PEER_TIMEOUT=${PEER_TIMEOUT:-120}
+TESTPMD=${DPDK_TESTPMD:-dpdk-testpmd}
+QSD=${QEMU_STORAGE_DAEMON:-qemu-storage-daemon}
+
+declare -A peer_pid=()
+declare -a peer_names=()
+declare -a eal_prefixes=()
+work=""
+test_name=""
+peer_rc=0
+
+skip() {
+  if [[ ${CI:-} == true ]]; then
+    echo "FAIL: $test_name: $* (CI=true: what would be a skip is an error)" >&2
+    exit 1
+  fi
+  echo "SKIP: $test_name: $*"
+  exit $SKIP
+}
+
+print_logs() {
+  local name f
+  for name in "${peer_names[@]}"; do
+    for f in "$work/$name.log" "$work/$name.out"; do
+      [[ -f $f ]] || continue
+      echo "======== $name: ${f##*/} (last 80 lines) ========"
+      tail -n 80 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
+    done
+  done
+}
+
+fail() {
+  echo "FAIL: $test_name: $*" >&2
+  print_logs >&2
+  echo "FAIL: $test_name: $*" >&2
+  exit 1
+}
+
+# Peers still running at exit (failure, ctest timeout) are ended by pid: SIGTERM to `timeout`
+# (it forwards it), SIGKILL to it and its child after 5 s.
+cleanup() {
+  local name pid child i
+  for name in "${!peer_pid[@]}"; do
+    pid=${peer_pid[$name]}
+    kill -0 "$pid" 2>/dev/null || continue
+    child=$(pgrep -P "$pid" 2>/dev/null | head -n 1)
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" ${child:+"$child"} 2>/dev/null; fi
+    wait "$pid" 2>/dev/null
+  done
+  local p d
+  for p in "${eal_prefixes[@]}"; do
+    for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
+      if [[ -d $d/$p ]]; then rm -rf -- "${d:?}/${p:?}"; fi
+    done
+  done
+  if [[ -n $work && -d $work ]]; then
+    if [[ ${KEEP_LOGS:-0} == 1 ]]; then echo "logs kept in $work"; else rm -rf -- "$work"; fi
+  fi
+}
+
+fe_init() {
+  test_name=$1
+  shift
+  local tool
+  for tool in timeout pgrep "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || skip "$tool not found (see /work/shared/peers.md)"
+  done
+  # Short paths: a UNIX socket path has at most 107 bytes.
+  work=$(mktemp -d "${TMPDIR:-/tmp}/vvu-fe.XXXXXX") || exit 1
+  trap cleanup EXIT
+  trap 'echo "interrupted" >&2; exit 1' INT TERM
+}
+
+need_exe() { [[ -x $1 ]] || { echo "FAIL: $test_name: $1 is not an executable" >&2; exit 1; }; }
+
+peer_run() {
+  local name=$1
+  shift
+  if [[ ${PEER_STDOUT:-0} == 1 ]]; then
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" &
+  else
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 &
+  fi
+  peer_pid[$name]=$!
+  peer_names+=("$name")
+  echo "started $name (pid $!): $*"
+}
+
+peer_alive() { kill -0 "${peer_pid[$1]}" 2>/dev/null; }
+
+peer_stop() {
+  local name=$1 sig=$2 secs=${3:-10} pid=${peer_pid[$1]} i rc
+  kill -"$sig" "$pid" 2>/dev/null
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of SIG$sig"
+  wait "$pid"
+  rc=$?
+  unset "peer_pid[$name]"
+  ((rc == 0)) || fail "$name exited with status $rc after SIG$sig (124: killed by timeout)"
+}
+
+# peer_wait NAME SECS: a peer that ends by itself (a vvu tool) must do so within SECS.
+peer_wait() {
+  local name=$1 secs=$2 pid=${peer_pid[$1]} i
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && fail "$name did not finish within ${secs}s"
+  wait "$pid"
+  peer_rc=$?
+  unset "peer_pid[$name]"
+}
+
+wait_socket() {
+  local sock=$1 name=$2 secs=$3 i
+  for ((i = 0; i < secs * 20; i++)); do
+    [[ -S $sock ]] && return 0
+    peer_alive "$name" || fail "$name ended before creating $sock"
+    sleep 0.05
+  done
+  fail "$name did not create $sock within ${secs}s"
+}
+
+testpmd_final() {
+  local name=$1 port=$2 key=$3 v
+  v=$(tr -d '\033' <"$work/$name.log" | awk -v hdr="Forward statistics for port $port " -v key="$key:" '
+    index($0, hdr) { inb = 1; next }
+    inb && /^ *-----/ { inb = 0 }
+    inb { for (i = 1; i < NF; i++) if ($i == key) { v = $(i + 1) } }
+    END { print v }')
+  [[ $v =~ ^[0-9]+$ ]] || fail "no final $key for port $port in $name's log"
+  echo "$v"
+}
+
+# testpmd with one net_vhost port (a vhost-user back-end, server mode) on SOCK.
+testpmd_vhost_start() {
+  local name=$1 sock=$2 mode=$3 prefix=vvu-fe-$1-$$
+  eal_prefixes+=("$prefix")
+  # shellcheck disable=SC2054 # the commas belong to DPDK's options
+  peer_run "$name" env --ignore-signal=PIPE "$TESTPMD" -l 0,1 --main-lcore 0 -n 1 --file-prefix="$prefix" \
+    --no-huge -m 512 --no-pci --vdev "net_vhost0,iface=$sock,queues=1" \
+    -- --total-num-mbufs=32768 --forward-mode="$mode" --auto-start --stats-period 1 --nb-cores=1
+  wait_socket "$sock" "$name" 30
+}
+
+json_field() {
+  local file=$1 key=$2 v
+  v=$(grep -a '^{' "$file" | tail -n 1 | sed -n "s/.*\"$key\":\([^,}]*\).*/\1/p")
+  [[ -n $v ]] || fail "no \"$key\" in the JSON of $file"
+  echo "$v"
+}
+
+expect_eq() {
+  [[ $2 == "$3" ]] || fail "$1: got $2, want $3"
+  echo "ok: $1 = $2"
+}
+
+# The vvu tool on core 0 when taskset works (testpmd's poller has core 1).
+pin0() { if command -v taskset >/dev/null 2>&1 && taskset -c 0 true 2>/dev/null; then echo "taskset -c 0"; fi; }
