@@ -47,8 +47,11 @@ Options:
   --size BYTES       frame size for txonly (default 64)
   --stats SECONDS    print every port's counters to stderr every SECONDS
   --cpu N            pin the forwarding thread to CPU N (like a DPDK lcore)
-  --idle-sleep-us N  sleep N microseconds when a whole pass moved nothing (default 0: busy-poll
-                     like a DPDK PMD; a small value frees the core on idle machines)
+  --poll MODE        busy (default): poll every vring without pause, like a DPDK PMD;
+                     event: poll while frames flow, and after --idle-us without any, sleep until
+                     a front-end kicks (frees the core of idle ports)
+  --idle-us N        event mode: idle time before sleeping (default 200)
+  --idle-sleep-us N  busy mode: sleep N microseconds after a pass that moved nothing (default 0)
   --help             this text
 
 On SIGINT or SIGTERM it prints one JSON object per port on stdout and exits 0:
@@ -67,6 +70,8 @@ struct options {
     std::size_t frame_size = 64;
     unsigned stats_seconds = 0;
     unsigned idle_sleep_us = 0;
+    bool event_mode = false;
+    unsigned idle_us = 200;
     int cpu = -1;
 };
 
@@ -117,6 +122,11 @@ std::optional<options> parse(int argc, char** argv) {
             if (!parse_number(*v, o.stats_seconds)) return fail("--stats takes a number of seconds");
         } else if (arg == "--cpu") {
             if (!parse_number(*v, o.cpu) || o.cpu < 0 || o.cpu >= CPU_SETSIZE) return fail("--cpu takes a CPU number");
+        } else if (arg == "--poll") {
+            if (*v == "event") o.event_mode = true;
+            else if (*v != "busy") return fail("--poll is busy or event");
+        } else if (arg == "--idle-us") {
+            if (!parse_number(*v, o.idle_us)) return fail("--idle-us takes a number");
         } else if (arg == "--idle-sleep-us") {
             if (!parse_number(*v, o.idle_sleep_us)) return fail("--idle-sleep-us takes a number");
         } else {
@@ -200,9 +210,19 @@ int main(int argc, char** argv) {
                 fmt::print(stderr, "vvu-forward: cannot pin to CPU {}: {}\n", opts->cpu, std::strerror(e));
         }
         device::net::forwarder fwd(devices, opts->mode, opts->frame_size);
+        auto last_work = std::chrono::steady_clock::now();
         while (running.load(std::memory_order_relaxed)) {
-            if (fwd.poll() == 0 && opts->idle_sleep_us != 0)
+            if (fwd.poll() != 0) {
+                if (opts->event_mode) last_work = std::chrono::steady_clock::now();
+                continue;
+            }
+            if (opts->event_mode) {
+                if (std::chrono::steady_clock::now() - last_work > std::chrono::microseconds(opts->idle_us) &&
+                    fwd.wait_for_kicks(std::chrono::milliseconds(100)))
+                    last_work = std::chrono::steady_clock::now();
+            } else if (opts->idle_sleep_us != 0) {
                 std::this_thread::sleep_for(std::chrono::microseconds(opts->idle_sleep_us));
+            }
         }
     });
     for (std::size_t i = 0; i < ports.size(); ++i) ports[i]->control = std::thread([&, i] { ports[i]->serve(i); });

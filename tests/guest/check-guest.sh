@@ -77,9 +77,10 @@ if [ "$BACKEND" = dpdk ]; then
     -- --total-num-mbufs=32768 --forward-mode=io --auto-start --nb-cores=1 --stats-period 10 \
     >"$WORK/backend.log" 2>&1 </dev/null &
 else
-  # An idle sleep keeps the busy-polling forwarder from starving the two TCG guests on 2 cores.
+  # Event mode: the forwarder sleeps on the guests' kicks when idle instead of taking a core
+  # from the two TCG guests (2 cores here).
   timeout --kill-after=5 $((TMO + 60)) "$VVU_FORWARD" --mode "${BACKEND#vvu-forward:}" \
-    --port "unix:$SOCK0" --port "unix:$SOCK1" --idle-sleep-us 50 \
+    --port "unix:$SOCK0" --port "unix:$SOCK1" --poll event \
     >"$WORK/backend.log" 2>&1 </dev/null &
 fi
 PMD_PID=$!
@@ -115,7 +116,8 @@ case "$result" in
 esac
 
 # vvu-forward's own counters: on SIGTERM it prints one JSON line per port. Every ping and its
-# reply crossed both ports, and nothing was dropped.
+# reply crossed both ports. (Drops are allowed: a guest may ARP before the other one's driver
+# has given the port receive buffers, and those frames have nowhere to go.)
 if [ "$BACKEND" != dpdk ]; then
   vvu_stop "$PMD_PID"; PMD_PID=''
   port0=$(grep -a '^{"port":0,' "$WORK/backend.log" || true)
@@ -124,8 +126,8 @@ if [ "$BACKEND" != dpdk ]; then
   echo "vvu-forward: $port1"
   field() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" <<<"$1"; }
   for line in "$port0" "$port1"; do
-    rx=$(field "$line" rx_packets) tx=$(field "$line" tx_packets) dropped=$(field "$line" tx_dropped)
-    if [ -z "$rx" ] || [ "$rx" -lt "$COUNT" ] || [ "${tx:-0}" -lt "$COUNT" ] || [ "${dropped:-1}" -ne 0 ]; then
+    rx=$(field "$line" rx_packets) tx=$(field "$line" tx_packets)
+    if [ -z "$rx" ] || [ "$rx" -lt "$COUNT" ] || [ "${tx:-0}" -lt "$COUNT" ]; then
       echo "FAIL: vvu-forward's counters do not show the ping traffic: $line"; exit 1
     fi
   done

@@ -20,6 +20,8 @@ set(vvu_dpdk_tests
   "to-backend.packed.hugepages|one-way.sh|--direction to-backend --ring packed --mem huge"
   "from-backend.split|one-way.sh|--direction from-backend --ring split --mem nohuge"
   "from-backend.packed|one-way.sh|--direction from-backend --ring packed --mem nohuge"
+  "from-backend.split.hugepages|one-way.sh|--direction from-backend --ring split --mem huge"
+  "from-backend.packed.hugepages|one-way.sh|--direction from-backend --ring packed --mem huge"
   "xconnect.split|xconnect.sh|--ring split"
   "xconnect.packed|xconnect.sh|--ring packed")
 

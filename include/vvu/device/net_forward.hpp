@@ -6,6 +6,9 @@
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
 
+#include <poll.h>
+
+#include <chrono>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -50,6 +53,24 @@ public:
             }
         }
         return moved;
+    }
+
+    // Event mode: after a pass that moved nothing, sleep until a front-end kicks a TX vring, or
+    // `timeout` passes (vrings start and stop meanwhile; the next pass sees them). Returns false
+    // without sleeping when a vring may have work (or has no kick fd to wait on), and in txonly
+    // mode, whose work is the receive buffers the front-ends give back (they are not kicked).
+    bool wait_for_kicks(std::chrono::milliseconds timeout) {
+        if (mode_ == forward_mode::txonly) return false;
+        std::vector<int> fds;
+        bool armed = true;
+        for (auto* port : ports_) armed = armed && port->arm_kicks(fds);
+        if (armed) {
+            std::vector<pollfd> polls;
+            for (int fd : fds) polls.push_back({fd, POLLIN, 0});
+            ::poll(polls.data(), polls.size(), static_cast<int>(timeout.count()));
+        }
+        for (auto* port : ports_) port->disarm_kicks();
+        return armed;
     }
 
 private:

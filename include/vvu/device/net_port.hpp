@@ -98,6 +98,9 @@ public:
     }
 
     void start_vring(std::unique_ptr<protocol::vring> v) {
+        // The data path polls: a front-end need not kick (a syscall per burst on its side)
+        // until event mode asks for kicks before sleeping.
+        v->visit([](auto& ring) { ring.disable_notifications(); });
         std::lock_guard lock(mutex_);
         const auto i = v->index();
         vrings_[i] = std::move(v);
@@ -171,6 +174,32 @@ public:
         if (count_drops) stats_.tx_dropped += burst.tx_dropped;
         v->notify();
         return sent;
+    }
+
+    // Event mode, before the data thread sleeps: asks the front-end to kick the TX vrings again
+    // and adds their kick fds to `fds`. False when sleeping would miss work — a frame arrived
+    // meanwhile, a frame is pending, or a vring is polled without a kick fd.
+    bool arm_kicks(std::vector<int>& fds) {
+        std::lock_guard lock(mutex_);
+        if (has_pending_) return false;
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
+            auto& v = vrings_[2 * q + 1];
+            if (!v) continue;
+            if (v->kick().native_handle() < 0) return false;
+            if (v->visit([](auto& ring) { return ring.enable_notifications(); })) return false;
+            fds.push_back(v->kick().native_handle());
+        }
+        return true;
+    }
+    // After waking: back to polling without kicks, and the kicks that woke us consumed.
+    void disarm_kicks() {
+        std::lock_guard lock(mutex_);
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
+            auto& v = vrings_[2 * q + 1];
+            if (!v) continue;
+            v->visit([](auto& ring) { ring.disable_notifications(); });
+            (void)v->kick().drain();
+        }
     }
 
     // Whether the front-end's RX vring of queue pair 0 can take frames now (txonly).
