@@ -45,22 +45,6 @@ export VVU_FORWARD_CPU=1
 echo "compare-backends: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
 
-# Mpps over the stats blocks after block FROM: the packets counted (KEY: TX-packets or
-# RX-packets, cumulative) over the time they took, each block's time being its packet delta over
-# its pps (testpmd times its blocks with clock_gettime; their period drifts under load, so the
-# blocks are weighed by their real length, not counted as seconds).
-window_mpps() {
-  tr -d '\033' <"$work/$1.log" | awk -v key="$2:" -v from="$3" '
-    /NIC statistics for port/ { b++ }
-    ($1 == key && ($3 == "RX-missed:" || $3 == "TX-errors:")) { cur = $2 }
-    toupper($1) == substr(key, 1, 2) "-PPS:" {
-      if (b > from && $2 > 0) { total += cur - prev; t += (cur - prev) / $2 }
-      prev = cur
-    }
-    END { if (t > 0) printf "%.3f", total / t / 1e6; else print "nan" }'
-}
-blocks() { grep -a -c 'NIC statistics for port' "$work/$1.log"; }
-
 # run BACKEND DIRECTION -> prints Mpps
 run_one() {
   local be=$1 dir=$2 fe_mode be_mode key n0 i

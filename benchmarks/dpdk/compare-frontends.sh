@@ -34,19 +34,6 @@ dpdk_init compare-frontends
 echo "compare-frontends: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# Mpps over the back-end's stats blocks after block FROM (see compare-backends.sh).
-window_mpps() {
-  tr -d '\033' <"$work/$1.log" | awk -v key="$2:" -v from="$3" '
-    /NIC statistics for port/ { b++ }
-    ($1 == key && ($3 == "RX-missed:" || $3 == "TX-errors:")) { cur = $2 }
-    toupper($1) == substr(key, 1, 2) "-PPS:" {
-      if (b > from && $2 > 0) { total += cur - prev; t += (cur - prev) / $2 }
-      prev = cur
-    }
-    END { if (t > 0) printf "%.3f", total / t / 1e6; else print "nan" }'
-}
-blocks() { grep -a -c 'NIC statistics for port' "$work/$1.log"; }
-
 # run FRONTEND DIRECTION: leaves the Mpps in $work/result
 run_one() {
   local fe=$1 dir=$2 be_mode key fe_mode n0 n1 i

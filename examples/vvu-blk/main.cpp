@@ -1,6 +1,8 @@
 // vvu-blk: a vhost-user front-end for virtio-blk back-ends (qemu-storage-daemon, …): device
 // info, reads, writes, and a whole-disk write/read-back check. A thin main over
 // device::blk::blk_driver.
+#include "../common/command_line.hpp"
+
 #include <vvu/device/blk_driver.hpp>
 
 #include <fmt/format.h>
@@ -65,33 +67,17 @@ struct options {
     std::optional<std::uint64_t> seed;
 };
 
-template <class T>
-bool parse_number(std::string_view s, T& out) {
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc{} && end == s.data() + s.size();
-}
-
 std::optional<options> parse(int argc, char** argv) {
     options o;
     auto bad = [](std::string_view why) {
         fmt::print(stderr, "vvu-blk: {}\n(--help for usage)\n", why);
         return std::nullopt;
     };
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> std::optional<std::string_view> {
-            if (i + 1 >= argc) return std::nullopt;
-            return std::string_view(argv[++i]);
-        };
-        auto number = [&](auto& v) {
-            auto s = value();
-            return s && parse_number(*s, v);
-        };
-        auto text = [&](std::string& v) {
-            auto s = value();
-            if (s) v = std::string(*s);
-            return s.has_value();
-        };
+    examples::command_line args(argc, argv);
+    while (const auto next = args.next()) {
+        const std::string_view a = *next;
+        auto number = [&](auto& v) { return args.number(v); };
+        auto text = [&](std::string& v) { return args.text(v); };
         if (a == "--help" || a == "-h") {
             std::fputs(usage_text, stdout);
             std::exit(0);

@@ -1,6 +1,8 @@
 // vvu-forward: a vhost-user back-end that forwards frames between its ports (virtio-net).
 // A thin main over the library: options, one control thread per port (protocol::backend over
 // the port's transport), one forwarding thread (device::net::forwarder), stats on exit.
+#include "../common/command_line.hpp"
+
 #include <vvu/device/net_forward.hpp>
 #include <vvu/device/net_port.hpp>
 #include <vvu/protocol/backend.hpp>
@@ -75,12 +77,6 @@ struct options {
     int cpu = -1;
 };
 
-template <class T>
-bool parse_number(std::string_view s, T& out) {
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc{} && end == s.data() + s.size();
-}
-
 // Parses argv; prints why and returns nullopt on a bad command line.
 std::optional<options> parse(int argc, char** argv) {
     options o;
@@ -88,12 +84,10 @@ std::optional<options> parse(int argc, char** argv) {
         fmt::print(stderr, "vvu-forward: {}\n(see vvu-forward --help)\n", why);
         return std::nullopt;
     };
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        auto value = [&]() -> std::optional<std::string_view> {
-            if (i + 1 >= argc) return std::nullopt;
-            return std::string_view(argv[++i]);
-        };
+    examples::command_line args(argc, argv);
+    while (const auto next = args.next()) {
+        const std::string_view arg = *next;
+        auto value = [&] { return args.next(); };
         if (arg == "--help" || arg == "-h") {
             std::fputs(usage_text, stdout);
             std::exit(0);
@@ -114,21 +108,21 @@ std::optional<options> parse(int argc, char** argv) {
             if (!m) return fail(fmt::format("unknown mode '{}'", *v));
             o.mode = *m;
         } else if (arg == "--queues") {
-            if (!parse_number(*v, o.queues) || o.queues == 0 || o.queues > 128) return fail("--queues takes 1..128");
+            if (!examples::parse_number(*v, o.queues) || o.queues == 0 || o.queues > 128) return fail("--queues takes 1..128");
         } else if (arg == "--size") {
-            if (!parse_number(*v, o.frame_size) || o.frame_size < 64 || o.frame_size > 9000)
+            if (!examples::parse_number(*v, o.frame_size) || o.frame_size < 64 || o.frame_size > 9000)
                 return fail("--size takes 64..9000");
         } else if (arg == "--stats") {
-            if (!parse_number(*v, o.stats_seconds)) return fail("--stats takes a number of seconds");
+            if (!examples::parse_number(*v, o.stats_seconds)) return fail("--stats takes a number of seconds");
         } else if (arg == "--cpu") {
-            if (!parse_number(*v, o.cpu) || o.cpu < 0 || o.cpu >= CPU_SETSIZE) return fail("--cpu takes a CPU number");
+            if (!examples::parse_number(*v, o.cpu) || o.cpu < 0 || o.cpu >= CPU_SETSIZE) return fail("--cpu takes a CPU number");
         } else if (arg == "--poll") {
             if (*v == "event") o.event_mode = true;
             else if (*v != "busy") return fail("--poll is busy or event");
         } else if (arg == "--idle-us") {
-            if (!parse_number(*v, o.idle_us)) return fail("--idle-us takes a number");
+            if (!examples::parse_number(*v, o.idle_us)) return fail("--idle-us takes a number");
         } else if (arg == "--idle-sleep-us") {
-            if (!parse_number(*v, o.idle_sleep_us)) return fail("--idle-sleep-us takes a number");
+            if (!examples::parse_number(*v, o.idle_sleep_us)) return fail("--idle-sleep-us takes a number");
         } else {
             return fail(fmt::format("unknown option {}", arg));
         }

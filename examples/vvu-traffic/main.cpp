@@ -1,5 +1,7 @@
 // vvu-traffic: a vhost-user front-end that generates and checks virtio-net traffic against any
 // back-end (DPDK net_vhost, vvu-forward, …). A thin main over device::net::net_driver.
+#include "../common/command_line.hpp"
+
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_driver.hpp>
 
@@ -85,28 +87,17 @@ struct options {
     std::chrono::milliseconds idle{2000};
 };
 
-template <class T>
-bool parse_number(std::string_view s, T& out) {
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc{} && end == s.data() + s.size();
-}
-
 std::optional<options> parse(int argc, char** argv) {
     options o;
     auto bad = [](std::string_view why) {
         fmt::print(stderr, "vvu-traffic: {}\n(--help for usage)\n", why);
         return std::nullopt;
     };
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> std::optional<std::string_view> {
-            if (i + 1 >= argc) return std::nullopt;
-            return std::string_view(argv[++i]);
-        };
-        auto number = [&](auto& out) {
-            auto v = value();
-            return v && parse_number(*v, out);
-        };
+    examples::command_line args(argc, argv);
+    while (const auto next = args.next()) {
+        const std::string_view a = *next;
+        auto value = [&] { return args.next(); };
+        auto number = [&](auto& out) { return args.number(out); };
         if (a == "--help" || a == "-h") {
             std::fputs(usage_text, stdout);
             std::exit(0);

@@ -31,6 +31,8 @@
 # otherwise, the DPDK stand-in --main-lcore 0 (forwarding on core 1).
 
 set -uo pipefail
+# shellcheck source=tests/interop/peers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../peers.sh"
 
 SKIP=77
 TESTPMD=${DPDK_TESTPMD:-dpdk-testpmd}
@@ -46,57 +48,9 @@ test_name=""
 huge_mount=""
 huge_restore=""
 
-skip() {
-  if [[ ${CI:-} == true ]]; then
-    echo "FAIL: $test_name: $* (CI=true: what would be a skip is an error)" >&2
-    exit 1
-  fi
-  echo "SKIP: $test_name: $*"
-  exit $SKIP
-}
-
-print_logs() {
-  local name f
-  for name in "${peer_names[@]}"; do
-    for f in "$work/$name.log" "$work/$name.out"; do
-      [[ -f $f ]] || continue
-      echo "======== $name: ${f##*/} (last 150 lines) ========"
-      tail -n 150 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
-    done
-  done
-}
-
-fail() {
-  echo "FAIL: $test_name: $*" >&2
-  print_logs >&2
-  echo "FAIL: $test_name: $*" >&2
-  exit 1
-}
-
-# A peer that is still running when the script ends (failure, ctest timeout) is ended by its pid:
-# SIGTERM to `timeout` (it forwards it), then SIGKILL to both after 5 s.
+# Exit: peers, the private hugetlbfs mount and the huge page count, the work directory.
 cleanup() {
-  local name pid child i
-  for name in "${!peer_pid[@]}"; do
-    pid=${peer_pid[$name]}
-    kill -0 "$pid" 2>/dev/null || continue
-    child=$(pgrep -P "$pid" 2>/dev/null | head -n 1)
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -KILL "$pid" ${child:+"$child"} 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-  done
-  local p d
-  for p in "${eal_prefixes[@]}"; do
-    for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
-      if [[ -d $d/$p ]]; then rm -rf -- "${d:?}/${p:?}"; fi
-    done
-  done
+  end_peers
   if [[ -n $huge_mount ]]; then
     rm -f -- "$huge_mount"/* 2>/dev/null
     umount "$huge_mount" 2>/dev/null || umount -l "$huge_mount" 2>/dev/null
@@ -105,13 +59,7 @@ cleanup() {
   if [[ -n $huge_restore ]]; then
     echo "$huge_restore" >/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages 2>/dev/null
   fi
-  if [[ -n $work && -d $work ]]; then
-    if [[ ${KEEP_LOGS:-0} == 1 ]]; then
-      echo "logs kept in $work"
-    else
-      rm -rf -- "$work"
-    fi
-  fi
+  remove_work
 }
 
 dpdk_init() {
@@ -153,49 +101,6 @@ need_hugepages() {
   mount -t hugetlbfs -o pagesize=2M nodev "$work/huge" 2>"$work/mount.err" ||
     skip "cannot mount hugetlbfs ($(cat "$work/mount.err")); needs root (peers.md)"
   huge_mount=$work/huge
-}
-
-# peer_run NAME CMD...: CMD in the background under `timeout`; stdout+stderr into NAME.log, or
-# (PEER_STDOUT=1) stdout alone into NAME.out and stderr into NAME.log.
-peer_run() {
-  local name=$1
-  shift
-  if [[ ${PEER_STDOUT:-0} == 1 ]]; then
-    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" &
-  else
-    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 &
-  fi
-  peer_pid[$name]=$!
-  peer_names+=("$name")
-  echo "$name (pid $!): $*" >"$work/$name.cmd"
-  echo "started $name: $*"
-}
-
-peer_alive() { kill -0 "${peer_pid[$1]}" 2>/dev/null; }
-
-# peer_stop NAME SIGNAL [SECONDS]: the peer must end within SECONDS (10) and exit 0.
-peer_stop() {
-  local name=$1 sig=$2 secs=${3:-10} pid=${peer_pid[$1]} i rc
-  kill -"$sig" "$pid" 2>/dev/null
-  for ((i = 0; i < secs * 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of SIG$sig"
-  wait "$pid"
-  rc=$?
-  unset "peer_pid[$name]"
-  ((rc == 0)) || fail "$name exited with status $rc after SIG$sig (124: killed by timeout)"
-}
-
-wait_socket() {
-  local sock=$1 name=$2 secs=$3 i
-  for ((i = 0; i < secs * 20; i++)); do
-    [[ -S $sock ]] && return 0
-    peer_alive "$name" || fail "$name ended before creating $sock"
-    sleep 0.05
-  done
-  fail "$name did not create $sock within ${secs}s"
 }
 
 # testpmd's periodic "NIC statistics for port N" blocks (RX-packets ... RX-missed, TX-packets ...
@@ -387,3 +292,20 @@ parse_backend_arg() {
     esac
   done
 }
+
+# For the benchmarks (benchmarks/dpdk/): window_mpps NAME KEY FROM prints the Mpps of testpmd
+# NAME over its stats blocks after block FROM: the packets counted (KEY: TX-packets or
+# RX-packets, cumulative) over the time they took, each block's time being its packet delta
+# over its pps (testpmd times its blocks with clock_gettime; their period drifts under load, so
+# the blocks are weighed by their real length, not counted as seconds). blocks NAME counts them.
+window_mpps() {
+  tr -d '\033' <"$work/$1.log" | awk -v key="$2:" -v from="$3" '
+    /NIC statistics for port/ { b++ }
+    ($1 == key && ($3 == "RX-missed:" || $3 == "TX-errors:")) { cur = $2 }
+    toupper($1) == substr(key, 1, 2) "-PPS:" {
+      if (b > from && $2 > 0) { total += cur - prev; t += (cur - prev) / $2 }
+      prev = cur
+    }
+    END { if (t > 0) printf "%.3f", total / t / 1e6; else print "nan" }'
+}
+blocks() { grep -a -c 'NIC statistics for port' "$work/$1.log"; }

@@ -20,6 +20,8 @@
 # busy-polls core 1), the vvu tool runs on core 0 (taskset).
 
 set -uo pipefail
+# shellcheck source=tests/interop/peers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../peers.sh"
 
 SKIP=77
 PEER_TIMEOUT=${PEER_TIMEOUT:-120}
@@ -33,58 +35,9 @@ work=""
 test_name=""
 peer_rc=0
 
-skip() {
-  if [[ ${CI:-} == true ]]; then
-    echo "FAIL: $test_name: $* (CI=true: what would be a skip is an error)" >&2
-    exit 1
-  fi
-  echo "SKIP: $test_name: $*"
-  exit $SKIP
-}
-
-print_logs() {
-  local name f
-  for name in "${peer_names[@]}"; do
-    for f in "$work/$name.log" "$work/$name.out"; do
-      [[ -f $f ]] || continue
-      echo "======== $name: ${f##*/} (last 80 lines) ========"
-      tail -n 80 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
-    done
-  done
-}
-
-fail() {
-  echo "FAIL: $test_name: $*" >&2
-  print_logs >&2
-  echo "FAIL: $test_name: $*" >&2
-  exit 1
-}
-
-# Peers still running at exit (failure, ctest timeout) are ended by pid: SIGTERM to `timeout`
-# (it forwards it), SIGKILL to it and its child after 5 s.
 cleanup() {
-  local name pid child i
-  for name in "${!peer_pid[@]}"; do
-    pid=${peer_pid[$name]}
-    kill -0 "$pid" 2>/dev/null || continue
-    child=$(pgrep -P "$pid" 2>/dev/null | head -n 1)
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" ${child:+"$child"} 2>/dev/null; fi
-    wait "$pid" 2>/dev/null
-  done
-  local p d
-  for p in "${eal_prefixes[@]}"; do
-    for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
-      if [[ -d $d/$p ]]; then rm -rf -- "${d:?}/${p:?}"; fi
-    done
-  done
-  if [[ -n $work && -d $work ]]; then
-    if [[ ${KEEP_LOGS:-0} == 1 ]]; then echo "logs kept in $work"; else rm -rf -- "$work"; fi
-  fi
+  end_peers
+  remove_work
 }
 
 fe_init() {
@@ -102,35 +55,6 @@ fe_init() {
 
 need_exe() { [[ -x $1 ]] || { echo "FAIL: $test_name: $1 is not an executable" >&2; exit 1; }; }
 
-peer_run() {
-  local name=$1
-  shift
-  if [[ ${PEER_STDOUT:-0} == 1 ]]; then
-    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" &
-  else
-    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 &
-  fi
-  peer_pid[$name]=$!
-  peer_names+=("$name")
-  echo "started $name (pid $!): $*"
-}
-
-peer_alive() { kill -0 "${peer_pid[$1]}" 2>/dev/null; }
-
-peer_stop() {
-  local name=$1 sig=$2 secs=${3:-10} pid=${peer_pid[$1]} i rc
-  kill -"$sig" "$pid" 2>/dev/null
-  for ((i = 0; i < secs * 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of SIG$sig"
-  wait "$pid"
-  rc=$?
-  unset "peer_pid[$name]"
-  ((rc == 0)) || fail "$name exited with status $rc after SIG$sig (124: killed by timeout)"
-}
-
 # peer_wait NAME SECS: a peer that ends by itself (a vvu tool) must do so within SECS.
 peer_wait() {
   local name=$1 secs=$2 pid=${peer_pid[$1]} i
@@ -142,16 +66,6 @@ peer_wait() {
   wait "$pid"
   peer_rc=$?
   unset "peer_pid[$name]"
-}
-
-wait_socket() {
-  local sock=$1 name=$2 secs=$3 i
-  for ((i = 0; i < secs * 20; i++)); do
-    [[ -S $sock ]] && return 0
-    peer_alive "$name" || fail "$name ended before creating $sock"
-    sleep 0.05
-  done
-  fail "$name did not create $sock within ${secs}s"
 }
 
 testpmd_final() {

@@ -1,0 +1,116 @@
+# shellcheck shell=bash
+# What every peer test script needs; sourced by tests/interop/dpdk/lib.sh and
+# tests/interop/frontend/lib.sh, which declare the globals (peer_pid, peer_names, eal_prefixes,
+# work, test_name, SKIP, PEER_TIMEOUT).
+#
+#   skip MESSAGE / fail MESSAGE  exit 77 (1 under CI=true) / print every peer's log and exit 1
+#   peer_run NAME CMD...         CMD in the background under `timeout`; stdout+stderr in NAME.log
+#                                (PEER_STDOUT=1: stdout alone in NAME.out)
+#   peer_alive NAME              still running?
+#   peer_stop NAME SIGNAL [SECS] signal it; it must end within SECS (10) and exit 0
+#   wait_socket SOCK NAME SECS   bounded poll until SOCK exists (fails if NAME ends first)
+#   end_peers, remove_work       the common part of each library's exit cleanup
+
+skip() {
+  if [[ ${CI:-} == true ]]; then
+    echo "FAIL: $test_name: $* (CI=true: what would be a skip is an error)" >&2
+    exit 1
+  fi
+  echo "SKIP: $test_name: $*"
+  exit $SKIP
+}
+
+print_logs() {
+  local name f
+  for name in "${peer_names[@]}"; do
+    for f in "$work/$name.log" "$work/$name.out"; do
+      [[ -f $f ]] || continue
+      echo "======== $name: ${f##*/} (last 150 lines) ========"
+      tail -n 150 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
+    done
+  done
+}
+
+fail() {
+  echo "FAIL: $test_name: $*" >&2
+  print_logs >&2
+  echo "FAIL: $test_name: $*" >&2
+  exit 1
+}
+
+# peer_run NAME CMD...: CMD in the background under `timeout`; stdout+stderr into NAME.log, or
+# (PEER_STDOUT=1) stdout alone into NAME.out and stderr into NAME.log.
+peer_run() {
+  local name=$1
+  shift
+  if [[ ${PEER_STDOUT:-0} == 1 ]]; then
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" &
+  else
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 &
+  fi
+  peer_pid[$name]=$!
+  peer_names+=("$name")
+  echo "$name (pid $!): $*" >"$work/$name.cmd"
+  echo "started $name: $*"
+}
+
+peer_alive() { kill -0 "${peer_pid[$1]}" 2>/dev/null; }
+
+# peer_stop NAME SIGNAL [SECONDS]: the peer must end within SECONDS (10) and exit 0.
+peer_stop() {
+  local name=$1 sig=$2 secs=${3:-10} pid=${peer_pid[$1]} i rc
+  kill -"$sig" "$pid" 2>/dev/null
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of SIG$sig"
+  wait "$pid"
+  rc=$?
+  unset "peer_pid[$name]"
+  ((rc == 0)) || fail "$name exited with status $rc after SIG$sig (124: killed by timeout)"
+}
+
+wait_socket() {
+  local sock=$1 name=$2 secs=$3 i
+  for ((i = 0; i < secs * 20; i++)); do
+    [[ -S $sock ]] && return 0
+    peer_alive "$name" || fail "$name ended before creating $sock"
+    sleep 0.05
+  done
+  fail "$name did not create $sock within ${secs}s"
+}
+
+# Peers still running at exit (failure, ctest timeout) are ended by pid: SIGTERM to `timeout`
+# (it forwards it), SIGKILL to it and its child after 5 s; DPDK's runtime directories of our
+# --file-prefix go too.
+end_peers() {
+  local name pid child i
+  for name in "${!peer_pid[@]}"; do
+    pid=${peer_pid[$name]}
+    kill -0 "$pid" 2>/dev/null || continue
+    child=$(pgrep -P "$pid" 2>/dev/null | head -n 1)
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" ${child:+"$child"} 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  done
+  local p d
+  for p in "${eal_prefixes[@]}"; do
+    for d in /var/run/dpdk "${XDG_RUNTIME_DIR:-/tmp}/dpdk"; do
+      if [[ -d $d/$p ]]; then rm -rf -- "${d:?}/${p:?}"; fi
+    done
+  done
+}
+
+# The work directory goes, unless KEEP_LOGS=1.
+remove_work() {
+  if [[ -n $work && -d $work ]]; then
+    if [[ ${KEEP_LOGS:-0} == 1 ]]; then echo "logs kept in $work"; else rm -rf -- "$work"; fi
+  fi
+}
