@@ -42,4 +42,17 @@ constexpr bool packed_need_event(std::uint16_t off_wrap, std::uint32_t old_pos,
     return (ev + m - old_pos) % m < (new_pos + m - old_pos) % m;
 }
 
+// The notification decision of both packed-ring sides (§2.8.10): the peer's event suppression
+// word `event` (off_wrap in bits 0-15, flags in 16-17) against the move of our position from
+// old_pos to new_pos since the last decision.
+constexpr bool packed_should_notify(std::uint32_t event, std::uint32_t old_pos, std::uint32_t new_pos,
+                                    std::uint32_t n, bool event_idx) noexcept {
+    if (new_pos == old_pos) return false;
+    const std::uint16_t flags = (event >> 16) & 3;
+    if (flags == ring_event_flags_disable) return false;
+    if (flags == ring_event_flags_desc && event_idx)
+        return packed_need_event(static_cast<std::uint16_t>(event), old_pos, new_pos, n);
+    return true;
+}
+
 } // namespace vvu::ring

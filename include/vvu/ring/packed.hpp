@@ -246,12 +246,7 @@ public:
         const std::uint32_t now = packed_position(used_idx_, used_wrap_, size_);
         const std::uint32_t old = irq_old_;
         irq_old_ = now;
-        if (now == old) return false;
-        const std::uint16_t flags = (ev >> 16) & 3;
-        if (flags == ring_event_flags_disable) return false;
-        if (flags == ring_event_flags_desc && features_.event_idx)
-            return packed_need_event(static_cast<std::uint16_t>(ev), old, now, size_);
-        return true;
+        return packed_should_notify(ev, old, now, size_, features_.event_idx);
     }
 
     // Ask for kicks (flags ENABLE, or DESC at the next descriptor to take with EVENT_IDX),
@@ -425,12 +420,7 @@ public:
         const std::uint32_t now = packed_position(next_avail_, avail_wrap_, size_);
         const std::uint32_t old = kick_old_;
         kick_old_ = now;
-        if (now == old) return false;
-        const std::uint16_t flags = (ev >> 16) & 3;
-        if (flags == ring_event_flags_disable) return false;
-        if (flags == ring_event_flags_desc && features_.event_idx)
-            return packed_need_event(static_cast<std::uint16_t>(ev), old, now, size_);
-        return true;
+        return packed_should_notify(ev, old, now, size_, features_.event_idx);
     }
 
     // Reap used buffers (ACQUIRE on the used descriptor's flags). With IN_ORDER, a used
