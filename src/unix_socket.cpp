@@ -1,6 +1,7 @@
 // unix_socket: listening, accepting and connecting with Boost.Asio local::stream_protocol;
 // the messages themselves go through framed_socket on the native handle.
 #include <vvu/transport/unix_socket.hpp>
+#include <vvu/transport/unix_listener.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -8,7 +9,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,69 +55,35 @@ struct unix_socket::impl {
     std::string path;
     backoff retry;
     unique_fd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
-    asio::io_context io;
-    std::optional<stream::acceptor> acceptor;
-    ino_t inode = 0; // of the socket file this server created (unlinked on destruction)
+    asio::io_context io;                  // client mode: connecting
+    std::optional<unix_listener> listener; // server mode
     framed_socket session;
 
     impl(mode m, std::string p, backoff b) : role(m), path(std::move(p)), retry(b) {}
-    ~impl() {
-        if (role != mode::server || !acceptor) return;
-        // Only unlink the file if it still is ours (another server may have replaced it).
-        struct stat st {};
-        if (::lstat(path.c_str(), &st) == 0 && st.st_ino == inode) ::unlink(path.c_str());
-    }
 
     bool stopped() const noexcept { return is_readable(wake.get()); }
 
-    // A socket file at path nobody accepts on is stale and goes; a live one is in use.
-    expected<void, error> clear_stale() {
-        struct stat st {};
-        if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return {}; // bind reports the rest
-        stream::socket probe(io);
-        boost::system::error_code ec;
-        probe.connect(stream::endpoint(path), ec);
-        if (!ec) return unexpected(error(errc::address_in_use));
-        if (ec.value() == ECONNREFUSED) ::unlink(path.c_str());
-        return {};
-    }
-
     expected<void, error> open_listener() {
         if (!wake) return unexpected(error(std::error_code(errno, std::system_category()), "eventfd"));
-        if (auto c = clear_stale(); !c) return c;
-        boost::system::error_code ec;
-        stream::acceptor a(io);
-        if (a.open(stream(), ec); ec) return unexpected(from_asio(ec, "socket"));
-        set_cloexec(a.native_handle());
-        if (a.bind(stream::endpoint(path), ec); ec) return unexpected(from_asio(ec, "bind"));
-        if (a.listen(asio::socket_base::max_listen_connections, ec); ec) return unexpected(from_asio(ec, "listen"));
-        if (a.non_blocking(true, ec); ec) return unexpected(from_asio(ec, "fcntl"));
-        struct stat st {};
-        if (::lstat(path.c_str(), &st) == 0) inode = st.st_ino;
-        acceptor.emplace(std::move(a));
+        auto l = unix_listener::listen(path);
+        if (!l) return unexpected(l.error());
+        listener.emplace(std::move(*l));
         return {};
     }
 
     expected<void, error> accept() {
         for (;;) {
-            pollfd p[2] = {{acceptor->native_handle(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
+            pollfd p[2] = {{listener->native_handle(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
             if (::poll(p, 2, -1) < 0) {
                 if (errno == EINTR) continue;
                 return unexpected(error(std::error_code(errno, std::system_category()), "poll"));
             }
             if ((p[1].revents & POLLIN) != 0) return unexpected(error(errc::stopped));
             if (p[0].revents == 0) continue;
-            stream::socket s(io);
-            boost::system::error_code ec;
-            acceptor->accept(s, ec);
-            if (ec == asio::error::would_block || ec == asio::error::try_again || ec.value() == ECONNABORTED ||
-                ec.value() == EINTR)
-                continue;
-            if (ec) return unexpected(from_asio(ec, "accept"));
-            const int fd = s.release(ec);
-            if (ec) return unexpected(from_asio(ec, "accept"));
-            set_cloexec(fd);
-            session = framed_socket(unique_fd(fd), wake.get());
+            auto fd = listener->try_accept();
+            if (!fd) return unexpected(fd.error());
+            if (!*fd) continue;
+            session = framed_socket(std::move(*fd), wake.get());
             return {};
         }
     }
