@@ -33,6 +33,7 @@ struct fuzz_transport {
     }
     expected<kick_notifier, transport::error> make_kick_notifier(std::uint32_t, unique_fd fd) { return kick_notifier(std::move(fd)); }
     expected<call_notifier, transport::error> make_call_notifier(std::uint32_t, unique_fd fd) { return call_notifier(std::move(fd)); }
+    expected<call_notifier, transport::error> make_error_notifier(std::uint32_t, unique_fd fd) { return call_notifier(std::move(fd)); }
     expected<backend_channel, transport::error> make_backend_channel(unique_fd fd) { return backend_channel(std::move(fd)); }
 };
 

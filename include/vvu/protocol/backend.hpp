@@ -96,7 +96,7 @@ public:
     // Handles one received message; returns the reply to send, if any. Takes the fds it keeps
     // out of the message; the others are closed with it.
     result handle(transport::received_message& msg) {
-        auto decoded = wire::decode<wire::front_request>(msg.bytes(), msg.fds.span());
+        auto decoded = wire::decode<wire::front_request>(msg.bytes(), msg.fds.span(), msg.fd_policy);
         if (!decoded)
             return unexpected(violation{static_cast<wire::front_request>(decoded.error().request), decoded.error().message()});
         return std::visit([&](const auto& m) { return dispatch(m, msg.fds); }, *decoded);
@@ -298,7 +298,7 @@ private:
         if (auto r = check_vring(index); !r) return r;
         errs_[index] = {};
         if (!m.payload.no_fd()) {
-            auto err = transport_.make_call_notifier(index, fds.take(0));
+            auto err = transport_.make_error_notifier(index, fds.take(0));
             if (!err) return fail(err.error().message());
             errs_[index] = any_call_notifier(std::move(*err));
         }

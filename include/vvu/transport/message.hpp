@@ -74,6 +74,9 @@ struct received_message {
     wire::header header;
     std::array<std::byte, wire::max_message_size> storage{}; // header, then header.size bytes
     owned_fds fds;
+    // How the message's fds are to be checked: as_sent on a UNIX socket; stripped when the
+    // transport kept them (VVU), so the state machine asks the transport for the resources.
+    wire::fd_policy fd_policy = wire::fd_policy::as_sent;
 
     // Header and payload: exactly what wire::decode / decode_reply take.
     [[nodiscard]] std::span<const std::byte> bytes() const noexcept {

@@ -16,12 +16,14 @@
 //
 //   SET_MEM_TABLE/ADD_MEM_REG  t.map_region(desc, fd)          -> memory::region
 //   SET_VRING_KICK             t.make_kick_notifier(vring, fd) -> T::kick_notifier
-//   SET_VRING_CALL / _ERR      t.make_call_notifier(vring, fd) -> T::call_notifier
+//   SET_VRING_CALL             t.make_call_notifier(vring, fd) -> T::call_notifier
+//   SET_VRING_ERR              t.make_error_notifier(vring, fd) -> T::call_notifier
 //   SET_BACKEND_REQ_FD         t.make_backend_channel(fd)      -> T::backend_channel
 //
 // (SET_VRING_KICK with the NOFD flag means "no notifier, poll the ring": the state machine
 // then calls nothing.) Fds the state machine does not take are closed with the
-// received_message.
+// received_message. A transport that keeps the fds itself (VVU: the device consumed them)
+// delivers messages with fd_policy::stripped, and the state machine hands it an invalid fd.
 //
 // Requirements on a type T modelling `transport`, for an lvalue t of type T, a wire::frame f,
 // a unique_fd fd, a wire::memory_region d, and a vring index q (std::uint32_t):
@@ -38,6 +40,7 @@
 //   t.map_region(d, fd)          expected<memory::region, memory::error>
 //   t.make_kick_notifier(q, fd)  expected<T::kick_notifier, error>; models kick_notifier
 //   t.make_call_notifier(q, fd)  expected<T::call_notifier, error>; models call_notifier
+//   t.make_error_notifier(q, fd) expected<T::call_notifier, error> (SET_VRING_ERR)
 //   t.make_backend_channel(fd)   expected<T::backend_channel, error>; models backend_channel_type
 //
 // receive/send happen on the control thread; notifiers and the back-end channel are used from
@@ -116,6 +119,7 @@ concept transport = requires(T& t, const wire::frame& f, unique_fd fd, const wir
     { t.map_region(d, std::move(fd)) } -> std::same_as<expected<memory::region, memory::error>>;
     { t.make_kick_notifier(q, std::move(fd)) } -> std::same_as<expected<typename T::kick_notifier, error>>;
     { t.make_call_notifier(q, std::move(fd)) } -> std::same_as<expected<typename T::call_notifier, error>>;
+    { t.make_error_notifier(q, std::move(fd)) } -> std::same_as<expected<typename T::call_notifier, error>>;
     { t.make_backend_channel(std::move(fd)) } -> std::same_as<expected<typename T::backend_channel, error>>;
 };
 

@@ -67,6 +67,9 @@ public:
     [[nodiscard]] expected<memory::region, memory::error> map_region(const wire::memory_region& d, unique_fd fd);
     [[nodiscard]] expected<kick_notifier, error> make_kick_notifier(std::uint32_t vring, unique_fd fd);
     [[nodiscard]] expected<call_notifier, error> make_call_notifier(std::uint32_t vring, unique_fd fd);
+    [[nodiscard]] expected<call_notifier, error> make_error_notifier(std::uint32_t vring, unique_fd fd) {
+        return make_call_notifier(vring, std::move(fd));
+    }
     [[nodiscard]] expected<backend_channel, error> make_backend_channel(unique_fd fd);
 
     // Makes blocked and future calls return errc::stopped. Thread-safe, idempotent.

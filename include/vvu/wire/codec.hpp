@@ -29,6 +29,15 @@ struct frame {
     [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {storage.data(), size}; }
 };
 
+// Whether the fds a message names are checked against the fds that came with it. A transport
+// that carries resources its own way hands over messages whose fds were consumed on the way:
+// on virtio-vhost-user the device keeps every fd (memory regions become its shared-memory
+// window, eventfds its doorbells and notifications), so the back-end sees the message alone.
+enum class fd_policy : std::uint8_t {
+    as_sent,  // the fds must be exactly those the request's rule asks for (UNIX socket)
+    stripped, // the fds were taken by the transport: none may arrive
+};
+
 namespace detail {
 
 template <request_id R>
@@ -172,7 +181,7 @@ expected<header, error> check_framing(std::span<const std::byte> bytes) noexcept
 
 template <class Msg>
 expected<Msg, error> decode_body(const header& h, std::span<const std::byte> payload_bytes, std::span<const int> fds,
-                                 payload_kind, fd_rule rule) noexcept {
+                                 payload_kind, fd_rule rule, fd_policy policy = fd_policy::as_sent) noexcept {
     constexpr channel chan = channel_of<typename Msg::request_type>;
     auto with_context = [&](error e) {
         e.chan = chan;
@@ -181,7 +190,11 @@ expected<Msg, error> decode_body(const header& h, std::span<const std::byte> pay
     };
     auto p = load_payload<typename Msg::payload_type>(payload_bytes);
     if (!p) return with_context(p.error());
-    if (error e = check_fds(rule, *p, fds.size()); e.code != errc{}) return with_context(e);
+    if (policy == fd_policy::stripped) {
+        if (!fds.empty()) return with_context({errc::unexpected_fds, {}, 0, fds.size(), 0});
+    } else if (error e = check_fds(rule, *p, fds.size()); e.code != errc{}) {
+        return with_context(e);
+    }
     Msg m;
     m.flags = h.flags;
     m.payload = *p;
@@ -190,12 +203,13 @@ expected<Msg, error> decode_body(const header& h, std::span<const std::byte> pay
 }
 
 template <request_id R>
-using decoder = expected<any_message<R>, error> (*)(const header&, std::span<const std::byte>, std::span<const int>);
+using decoder = expected<any_message<R>, error> (*)(const header&, std::span<const std::byte>, std::span<const int>,
+                                                    fd_policy);
 
 template <auto Id>
 expected<any_message<decltype(Id)>, error> decode_as(const header& h, std::span<const std::byte> payload_bytes,
-                                                     std::span<const int> fds) noexcept {
-    auto m = decode_body<message<Id>>(h, payload_bytes, fds, rules(Id).payload, rules(Id).fds);
+                                                     std::span<const int> fds, fd_policy policy) noexcept {
+    auto m = decode_body<message<Id>>(h, payload_bytes, fds, rules(Id).payload, rules(Id).fds, policy);
     if (!m) return unexpected(m.error());
     return any_message<decltype(Id)>(std::in_place_index<static_cast<std::size_t>(Id) - 1>, std::move(*m));
 }
@@ -255,13 +269,14 @@ template <request_id R>
 }
 
 // Decodes one request of channel R from exactly one message's bytes and the fds received
-// with it.
+// with it (fd_policy::stripped: the transport kept them, see fd_policy).
 template <request_id R>
-[[nodiscard]] expected<any_message<R>, error> decode(std::span<const std::byte> bytes, std::span<const int> fds) noexcept {
+[[nodiscard]] expected<any_message<R>, error> decode(std::span<const std::byte> bytes, std::span<const int> fds,
+                                                     fd_policy policy = fd_policy::as_sent) noexcept {
     auto h = detail::check_framing<R>(bytes);
     if (!h) return unexpected(h.error());
     if (h->is_reply()) return unexpected(error{errc::unexpected_reply_flag, detail::channel_of<R>, h->request});
-    return detail::decoders<R>[h->request - 1](*h, bytes.subspan(header_size), fds);
+    return detail::decoders<R>[h->request - 1](*h, bytes.subspan(header_size), fds, policy);
 }
 
 // Decodes the reply to request R.

@@ -53,6 +53,9 @@ struct pair_transport {
     expected<call_notifier, transport::error> make_call_notifier(std::uint32_t, unique_fd fd) {
         return transport::eventfd_notifier(std::move(fd));
     }
+    expected<call_notifier, transport::error> make_error_notifier(std::uint32_t q, unique_fd fd) {
+        return make_call_notifier(q, std::move(fd));
+    }
     expected<backend_channel, transport::error> make_backend_channel(unique_fd fd) {
         return backend_channel(std::move(fd));
     }

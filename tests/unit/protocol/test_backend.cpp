@@ -72,6 +72,9 @@ struct scripted_transport {
     expected<call_notifier, transport::error> make_call_notifier(std::uint32_t, unique_fd fd) {
         return call_notifier(std::move(fd));
     }
+    expected<call_notifier, transport::error> make_error_notifier(std::uint32_t, unique_fd fd) {
+        return call_notifier(std::move(fd));
+    }
     expected<backend_channel, transport::error> make_backend_channel(unique_fd fd) {
         return backend_channel(std::move(fd));
     }
