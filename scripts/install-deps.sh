@@ -16,6 +16,7 @@ peer_pkgs=(
   qemu-system-x86 qemu-utils            # QEMU 7.2 front-end, qemu-storage-daemon
   busybox-static cpio                   # the test guest's initramfs
   python3                               # capture and peer scripts
+  meson ninja-build libjson-c-dev libcmocka-dev pkg-config  # libvfio-user (vfio-user interop peer)
 )
 
 pkgs=()

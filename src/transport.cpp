@@ -137,6 +137,7 @@ const std::error_category& transport_category() noexcept {
 
 std::string error::message() const {
     if (code.category() == wire::wire_category()) return wire.message();
+    if (!detail.empty()) return detail;
     if (op != nullptr) return fmt::format("{}: {}", op, code.message());
     return code.message();
 }

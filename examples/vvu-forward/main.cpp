@@ -7,6 +7,7 @@
 #include <vvu/device/net_port.hpp>
 #include <vvu/protocol/backend.hpp>
 #include <vvu/transport/unix_socket.hpp>
+#include <vvu/transport/vvu_pci.hpp>
 
 #include <fmt/format.h>
 
@@ -37,7 +38,8 @@ A vhost-user back-end (virtio-net) that forwards frames between its ports.
 Ports (repeatable; numbered from 0 in the order given):
   --port unix:PATH          listen on PATH; a front-end (QEMU, DPDK virtio-user) connects
   --port unix-client:PATH   connect to a front-end listening on PATH (retrying with back-off)
-  --port vvu:PATH           through a vvu-device (virtio-vhost-user) — not available yet
+  --port vvu:PATH           attach to a vvu-device's PCI function at PATH (vfio-user) and serve
+                            the front-end connected to that device (virtio-vhost-user)
 
 Options:
   --mode MODE        xconnect (default): port 0<->1, 2<->3, ...
@@ -63,7 +65,7 @@ On SIGINT or SIGTERM it prints one JSON object per port on stdout and exits 0:
 
 struct options {
     struct port_spec {
-        bool client = false;
+        enum class kind { unix_server, unix_client, vvu } how = kind::unix_server;
         std::string path;
     };
     std::vector<port_spec> ports;
@@ -99,9 +101,10 @@ std::optional<options> parse(int argc, char** argv) {
             const std::string_view kind = v->substr(0, colon);
             const std::string path(colon == std::string_view::npos ? "" : v->substr(colon + 1));
             if (path.empty()) return fail(fmt::format("--port {}: expected KIND:PATH", *v));
-            if (kind == "unix") o.ports.push_back({false, path});
-            else if (kind == "unix-client") o.ports.push_back({true, path});
-            else if (kind == "vvu") return fail("--port vvu: the virtio-vhost-user transport is not available yet");
+            using k = options::port_spec::kind;
+            if (kind == "unix") o.ports.push_back({k::unix_server, path});
+            else if (kind == "unix-client") o.ports.push_back({k::unix_client, path});
+            else if (kind == "vvu") o.ports.push_back({k::vvu, path});
             else return fail(fmt::format("--port {}: unknown kind '{}' (unix, unix-client, vvu)", *v, kind));
         } else if (arg == "--mode") {
             auto m = device::net::parse_forward_mode(*v);
@@ -136,21 +139,32 @@ std::string stats_json(std::size_t port, const device::net::port_stats& s) {
                        port, s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.tx_dropped);
 }
 
-// One port: its transport, its virtio-net device, and the state machine between them.
+// One port: its transport, its virtio-net device, and the state machine between them. The
+// same backend<Transport, net_port> serves a UNIX socket and a VVU function.
 struct port {
-    transport::unix_socket transport;
     device::net::net_port device;
-    protocol::backend<transport::unix_socket, device::net::net_port> backend{transport, device};
     std::thread control;
 
-    port(transport::unix_socket t, device::net::net_port::options o) : transport(std::move(t)), device(o) {}
+    explicit port(device::net::net_port::options o) : device(o) {}
+    virtual ~port() = default;
+    virtual void serve(std::size_t index) = 0;
+    virtual void stop() noexcept = 0;
+};
+
+template <class Transport>
+struct transport_port final : port {
+    Transport transport;
+    protocol::backend<Transport, device::net::net_port> backend{transport, device};
+
+    transport_port(Transport t, device::net::net_port::options o) : port(o), transport(std::move(t)) {}
 
     // Serves front-ends one after another until the transport is stopped.
-    void serve(std::size_t index) {
+    void serve(std::size_t index) override {
         for (;;) {
             if (auto ready = transport.wait_for_frontend(); !ready) {
                 if (ready.error().code == transport::errc::stopped) return;
                 fmt::print(stderr, "vvu-forward: port {}: {}\n", index, ready.error().message());
+                std::this_thread::sleep_for(std::chrono::milliseconds(100)); // a failing function: don't spin
                 continue;
             }
             fmt::print(stderr, "vvu-forward: port {}: front-end connected\n", index);
@@ -159,6 +173,7 @@ struct port {
             fmt::print(stderr, "vvu-forward: port {}: session ended: {}\n", index, why);
         }
     }
+    void stop() noexcept override { transport.stop(); }
 };
 
 } // namespace
@@ -180,15 +195,24 @@ int main(int argc, char** argv) {
         device::net::net_port::options o;
         o.queue_pairs = opts->queues;
         o.mac[5] = static_cast<std::uint8_t>(ports.size() + 1);
-        if (spec.client) {
-            ports.push_back(std::make_unique<port>(transport::unix_socket::connect(spec.path), o));
-        } else {
+        using k = options::port_spec::kind;
+        if (spec.how == k::unix_client) {
+            ports.push_back(std::make_unique<transport_port<transport::unix_socket>>(
+                transport::unix_socket::connect(spec.path), o));
+        } else if (spec.how == k::unix_server) {
             auto t = transport::unix_socket::listen(spec.path);
             if (!t) {
                 fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
                 return 1;
             }
-            ports.push_back(std::make_unique<port>(std::move(*t), o));
+            ports.push_back(std::make_unique<transport_port<transport::unix_socket>>(std::move(*t), o));
+        } else {
+            auto t = transport::vvu_pci::connect(spec.path);
+            if (!t) {
+                fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
+                return 1;
+            }
+            ports.push_back(std::make_unique<transport_port<transport::vvu_pci>>(std::move(*t), o));
         }
     }
 
@@ -242,7 +266,7 @@ int main(int argc, char** argv) {
 
     stats_running = false;
     if (stats.joinable()) stats.join();
-    for (auto& p : ports) p->transport.stop();
+    for (auto& p : ports) p->stop();
     for (auto& p : ports) p->control.join();
     running = false;
     forwarding.join();

@@ -9,6 +9,9 @@
 #   peer_alive NAME              still running?
 #   peer_stop NAME SIGNAL [SECS] signal it; it must end within SECS (10) and exit 0
 #   wait_socket SOCK NAME SECS   bounded poll until SOCK exists (fails if NAME ends first)
+#   wait_log NAME TEXT SECS      bounded poll until NAME's log has a line with TEXT (same)
+#   device_start NAME SOCK PCI   vvu-device ($VVU_DEVICE) for a front-end on SOCK, PCI function
+#                                on PCI; waits for both sockets
 #   end_peers, remove_work       the common part of each library's exit cleanup
 
 skip() {
@@ -79,6 +82,25 @@ wait_socket() {
     sleep 0.05
   done
   fail "$name did not create $sock within ${secs}s"
+}
+
+wait_log() {
+  local name=$1 text=$2 secs=$3 i
+  for ((i = 0; i < secs * 20; i++)); do
+    grep -a -q -- "$text" "$work/$name.log" 2>/dev/null && return 0
+    peer_alive "$name" || fail "$name ended before logging '$text'"
+    sleep 0.05
+  done
+  fail "$name did not log '$text' within ${secs}s"
+}
+
+# vvu-device's counters (one JSON line on stdout) land in NAME.out, its event log in NAME.log.
+device_start() {
+  local name=$1 sock=$2 pci=$3
+  [[ -x ${VVU_DEVICE:-} ]] || fail "VVU_DEVICE (the vvu-device binary) is not set to an executable"
+  PEER_STDOUT=1 peer_run "$name" "$VVU_DEVICE" --vhost-user "$sock" --pci "$pci"
+  wait_socket "$pci" "$name" 20
+  wait_socket "$sock" "$name" 20
 }
 
 # Peers still running at exit (failure, ctest timeout) are ended by pid: SIGTERM to `timeout`

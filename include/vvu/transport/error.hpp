@@ -39,11 +39,13 @@ struct error {
     std::error_code code;
     const char* op = nullptr; // the system call that failed, for system errors
     wire::error wire{};       // the refused header, when code is a wire error
+    std::string detail;       // what a lower layer said (e.g. a PCI function's error), if anything
 
     error() = default;
     error(errc e) : code(make_error_code(e)) {} // NOLINT: implicit on purpose
     error(std::error_code c, const char* what) : code(c), op(what) {}
     error(const wire::error& w) : code(w.ec()), wire(w) {}
+    error(std::error_code c, std::string text) : code(c), detail(std::move(text)) {}
 
     // The session is over (peer gone, cleanly or not): wait for the next front-end.
     [[nodiscard]] bool disconnected() const noexcept {

@@ -22,7 +22,10 @@
 #   skip MESSAGE / fail MESSAGE  exit 77 (1 under CI=true) / print every peer's log and exit 1
 #
 # Environment: DPDK_TESTPMD (dpdk-testpmd); BACKEND (a vvu-forward path, or "dpdk" for the
-# stand-in; the scripts' --backend sets it); CI=true turns every skip into a failure;
+# stand-in; the scripts' --backend sets it); VIA, how vvu-forward reaches each front-end:
+# unix (it listens on SOCK; the default), vvu (a vvu-device listens on SOCK and vvu-forward
+# attaches to its PCI function: --port vvu:PCI) or mixed (port 0 unix, the others vvu), with
+# VVU_DEVICE the vvu-device binary (the scripts' --via and --device set them); CI=true turns every skip into a failure;
 # PEER_TIMEOUT (seconds each peer may live, 100); RING (virtqueue size, 256); KEEP_LOGS=1 keeps
 # the work directory; VVU_FORWARD_CPU (a CPU list for taskset on vvu-forward, unset: none).
 #
@@ -39,6 +42,8 @@ TESTPMD=${DPDK_TESTPMD:-dpdk-testpmd}
 RING=${RING:-256}
 PEER_TIMEOUT=${PEER_TIMEOUT:-100}
 BACKEND=${BACKEND:-}
+VIA=${VIA:-unix}
+VVU_DEVICE=${VVU_DEVICE:-}
 
 declare -A peer_pid=()   # name -> pid of `timeout` (it forwards INT/TERM to the peer)
 declare -a peer_names=() # in start order, for the logs
@@ -64,6 +69,7 @@ cleanup() {
 
 dpdk_init() {
   test_name=$1
+  [[ $VIA != unix ]] && test_name+=".via-$VIA"
   local tool
   for tool in "$TESTPMD" timeout taskset pgrep; do
     command -v "$tool" >/dev/null 2>&1 ||
@@ -228,10 +234,34 @@ backend_start() {
   else
     [[ -n ${VVU_FORWARD_CPU:-} ]] && cmd=(taskset -c "$VVU_FORWARD_CPU")
     cmd+=("$BACKEND" --mode "$mode")
-    for sock in "$@"; do cmd+=(--port "unix:$sock"); done
+    local i=0
+    local -a devices=()
+    for sock in "$@"; do
+      if [[ $(port_via $i) == vvu ]]; then
+        device_start "device$i" "$sock" "$work/pci$i.sock"
+        devices+=("device$i")
+        cmd+=(--port "vvu:$work/pci$i.sock")
+      else
+        cmd+=(--port "unix:$sock")
+      fi
+      i=$((i + 1))
+    done
     PEER_STDOUT=1 peer_run backend "${cmd[@]}"
+    # A front-end may connect once the driver is ready behind each device (BACKEND_UP).
+    local d
+    for d in "${devices[@]}"; do wait_log "$d" "driver ready" 20; done
   fi
   for sock in "$@"; do wait_socket "$sock" backend 20; done
+}
+
+# port_via PORT: unix or vvu, as VIA says.
+port_via() {
+  case $VIA in
+    unix) echo unix ;;
+    vvu) echo vvu ;;
+    mixed) if (($1 == 0)); then echo unix; else echo vvu; fi ;;
+    *) fail "VIA must be unix, vvu or mixed (got $VIA)" ;;
+  esac
 }
 
 # backend_stop [NPORTS]: ends the back-end; backend.json gets one vvu-forward JSON line per port
@@ -251,6 +281,10 @@ backend_stop() {
     done
   else
     peer_stop backend TERM 20
+    local name
+    for name in "${peer_names[@]}"; do
+      [[ $name == device* && -n ${peer_pid[$name]:-} ]] && peer_stop "$name" TERM 20
+    done
     grep -a '^{"port":' "$work/backend.out" >"$work/backend.json"
     for ((p = 0; p < nports; p++)); do
       grep -q "^{\"port\":$p," "$work/backend.json" ||
@@ -279,8 +313,8 @@ check_within() {
   echo "ok: $what: sent $sent, received $got (difference $d, allowed 0..$tol)"
 }
 
-# parse_backend_arg "$@": --backend X (else $VVU_FORWARD, else error later in dpdk_init); the
-# remaining arguments are left in rest_args.
+# parse_backend_arg "$@": --backend X (else $VVU_FORWARD, else error later in dpdk_init),
+# --via unix|vvu|mixed, --device VVU-DEVICE; the remaining arguments are left in rest_args.
 declare -a rest_args=()
 parse_backend_arg() {
   BACKEND=${BACKEND:-${VVU_FORWARD:-}}
@@ -288,6 +322,8 @@ parse_backend_arg() {
     case $1 in
       --backend) BACKEND=$2; shift 2 ;;
       --backend=*) BACKEND=${1#--backend=}; shift ;;
+      --via) VIA=$2; shift 2 ;;
+      --device) VVU_DEVICE=$2; shift 2 ;;
       *) rest_args+=("$1"); shift ;;
     esac
   done

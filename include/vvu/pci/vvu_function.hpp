@@ -1,0 +1,173 @@
+// The virtio-vhost-user (VVU) PCI function: its ids, device configuration space, BAR layout
+// and shared-memory window (shared/vvu-spec.md, after the VVU device spec draft "Vhost-user
+// Device Backend" and the QEMU RFC's hw/virtio/virtio-vhost-user.c). The device model
+// (vvu/) lays the function out with these numbers and the driver (transport/vvu_pci.hpp)
+// finds everything through the capabilities, then checks it against them.
+//
+//   BAR 4 (registers, 32 KiB)           BAR 2 (64-bit prefetchable, 2^36 bytes)
+//   0x0000 common cfg (virtio 1.2)      0                doorbells, vring i at i × multiplier;
+//   0x1000 ISR                                           vring max_queues = the log doorbell
+//   0x2000 device cfg (below)           doorbells_size   notification_select / _msix_vector
+//   0x3000 rxq/txq notify (× 4)         shared_memory    the front-end's regions (window_layout)
+//   0x4000 MSI-X table, 0x6000 PBA
+#pragma once
+
+#include <vvu/pci/virtio_pci.hpp>
+#include <vvu/wire/payload.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace vvu::pci::vvu_function {
+
+inline constexpr std::uint16_t virtio_id = 43; // VIRTIO_ID_VHOST_USER (QEMU RFC)
+inline constexpr std::uint16_t device_id = modern_device_id(virtio_id);
+inline constexpr std::uint32_t class_code = 0xff0000; // "other" (the RFC: PCI_CLASS_OTHERS)
+inline constexpr std::uint8_t revision = 1;           // modern only (§4.1.2.1)
+inline constexpr std::uint64_t feature_version_1 = 1ull << 32; // VIRTIO_F_VERSION_1; no device bits
+
+// Virtqueues of the function (not the vhost-user vrings it carries).
+inline constexpr std::uint16_t rxq = 0; // device → driver: front-end messages
+inline constexpr std::uint16_t txq = 1; // driver → device: replies and back-end requests
+inline constexpr std::uint16_t num_queues = 2;
+inline constexpr std::uint16_t max_queue_size = 256;
+
+// Device configuration space (le32 status, le32 max_vhost_queues, u8 uuid[16]).
+namespace device_config {
+inline constexpr std::uint32_t status = 0;
+inline constexpr std::uint32_t max_vhost_queues = 4;
+inline constexpr std::uint32_t uuid = 8;
+inline constexpr std::uint32_t size = 24;
+inline constexpr std::uint32_t backend_up = 1u << 0;  // written by the driver (draft: SLAVE_UP)
+inline constexpr std::uint32_t frontend_up = 1u << 1; // set by the device (draft: MASTER_UP)
+} // namespace device_config
+
+// BAR 4: the virtio-pci structures and the MSI-X table.
+namespace registers {
+inline constexpr std::uint32_t bar = 4;
+inline constexpr std::uint32_t common = 0x0000;
+inline constexpr std::uint32_t isr = 0x1000;
+inline constexpr std::uint32_t isr_size = 4;
+inline constexpr std::uint32_t device = 0x2000;
+inline constexpr std::uint32_t notify = 0x3000;
+inline constexpr std::uint32_t notify_multiplier = 4; // queue i notifies at notify + i × 4
+inline constexpr std::uint32_t msix_table = 0x4000;
+inline constexpr std::uint32_t msix_pba = 0x6000;
+inline constexpr std::uint32_t size = 0x8000;
+inline constexpr std::uint32_t max_msix_vectors = 512; // (0x6000 - 0x4000) / 16
+} // namespace registers
+
+// BAR 2: doorbells, notification structure, shared-memory window.
+namespace vvu_bar {
+inline constexpr std::uint32_t bar = 2;
+inline constexpr std::uint64_t size = 1ull << 36; // as QEMU's RFC
+inline constexpr std::uint32_t doorbell_multiplier = 4;
+inline constexpr std::uint32_t notification_select = 0;       // le16, in the notification structure
+inline constexpr std::uint32_t notification_msix_vector = 2;  // le16
+inline constexpr std::uint32_t notification_size = 0x1000;
+inline constexpr std::uint64_t page = 0x1000;
+} // namespace vvu_bar
+
+// Where the BAR 2 structures sit for a device serving `max_queues` vrings (the doorbell
+// array has one more entry, the dirty-log doorbell, and is rounded up to 4 KiB).
+struct bar2_layout {
+    std::uint32_t max_queues = 0;
+    std::uint64_t doorbells = 0;
+    std::uint64_t doorbells_size = 0;
+    std::uint64_t notification = 0;
+    std::uint64_t shared_memory = 0;
+    std::uint64_t shared_memory_size = 0;
+
+    [[nodiscard]] static constexpr bar2_layout for_queues(std::uint32_t max_queues) noexcept {
+        bar2_layout l;
+        l.max_queues = max_queues;
+        const std::uint64_t bells = (std::uint64_t{max_queues} + 1) * vvu_bar::doorbell_multiplier;
+        l.doorbells_size = (bells + vvu_bar::page - 1) & ~(vvu_bar::page - 1);
+        l.notification = l.doorbells + l.doorbells_size;
+        l.shared_memory = l.notification + vvu_bar::notification_size;
+        l.shared_memory_size = vvu_bar::size - l.shared_memory;
+        return l;
+    }
+    [[nodiscard]] constexpr std::uint64_t doorbell(std::uint32_t vring) const noexcept {
+        return doorbells + std::uint64_t{vring} * vvu_bar::doorbell_multiplier;
+    }
+    [[nodiscard]] constexpr std::uint32_t log_doorbell_index() const noexcept { return max_queues; }
+};
+
+// The shared-memory window: where each front-end region sits, computed the same way by the
+// device (which exposes the region's fd there) and the driver (which maps it), from the
+// memory messages both see in the same order.
+//
+//   SET_MEM_TABLE  the window is reset; regions back to back in message order, region i at
+//                  the sum of (mmap_offset + memory_size) over regions 0..i-1 (vvu-spec.md).
+//   ADD_MEM_REG    the region goes after the highest end in use (no hole is reused, so
+//                  regions never move while they live).
+//   REM_MEM_REG    the region matching guest_phys_addr, memory_size and userspace_addr
+//                  leaves; the others stay where they are.
+//
+// Each area spans the region's file from offset 0 to mmap_offset + memory_size, so guest
+// address guest_phys_addr is at window offset (area offset + mmap_offset).
+class window_layout {
+public:
+    struct area {
+        wire::memory_region region;
+        std::uint64_t offset = 0; // in the window (add bar2_layout::shared_memory for BAR 2)
+        [[nodiscard]] std::uint64_t size() const noexcept { return region.mmap_offset + region.memory_size; }
+    };
+
+    explicit window_layout(std::uint64_t capacity = bar2_layout::for_queues(0).shared_memory_size) noexcept
+        : capacity_(capacity) {}
+
+    // False (layout unchanged) when the regions overflow the window or a size wraps.
+    [[nodiscard]] bool set_table(std::span<const wire::memory_region> regions) {
+        std::vector<area> next;
+        std::uint64_t at = 0;
+        for (const auto& r : regions) {
+            if (!fits(r, at)) return false;
+            next.push_back({r, at});
+            at += r.mmap_offset + r.memory_size;
+        }
+        areas_ = std::move(next);
+        return true;
+    }
+    [[nodiscard]] bool add(const wire::memory_region& r) {
+        std::uint64_t at = 0;
+        for (const auto& a : areas_) at = std::max(at, a.offset + a.size());
+        if (!fits(r, at)) return false;
+        areas_.push_back({r, at});
+        return true;
+    }
+    [[nodiscard]] bool remove(const wire::memory_region& r) {
+        auto it = std::ranges::find_if(areas_, [&](const area& a) { return same(a.region, r); });
+        if (it == areas_.end()) return false;
+        areas_.erase(it);
+        return true;
+    }
+    void clear() noexcept { areas_.clear(); }
+
+    [[nodiscard]] std::optional<area> find(const wire::memory_region& r) const {
+        auto it = std::ranges::find_if(areas_, [&](const area& a) { return same(a.region, r); });
+        if (it == areas_.end()) return std::nullopt;
+        return *it;
+    }
+    [[nodiscard]] const std::vector<area>& areas() const noexcept { return areas_; }
+
+    [[nodiscard]] static bool same(const wire::memory_region& a, const wire::memory_region& b) noexcept {
+        return a.guest_phys_addr == b.guest_phys_addr && a.memory_size == b.memory_size &&
+               a.userspace_addr == b.userspace_addr;
+    }
+
+private:
+    [[nodiscard]] bool fits(const wire::memory_region& r, std::uint64_t at) const noexcept {
+        if (r.memory_size == 0 || r.mmap_offset > capacity_ || r.memory_size > capacity_ - r.mmap_offset) return false;
+        return at <= capacity_ && r.mmap_offset + r.memory_size <= capacity_ - at;
+    }
+
+    std::uint64_t capacity_;
+    std::vector<area> areas_;
+};
+
+} // namespace vvu::pci::vvu_function

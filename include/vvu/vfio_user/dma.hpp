@@ -1,0 +1,90 @@
+// dma_space: the client's DMA regions as a vfio-user server sees them ("VFIO_USER_DMA_MAP",
+// "VFIO_USER_DMA_UNMAP" in QEMU docs/interop/vfio-user.rst), mmap()ed from the fds the client
+// sent, and the translation of a bus address (iova) to a pointer in this process — the
+// ring::memory_policy the device's rings run over.
+//
+// Rules (stricter than libvfio-user, on purpose — every map comes from a hostile client):
+//   * size 0, an end address iova + size beyond 2^64 - 1, a file offset + size that wraps, a
+//     file too small for [offset, offset + size), a non-regular file, flags other than
+//     read/write or neither of them: EINVAL.
+//   * a map overlapping an existing one: EEXIST (the spec's error for "map over an existing
+//     region"); more than max_maps() maps: ENOSPC.
+//   * unmap must name exactly a previous map (same iova and size): ENOENT when no map starts
+//     at iova, EINVAL when one does with another size.
+//
+// Memory lifetime: each map is one mmap, owned through a shared_ptr. unmap()/clear() remove
+// it from the space at once (translate no longer finds it), but the pages stay mapped while
+// anyone holds a pin() of it. A device that keeps a ring in DMA memory pins it when it sets
+// the ring up and drops the pin in device::dma_unmapped() — the spec wants every reference
+// released before the UNMAP reply, and the pin makes a late use a stale read, never a crash.
+//
+// translate() only returns read-write maps (a ring writes through the pointer it gets);
+// translate_read() also covers read-only maps. Not thread-safe: the server's thread owns it;
+// a ring on another thread holds a pin and reaches memory through its own pointers.
+#pragma once
+
+#include <vvu/ring/memory_policy.hpp>
+#include <vvu/util/expected.hpp>
+#include <vvu/util/unique_fd.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+namespace vvu::vfio_user {
+
+class dma_space {
+public:
+    // The spec's default max_dma_maps is 65535; vvu serves far fewer (QEMU maps a handful of
+    // RAM blocks) and each map costs a VMA, so the default limit is lower.
+    static constexpr std::size_t default_max_maps = 1024;
+
+    struct map_info {
+        std::uint64_t iova = 0;
+        std::uint64_t size = 0;
+        std::uint32_t flags = 0; // dma_flags (protocol.hpp)
+    };
+
+    explicit dma_space(std::size_t max_maps = default_max_maps) noexcept : max_maps_(max_maps) {}
+
+    // mmap()s [file_offset, file_offset + size) of fd (MAP_SHARED, rounded out to the fd's page
+    // size, hugetlbfs included) at bus address iova. Takes the fd (closed when the map goes;
+    // the mapping itself does not need it). Errors: see above; mmap's errno otherwise.
+    [[nodiscard]] expected<void, std::error_code> map(std::uint64_t iova, std::uint64_t size, std::uint32_t flags,
+                                                      unique_fd fd, std::uint64_t file_offset);
+    [[nodiscard]] expected<void, std::error_code> unmap(std::uint64_t iova, std::uint64_t size);
+    // Every map goes (client detached).
+    void clear() noexcept;
+
+    // ring::memory_policy: `len` bytes at iova inside ONE read-write map, else nullptr
+    // (len 0: iova inside a map or one past its end).
+    [[nodiscard]] std::byte* translate(std::uint64_t iova, std::uint64_t len) noexcept;
+    // The same over read-only maps too.
+    [[nodiscard]] const std::byte* translate_read(std::uint64_t iova, std::uint64_t len) const noexcept;
+
+    // Keeps the map holding [iova, iova + len) mapped until the returned pointer goes, even
+    // after an unmap; empty when there is none.
+    [[nodiscard]] std::shared_ptr<const void> pin(std::uint64_t iova, std::uint64_t len) const noexcept;
+
+    [[nodiscard]] std::size_t size() const noexcept { return maps_.size(); }
+    [[nodiscard]] std::size_t max_maps() const noexcept { return max_maps_; }
+    [[nodiscard]] std::vector<map_info> maps() const;
+
+private:
+    struct entry {
+        map_info info;
+        std::byte* host = nullptr;           // iova's byte
+        std::shared_ptr<const void> memory;  // the mmap (munmap when the last holder goes)
+    };
+    // The map containing [iova, iova + len), or nullptr.
+    [[nodiscard]] const entry* find(std::uint64_t iova, std::uint64_t len) const noexcept;
+
+    std::vector<entry> maps_; // sorted by iova, disjoint
+    std::size_t max_maps_;
+};
+
+static_assert(ring::memory_policy<dma_space>);
+
+} // namespace vvu::vfio_user

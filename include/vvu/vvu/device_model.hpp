@@ -1,0 +1,107 @@
+// vvu::vvu_device::device_model: the virtio-vhost-user device (shared/vvu-spec.md; design.md layer 7).
+// It terminates a front-end's vhost-user socket and presents the session to a driver as the
+// VVU PCI function, served over vfio-user — the role QEMU's virtio-vhost-user device plays
+// for a guest, run here as a process (examples/vvu-device).
+//
+//   front-end ──vhost-user──▶ device_model ──vfio-user (PCI function 1af4:106b)──▶ driver
+//
+//   messages   front-end request → checked → its fds consumed → header + payload copied into
+//              one rxq buffer; replies and back-end requests come back on the txq, checked,
+//              and go to the socket (replies) or the back-end channel (requests).
+//   memory     SET_MEM_TABLE / ADD_MEM_REG / REM_MEM_REG fds become the shared-memory window
+//              of BAR 2 (pci::vvu_function::window_layout); the driver maps them from the fds
+//              the device hands out with GET_REGION_INFO — no copy.
+//   kicks      each front-end kick eventfd raises the MSI-X vector the driver chose for that
+//              vring (one hop through the device).
+//   calls      each call eventfd is the ioeventfd of that vring's doorbell (GET_REGION_IO_FDS):
+//              a driver ringing it signals the front-end directly; a doorbell write that does
+//              reach the device is passed on.
+//
+// Connection state (vvu-spec.md): INITIAL → BACKEND_UP (driver ready) or SOCKET_OPEN (a
+// front-end connected) → CONNECTED (both: FRONTEND_UP set, config interrupt, messages flow).
+// Socket close, a protocol violation by either side, BACKEND_UP cleared, a device reset or the
+// driver going away disconnect: the front-end's socket is closed, its fds dropped, FRONTEND_UP
+// cleared and — unless the driver caused it — a config interrupt sent. After a disconnect the
+// driver did not cause, the device waits for the driver to clear and set BACKEND_UP again
+// before it connects the next front-end, so no message of the old session can be taken for one
+// of the new (the spec draft leaves this race open).
+//
+// Single-threaded: run() is an epoll loop over the two listening sockets, the driver's and the
+// front-end's connections, the back-end channel and the kick eventfds. stop() may be called
+// from any thread or a signal handler.
+#pragma once
+
+#include <vvu/util/expected.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace vvu::vvu_device {
+
+struct device_options {
+    std::string vhost_user_path; // where the front-end connects (listening)
+    std::string pci_path;        // where the driver attaches over vfio-user (listening)
+    std::uint32_t max_queues = 64; // vhost-user vrings served (device config max_vhost_queues)
+    std::array<std::uint8_t, 16> uuid{};
+    // How long a peer may take to finish a message it started; then it is dropped.
+    std::chrono::milliseconds message_timeout{2000};
+    // One line per event worth a log (connections, disconnects and why); may be empty.
+    std::function<void(std::string_view)> log;
+};
+
+// The protocol features that can cross the device: those whose fds the device carries (or
+// that carry none). Masked, and why: LOG_SHMFD (the log is a front-end fd the device would have
+// to expose as well; migration is a later issue), INFLIGHT_SHMFD (GET_INFLIGHT_FD replies
+// carry a back-end fd; the driver has none to send), BACKEND_SEND_FD (back-end requests with
+// fds: the driver has no fds), HOST_NOTIFIER (needs BACKEND_SEND_FD), PAGEFAULT (postcopy: a
+// userfaultfd), INBAND_NOTIFICATIONS, XEN_MMAP, SHARED_OBJECT, DEVICE_STATE (an fd), and
+// CRYPTO_SESSION and CROSS_ENDIAN (no such device here).
+std::uint64_t passthrough_protocol_features() noexcept;
+
+// The most memory slots the device lets a front-end use (GET_MAX_MEM_SLOTS replies are
+// lowered to it): every region's fd must fit in one GET_REGION_INFO reply.
+inline constexpr std::uint64_t max_mem_slots = 32;
+
+struct device_counters {
+    std::uint64_t frontends = 0;          // front-ends that reached CONNECTED
+    std::uint64_t disconnects = 0;
+    std::uint64_t drivers = 0;            // vfio-user clients attached
+    std::uint64_t to_driver = 0;          // messages put on the rxq
+    std::uint64_t to_frontend = 0;        // replies written to the socket
+    std::uint64_t backend_requests = 0;   // back-end requests written to the back-end channel
+    std::uint64_t kicks = 0;              // front-end kicks turned into interrupts
+    std::uint64_t doorbells = 0;          // doorbell writes that reached the device
+    std::uint64_t config_interrupts = 0;
+};
+
+enum class connection_state { initial, backend_up, socket_open, connected };
+
+class device_model {
+public:
+    // Listens on both sockets. Errors name the socket and the reason.
+    [[nodiscard]] static expected<std::unique_ptr<device_model>, std::string> create(device_options options);
+    ~device_model();
+    device_model(const device_model&) = delete;
+    device_model& operator=(const device_model&) = delete;
+
+    // Serves until stop(). An error only for a failure of the device itself (epoll); peers'
+    // failures are logged and served around.
+    [[nodiscard]] expected<void, std::string> run();
+    // Async-signal-safe: makes run() return.
+    void stop() noexcept;
+
+    [[nodiscard]] device_counters counters() const noexcept;
+    [[nodiscard]] connection_state state() const noexcept;
+
+private:
+    struct impl;
+    explicit device_model(std::unique_ptr<impl> p) noexcept;
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace vvu::vvu_device

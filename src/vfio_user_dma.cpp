@@ -1,0 +1,116 @@
+// vfio_user::dma_space (include/vvu/vfio_user/dma.hpp).
+#include <vvu/memory/guest_memory.hpp>
+#include <vvu/memory/mapping.hpp>
+#include <vvu/vfio_user/dma.hpp>
+#include <vvu/vfio_user/protocol.hpp>
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <limits>
+
+namespace vvu::vfio_user {
+
+namespace {
+
+std::error_code errno_code(int e) { return {e, std::system_category()}; }
+
+// [iova, iova + size) lies inside the map; the caller checked iova >= m.iova.
+bool covers(const dma_space::map_info& m, std::uint64_t iova, std::uint64_t len) noexcept {
+    const std::uint64_t off = iova - m.iova;
+    return off <= m.size && len <= m.size - off;
+}
+
+} // namespace
+
+expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t size, std::uint32_t flags,
+                                               unique_fd fd, std::uint64_t file_offset) {
+    constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+    if (size == 0 || size > max - iova) return unexpected(errno_code(EINVAL)); // empty or past 2^64 - 1
+    if (size > max - file_offset) return unexpected(errno_code(EINVAL));
+    if (flags == 0 || (flags & ~(dma_flags::read | dma_flags::write)) != 0) return unexpected(errno_code(EINVAL));
+    if (!fd) return unexpected(errno_code(EBADF));
+    if (maps_.size() >= max_maps_) return unexpected(errno_code(ENOSPC));
+
+    // Overlap: the first map ending after iova must start at or after iova + size.
+    auto next = std::upper_bound(maps_.begin(), maps_.end(), iova,
+                                 [](std::uint64_t a, const entry& e) { return a < e.info.iova; });
+    if (next != maps_.end() && next->info.iova < iova + size) return unexpected(errno_code(EEXIST));
+    if (next != maps_.begin()) {
+        const auto& prev = std::prev(next)->info;
+        if (iova - prev.iova < prev.size) return unexpected(errno_code(EEXIST));
+    }
+
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return unexpected(errno_code(errno));
+    // A map past the end of its file would be SIGBUS on first touch; only regular files
+    // (memfd, tmpfs, hugetlbfs) have a size to check, so only they are accepted.
+    if (!S_ISREG(st.st_mode)) return unexpected(errno_code(EINVAL));
+    if (static_cast<std::uint64_t>(st.st_size) < file_offset + size) return unexpected(errno_code(EINVAL));
+
+    auto page = memory::page_size_of(fd.get());
+    if (!page || *page == 0 || (*page & (*page - 1)) != 0) return unexpected(errno_code(EINVAL));
+    const std::uint64_t start = file_offset & ~(*page - 1);
+    const std::uint64_t delta = file_offset - start;
+    if (delta + size > max - (*page - 1)) return unexpected(errno_code(EINVAL));
+    const std::uint64_t length = (delta + size + *page - 1) & ~(*page - 1);
+    if (length > std::numeric_limits<std::size_t>::max() ||
+        start > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
+        return unexpected(errno_code(EINVAL));
+
+    const int prot = ((flags & dma_flags::read) ? PROT_READ : 0) | ((flags & dma_flags::write) ? PROT_WRITE : 0);
+    auto m = memory::mapping::map(fd.get(), start, static_cast<std::size_t>(length), prot, MAP_SHARED);
+    if (!m) return unexpected(m.error());
+    std::byte* host = m->data() + delta;
+    auto memory = std::make_shared<const memory::mapping>(std::move(*m));
+    maps_.insert(next, entry{{iova, size, flags}, host, std::move(memory)});
+    return {}; // fd closes here: the mapping keeps the pages
+}
+
+expected<void, std::error_code> dma_space::unmap(std::uint64_t iova, std::uint64_t size) {
+    auto it = std::lower_bound(maps_.begin(), maps_.end(), iova,
+                               [](const entry& e, std::uint64_t a) { return e.info.iova < a; });
+    if (it == maps_.end() || it->info.iova != iova) return unexpected(errno_code(ENOENT));
+    if (it->info.size != size) return unexpected(errno_code(EINVAL));
+    maps_.erase(it);
+    return {};
+}
+
+void dma_space::clear() noexcept { maps_.clear(); }
+
+const dma_space::entry* dma_space::find(std::uint64_t iova, std::uint64_t len) const noexcept {
+    auto it = std::upper_bound(maps_.begin(), maps_.end(), iova,
+                               [](std::uint64_t a, const entry& e) { return a < e.info.iova; });
+    if (it == maps_.begin()) return nullptr;
+    const entry& e = *std::prev(it);
+    if (!covers(e.info, iova, len)) return nullptr;
+    return &e;
+}
+
+std::byte* dma_space::translate(std::uint64_t iova, std::uint64_t len) noexcept {
+    const entry* e = find(iova, len);
+    if (!e || !(e->info.flags & dma_flags::write) || !(e->info.flags & dma_flags::read)) return nullptr;
+    return e->host + (iova - e->info.iova);
+}
+
+const std::byte* dma_space::translate_read(std::uint64_t iova, std::uint64_t len) const noexcept {
+    const entry* e = find(iova, len);
+    if (!e || !(e->info.flags & dma_flags::read)) return nullptr;
+    return e->host + (iova - e->info.iova);
+}
+
+std::shared_ptr<const void> dma_space::pin(std::uint64_t iova, std::uint64_t len) const noexcept {
+    const entry* e = find(iova, len);
+    return e ? e->memory : nullptr;
+}
+
+std::vector<dma_space::map_info> dma_space::maps() const {
+    std::vector<map_info> out;
+    out.reserve(maps_.size());
+    for (const auto& e : maps_) out.push_back(e.info);
+    return out;
+}
+
+} // namespace vvu::vfio_user

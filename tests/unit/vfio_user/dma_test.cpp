@@ -1,0 +1,114 @@
+// dma_space: the server's view of the client's DMA maps.
+#include "harness.hpp"
+
+#include <vvu/vfio_user/dma.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+
+using namespace vvu;
+using namespace vvu::vfio_user;
+using vvu_test::make_memfd;
+
+namespace {
+constexpr std::uint32_t rw = dma_flags::read | dma_flags::write;
+constexpr std::uint64_t max64 = ~std::uint64_t{0};
+
+int code(const expected<void, std::error_code>& r) { return r ? 0 : r.error().value(); }
+} // namespace
+
+TEST_CASE("dma_space: map, translate edges, exact unmap") {
+    dma_space d;
+    auto fd = make_memfd("dma", 0x4000);
+    // The client's memory: write a pattern through its own mapping.
+    auto* mine = static_cast<std::byte*>(::mmap(nullptr, 0x4000, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0));
+    REQUIRE(mine != MAP_FAILED);
+    mine[0x1000] = std::byte{0x5a};
+    mine[0x2fff] = std::byte{0xa5};
+    // Map file [0x1000, 0x3000) at iova 0x10000 (file offset page-aligned), and a second map.
+    REQUIRE(d.map(0x10000, 0x2000, rw, unique_fd(::dup(fd.get())), 0x1000));
+    REQUIRE(d.map(0x12000, 0x1000, rw, unique_fd(::dup(fd.get())), 0x123)); // unaligned offset
+    CHECK(d.size() == 2);
+
+    std::byte* p = d.translate(0x10000, 1);
+    REQUIRE(p);
+    CHECK(*p == std::byte{0x5a});
+    REQUIRE(d.translate(0x11fff, 1));
+    CHECK(*d.translate(0x11fff, 1) == std::byte{0xa5});
+    CHECK(d.translate(0x10000, 0x2000) != nullptr);    // the whole map
+    CHECK(d.translate(0x10000, 0x2001) == nullptr);    // one past, into the next map: not ONE mapping
+    CHECK(d.translate(0x12000, 0) != nullptr);         // len 0 at a map's start
+    CHECK(d.translate(0x13000, 0) != nullptr);         // one past the end
+    CHECK(d.translate(0x13001, 0) == nullptr);
+    CHECK(d.translate(0xffff, 1) == nullptr);           // below
+    CHECK(d.translate(0x10000, max64) == nullptr);      // wraps
+    CHECK(d.translate(max64, 2) == nullptr);
+    // The unaligned map sees file offset 0x123.
+    mine[0x123] = std::byte{0x77};
+    CHECK(*d.translate(0x12000, 1) == std::byte{0x77});
+    // Server writes are client-visible.
+    *d.translate(0x10010, 1) = std::byte{0x42};
+    CHECK(mine[0x1010] == std::byte{0x42});
+
+    CHECK(code(d.unmap(0x10000, 0x1000)) == EINVAL); // another size
+    CHECK(code(d.unmap(0x10001, 0x2000)) == ENOENT); // no map starts there
+    CHECK(code(d.unmap(0x20000, 0x1000)) == ENOENT);
+    REQUIRE(d.unmap(0x10000, 0x2000));
+    CHECK(d.translate(0x10000, 1) == nullptr);
+    CHECK(d.size() == 1);
+    d.clear();
+    CHECK(d.size() == 0);
+    ::munmap(mine, 0x4000);
+}
+
+TEST_CASE("dma_space: refuses empty, wrapping, overlapping, oversized and excess maps") {
+    dma_space d(3);
+    auto fd = make_memfd("dma", 0x3000);
+    auto dupfd = [&] { return unique_fd(::dup(fd.get())); };
+    CHECK(code(d.map(0x1000, 0, rw, dupfd(), 0)) == EINVAL);                       // size 0
+    CHECK(code(d.map(max64 - 0xfff, 0x1000, rw, dupfd(), 0)) == EINVAL);           // ends at 2^64
+    CHECK(code(d.map(max64 - 0x7ff, 0x1000, rw, dupfd(), 0)) == EINVAL);           // wraps 2^64
+    CHECK(code(d.map(0x1000, 0x1000, rw, dupfd(), max64 - 0x10)) == EINVAL);       // file offset wraps
+    CHECK(code(d.map(0x1000, 0x4000, rw, dupfd(), 0)) == EINVAL);                  // past the file's end
+    CHECK(code(d.map(0x1000, 0x1000, 0, dupfd(), 0)) == EINVAL);                   // no access
+    CHECK(code(d.map(0x1000, 0x1000, 0x10, dupfd(), 0)) == EINVAL);                // unknown flag
+    CHECK(code(d.map(0x1000, 0x1000, rw, unique_fd(), 0)) == EBADF);
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    unique_fd keep(sv[1]);
+    CHECK(code(d.map(0x1000, 0x1000, rw, unique_fd(sv[0]), 0)) == EINVAL);         // not a regular file
+    CHECK(d.size() == 0);
+
+    REQUIRE(d.map(0x10000, 0x2000, rw, dupfd(), 0));
+    CHECK(code(d.map(0x10000, 0x1000, rw, dupfd(), 0)) == EEXIST);  // same start
+    CHECK(code(d.map(0x11fff, 0x1000, rw, dupfd(), 0)) == EEXIST);  // last byte
+    CHECK(code(d.map(0xf001, 0x1000, rw, dupfd(), 0)) == EEXIST);   // overlaps the first byte
+    CHECK(code(d.map(0x0f000, 0x2000, rw, dupfd(), 0)) == EEXIST);  // covers the start
+    REQUIRE(d.map(0xf000, 0x1000, rw, dupfd(), 0));                 // adjacent below
+    REQUIRE(d.map(0x12000, 0x1000, rw, dupfd(), 0));                // adjacent above
+    CHECK(code(d.map(0x20000, 0x1000, rw, dupfd(), 0)) == ENOSPC);  // max 3
+    // Adjacent maps are separate: a range across them is not ONE mapping.
+    CHECK(d.translate(0xffff, 2) == nullptr);
+    CHECK(d.translate(0xffff, 1) != nullptr);
+}
+
+TEST_CASE("dma_space: read-only maps, pins outlive unmap, fds not leaked") {
+    const int before = vvu_test::count_open_fds();
+    {
+        dma_space d;
+        auto fd = make_memfd("dma", 0x2000);
+        REQUIRE(d.map(0x1000, 0x1000, dma_flags::read, unique_fd(::dup(fd.get())), 0));
+        CHECK(d.translate(0x1000, 4) == nullptr);       // read-only: not for a ring
+        CHECK(d.translate_read(0x1000, 4) != nullptr);
+        REQUIRE(d.map(0x4000, 0x1000, rw, unique_fd(::dup(fd.get())), 0x1000));
+        auto pin = d.pin(0x4000, 0x1000);
+        REQUIRE(pin);
+        const std::byte* p = d.translate(0x4000, 8);
+        REQUIRE(d.unmap(0x4000, 0x1000));
+        CHECK(d.translate(0x4000, 8) == nullptr);
+        CHECK(p[0] == std::byte{0}); // still mapped while pinned
+        CHECK_FALSE(d.pin(0x9000, 1));
+    }
+    CHECK(vvu_test::count_open_fds() == before);
+}
