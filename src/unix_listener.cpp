@@ -1,6 +1,8 @@
 // unix_listener: bind/listen/accept with Boost.Asio's local::stream_protocol.
 #include <vvu/transport/unix_listener.hpp>
 
+#include "asio_glue.hpp"
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
@@ -17,12 +19,8 @@ namespace {
 namespace asio = boost::asio;
 using stream = asio::local::stream_protocol;
 
-error from_asio(const boost::system::error_code& ec, const char* op) {
-    // Asio reports socket errors as errno values of the system category.
-    return error(std::error_code(ec.value(), std::system_category()), op);
-}
-
-void set_cloexec(int fd) noexcept { ::fcntl(fd, F_SETFD, FD_CLOEXEC); }
+using detail::from_asio;
+using detail::set_cloexec;
 
 } // namespace
 

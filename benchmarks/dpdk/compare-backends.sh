@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Throughput of vvu-forward against DPDK's own vhost PMD, with the same front-end: DPDK's
 # virtio-user in testpmd, 64 B frames, no hugepages, one queue pair, ring of $RING (256).
+# With --device, vvu-forward also serves the same front-end through a vvu-device over the
+# PCI-BAR transport (--port vvu:PCI), and the table gives the vvu:/unix: ratio.
 #
-#   benchmarks/dpdk/compare-backends.sh [--dpdk-only] [--rounds N] [--seconds S] [VVU-FORWARD]
+#   benchmarks/dpdk/compare-backends.sh [--dpdk-only | --no-dpdk] [--device VVU-DEVICE]
+#                                       [--rounds N] [--seconds S] [VVU-FORWARD]
 #
 #   to-backend:   testpmd txonly -> back-end (DPDK: testpmd net_vhost rxonly; vvu: --mode rxonly)
 #   from-backend: back-end (DPDK: testpmd net_vhost txonly; vvu: --mode txonly) -> testpmd rxonly
@@ -21,23 +24,34 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../tests/interop/dpdk/lib.sh
 source "$here/../../tests/interop/dpdk/lib.sh"
 
-rounds=3 seconds=5 dpdk_only=0 vvu=${VVU_FORWARD:-}
+rounds=3 seconds=5 dpdk_only=0 no_dpdk=0 device="" vvu=${VVU_FORWARD:-}
+usage="usage: $0 [--dpdk-only | --no-dpdk] [--device VVU-DEVICE] [--rounds N] [--seconds S] [VVU-FORWARD]"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dpdk-only) dpdk_only=1; shift ;;
+    --no-dpdk) no_dpdk=1; shift ;;
+    --device) device=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
-    -*) echo "usage: $0 [--dpdk-only] [--rounds N] [--seconds S] [VVU-FORWARD]" >&2; exit 2 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
 done
-backends=(dpdk)
+# Contenders: label, back-end, how vvu-forward reaches the front-end (lib.sh VIA).
+contenders=()
+[[ $no_dpdk == 0 ]] && contenders+=("dpdk dpdk unix")
 if [[ $dpdk_only == 0 ]]; then
   [[ -n $vvu ]] || { echo "$0: give the vvu-forward path (or VVU_FORWARD, or --dpdk-only)" >&2; exit 2; }
   [[ -x $vvu ]] || { echo "$0: $vvu is not an executable" >&2; exit 1; }
-  backends+=("$vvu")
+  contenders+=("unix $vvu unix")
+  if [[ -n $device ]]; then
+    [[ -x $device ]] || { echo "$0: $device is not an executable" >&2; exit 1; }
+    VVU_DEVICE=$device
+    contenders+=("vvu $vvu vvu")
+  fi
 fi
+((${#contenders[@]} > 0)) || { echo "$usage" >&2; exit 2; }
 
 BACKEND=dpdk # for dpdk_init's checks; set per run below
 dpdk_init compare-backends
@@ -45,10 +59,10 @@ export VVU_FORWARD_CPU=1
 echo "compare-backends: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
 
-# run BACKEND DIRECTION -> prints Mpps
+# run_one BACKEND VIA DIRECTION: the result (Mpps) in $work/result
 run_one() {
-  local be=$1 dir=$2 fe_mode be_mode key n0 i
-  BACKEND=$be
+  local be=$1 via=$2 dir=$3 fe_mode be_mode key n0 i
+  BACKEND=$be VIA=$via
   case $dir in
     to-backend) fe_mode=txonly be_mode=rxonly key=TX-packets ;;
     from-backend) fe_mode=rxonly be_mode=txonly key=RX-packets ;;
@@ -80,11 +94,10 @@ run_one() {
 
 declare -A sum=() cnt=() all=()
 for ((r = 1; r <= rounds; r++)); do
-  for be in "${backends[@]}"; do
-    label=dpdk
-    [[ $be != dpdk ]] && label=vvu
+  for c in "${contenders[@]}"; do
+    read -r label be via <<<"$c"
     for dir in to-backend from-backend; do
-      run_one "$be" "$dir"
+      run_one "$be" "$via" "$dir"
       mpps=$(cat "$work/result")
       printf 'round %d  %-5s %-13s %8s Mpps\n' "$r" "$label" "$dir" "$mpps"
       sum[$label.$dir]=$(awk -v a="${sum[$label.$dir]:-0}" -v b="$mpps" 'BEGIN { print a + b }')
@@ -94,20 +107,19 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
+mean() { [[ -n ${sum[$1]:-} ]] && awk -v s="${sum[$1]}" -v n="${cnt[$1]}" 'BEGIN { printf "%.2f", s / n }' || echo -; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-36s %12s %12s %10s\n' "direction (Mpps, mean of $rounds)" "DPDK vhost" "vvu-forward" "vvu/DPDK"
+printf '%-30s %10s %10s %10s %10s %10s\n' "direction (Mpps, mean of $rounds)" "DPDK vhost" "vvu unix:" "vvu vvu:" \
+  "unix/DPDK" "vvu:/unix:"
 for dir in to-backend from-backend; do
-  d=$(awk -v s="${sum[dpdk.$dir]}" -v n="${cnt[dpdk.$dir]}" 'BEGIN { printf "%.2f", s / n }')
-  v=- ratio=-
-  if [[ $dpdk_only == 0 ]]; then
-    v=$(awk -v s="${sum[vvu.$dir]}" -v n="${cnt[vvu.$dir]}" 'BEGIN { printf "%.2f", s / n }')
-    ratio=$(awk -v a="$v" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-  fi
+  d=$(mean "dpdk.$dir") u=$(mean "unix.$dir") v=$(mean "vvu.$dir")
   case $dir in
     to-backend) what="virtio-user -> back-end (rx)" ;;
     from-backend) what="back-end -> virtio-user (tx)" ;;
   esac
-  printf '%-36s %12s %12s %10s\n' "$what" "$d" "$v" "$ratio"
+  printf '%-30s %10s %10s %10s %10s %10s\n' "$what" "$d" "$u" "$v" "$(ratio "$u" "$d")" "$(ratio "$v" "$u")"
 done
 for k in "${!all[@]}"; do echo "  runs $k: ${all[$k]}"; done | sort

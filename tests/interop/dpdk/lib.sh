@@ -283,7 +283,9 @@ backend_stop() {
     peer_stop backend TERM 20
     local name
     for name in "${peer_names[@]}"; do
-      [[ $name == device* && -n ${peer_pid[$name]:-} ]] && peer_stop "$name" TERM 20
+      [[ $name == device* && -n ${peer_pid[$name]:-} ]] || continue
+      peer_stop "$name" TERM 20
+      echo "vvu-device $name: $(grep -a '^{' "$work/$name.out" | tail -n 1)"
     done
     grep -a '^{"port":' "$work/backend.out" >"$work/backend.json"
     for ((p = 0; p < nports; p++)); do
