@@ -231,15 +231,24 @@ expected<client::region, error> client::region_info(std::uint32_t index) {
         out.size = info.size;
         out.mmap_offset = info.offset;
         out.fds = std::move(r->fds);
-        // The capability chain: offsets relative to the region info, each after the last.
+        // The capability chain: offsets relative to the region info, inside the reply, each
+        // after the last (so it cannot loop), at most max_caps of them.
+        constexpr int max_caps = 64;
         std::uint32_t at = (info.flags & region_flags::caps) ? info.cap_offset : 0;
         std::uint32_t previous = 0;
+        bool sparse_seen = false;
         for (int n = 0; at != 0; ++n) {
-            if (n == 64 || at <= previous || at < sizeof(region_info_payload) || at > bytes.size() ||
+            if (n == max_caps || at <= previous || at < sizeof(region_info_payload) || at > bytes.size() ||
                 bytes.size() - at < sizeof(cap_header))
                 return fail(EPROTO, fmt::format("{}: bad capability chain at {}", what, at));
             const auto ch = load<cap_header>(std::span(bytes).subspan(at));
-            if (ch.id == cap_sparse_mmap) {
+            if (ch.id == cap_type) {
+                if (bytes.size() - at < sizeof(type_cap)) return fail(EPROTO, what + ": short type cap");
+                const auto cap = load<type_cap>(std::span(bytes).subspan(at));
+                if (cap.type == vvu_fd_per_area_type && cap.subtype == vvu_fd_per_area_subtype) out.fd_per_area = true;
+            } else if (ch.id == cap_sparse_mmap) {
+                if (sparse_seen) return fail(EPROTO, what + ": two sparse mmap caps");
+                sparse_seen = true;
                 if (bytes.size() - at < sizeof(sparse_mmap_cap)) return fail(EPROTO, what + ": short sparse mmap cap");
                 const auto cap = load<sparse_mmap_cap>(std::span(bytes).subspan(at));
                 const std::size_t room = (bytes.size() - at - sizeof(cap)) / sizeof(sparse_mmap_area);
@@ -256,6 +265,10 @@ expected<client::region, error> client::region_info(std::uint32_t index) {
             previous = at;
             at = ch.next;
         }
+        // vvu's marking pairs fds with areas: it must come with exactly one fd per area.
+        if (out.fd_per_area && (out.areas.empty() || out.fds.size() != out.areas.size()))
+            return fail(EPROTO, fmt::format("{}: marked one fd per area, but {} fds for {} areas", what,
+                                            out.fds.size(), out.areas.size()));
         return out;
     }
 }
@@ -439,7 +452,9 @@ expected<pci::window, error> client::map_window(std::uint32_t bar, std::uint64_t
     });
     if (it == areas.end()) return fail(EINVAL, what + ": not inside one mappable area of the region");
     const std::size_t area = static_cast<std::size_t>(it - areas.begin());
-    const bool per_area_fds = !reg->areas.empty() && reg->fds.size() == reg->areas.size();
+    // The per-area rule only with vvu's marking (region_info checked that the fds pair with
+    // the areas); otherwise the standard one, whatever the fd count.
+    const bool per_area_fds = reg->fd_per_area;
     const int fd = per_area_fds ? reg->fds[area].get() : reg->fds[0].get();
     std::uint64_t file_offset = 0;
     if (per_area_fds) file_offset = off - it->offset;

@@ -4,6 +4,7 @@
 #include <vvu/vfio_user/dma.hpp>
 #include <vvu/vfio_user/protocol.hpp>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -24,6 +25,11 @@ bool covers(const dma_space::map_info& m, std::uint64_t iova, std::uint64_t len)
 }
 
 } // namespace
+
+bool dma_space::sealed_against_shrinking(int fd) noexcept {
+    const int seals = ::fcntl(fd, F_GET_SEALS);
+    return seals >= 0 && (seals & F_SEAL_SHRINK) != 0;
+}
 
 expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t size, std::uint32_t flags,
                                                unique_fd fd, std::uint64_t file_offset) {
@@ -49,6 +55,9 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
     // (memfd, tmpfs, hugetlbfs) have a size to check, so only they are accepted.
     if (!S_ISREG(st.st_mode)) return unexpected(errno_code(EINVAL));
     if (static_cast<std::uint64_t>(st.st_size) < file_offset + size) return unexpected(errno_code(EINVAL));
+    // The size checked above only holds while the file cannot shrink: F_SEAL_SHRINK. A file
+    // without seal support (F_GET_SEALS fails with EINVAL) is refused too.
+    if (require_sealed_ && !sealed_against_shrinking(fd.get())) return unexpected(errno_code(EINVAL));
 
     auto page = memory::page_size_of(fd.get());
     if (!page || *page == 0 || (*page & (*page - 1)) != 0) return unexpected(errno_code(EINVAL));

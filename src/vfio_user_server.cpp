@@ -158,7 +158,7 @@ struct server::reply {
 };
 
 server::server(device& dev, server_options opts)
-    : dev_(dev), opts_(std::move(opts)), dma_(opts_.max_dma_maps) {}
+    : dev_(dev), opts_(std::move(opts)), dma_(opts_.max_dma_maps, opts_.require_sealed) {}
 
 server::~server() {
     drop_client();
@@ -383,9 +383,14 @@ server::outcome server::on_dma_map(request& rq) {
     if (rq.fds.empty())
         return unexpected(rejection{EINVAL, where + ": no fd (in-band DMA through DMA_READ/WRITE is not supported)"});
     if (rq.fds.size() != 1) return unexpected(rejection{EINVAL, fmt::format("{}: {} fds, want 1", where, rq.fds.size())});
+    // Known before the fd goes into the dma_space, to say why an EINVAL came.
+    const bool unsealed = dma_.require_sealed() && !dma_space::sealed_against_shrinking(rq.fds[0].get());
     if (auto r = dma_.map(p.addr, p.size, p.flags, std::move(rq.fds[0]), p.offset); !r) {
         const int e = r.error().value();
-        std::string why = e == EEXIST   ? "overlaps an existing map"
+        std::string why = e == EINVAL && unsealed
+                              ? "the fd is not sealed against shrinking (F_SEAL_SHRINK required: a truncated "
+                                "file would make the device's accesses SIGBUS)"
+                          : e == EEXIST ? "overlaps an existing map"
                           : e == ENOSPC ? fmt::format("more than max_dma_maps ({}) maps", dma_.max_maps())
                           : e == EINVAL ? "empty, past 2^64, bad flags, or outside its file"
                                         : r.error().message();
@@ -440,14 +445,22 @@ server::outcome server::on_region_info(request& rq) {
         return unexpected(rejection{EINVAL, fmt::format("region {} (the device has {})", p.index, dev_.region_count())});
     const region_info info = dev_.describe_region(p.index);
     // The device's answer is checked too: a client must not be told something unmappable.
-    const bool fds_ok = info.fds.size() <= 1 || info.fds.size() == info.areas.size();
+    // One fd per area only with the marking (and then exactly one per area); otherwise at
+    // most one fd, the standard case.
+    const bool fds_ok = info.fd_per_area ? !info.areas.empty() && info.fds.size() == info.areas.size()
+                                         : info.fds.size() <= 1;
     const bool areas_ok = std::all_of(info.areas.begin(), info.areas.end(), [&](const sparse_area& a) {
         return a.offset <= info.size && a.size <= info.size - a.offset;
     });
     if (!fds_ok || !areas_ok || info.areas.size() > 1024)
         return unexpected(rejection{EIO, fmt::format("region {}: the device described it inconsistently", p.index)});
 
-    const std::size_t caps = info.areas.empty() ? 0 : sizeof(sparse_mmap_cap) + info.areas.size() * sizeof(sparse_mmap_area);
+    // The capability chain: the sparse mmap cap (when there are areas), then vvu's TYPE cap
+    // (when each area is its own fd); `next` is relative to the region info, 0 ends it.
+    const std::size_t sparse_bytes =
+        info.areas.empty() ? 0 : sizeof(sparse_mmap_cap) + info.areas.size() * sizeof(sparse_mmap_area);
+    const std::size_t type_bytes = info.fd_per_area ? sizeof(type_cap) : 0;
+    const std::size_t caps = sparse_bytes + type_bytes;
     const std::size_t needed = sizeof(region_info_payload) + caps;
     const bool full = p.argsz >= needed;
     if (full && info.fds.size() > client_caps_.max_msg_fds)
@@ -466,14 +479,23 @@ server::outcome server::on_region_info(request& rq) {
     r.payload.resize(full ? needed : sizeof(region_info_payload));
     store(r.payload, out);
     if (full && caps) {
-        sparse_mmap_cap cap;
-        cap.nr_areas = static_cast<std::uint32_t>(info.areas.size());
         std::size_t at = sizeof(region_info_payload);
-        store(std::span(r.payload).subspan(at), cap);
-        at += sizeof(cap);
-        for (const auto& a : info.areas) {
-            store(std::span(r.payload).subspan(at), sparse_mmap_area{a.offset, a.size});
-            at += sizeof(sparse_mmap_area);
+        if (sparse_bytes) {
+            sparse_mmap_cap cap;
+            cap.nr_areas = static_cast<std::uint32_t>(info.areas.size());
+            if (type_bytes) cap.header.next = static_cast<std::uint32_t>(at + sparse_bytes);
+            store(std::span(r.payload).subspan(at), cap);
+            at += sizeof(cap);
+            for (const auto& a : info.areas) {
+                store(std::span(r.payload).subspan(at), sparse_mmap_area{a.offset, a.size});
+                at += sizeof(sparse_mmap_area);
+            }
+        }
+        if (type_bytes) {
+            type_cap cap;
+            cap.type = vvu_fd_per_area_type;
+            cap.subtype = vvu_fd_per_area_subtype;
+            store(std::span(r.payload).subspan(at), cap);
         }
     }
     if (full) r.fds = info.fds;

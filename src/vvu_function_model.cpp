@@ -262,7 +262,12 @@ vfio_user::region_info function_model::describe_region(std::uint32_t index) {
             info.areas.push_back({bar2_.shared_memory + a.offset, a.size});
             info.fds.push_back(a.fd);
         }
-        if (!info.areas.empty()) info.flags |= vfio_user::region_flags::mmap | vfio_user::region_flags::caps;
+        // Each area is its own fd, mapped from file offset 0: the server marks the region so
+        // (a TYPE capability) and the client maps area i from fds[i].
+        if (!info.areas.empty()) {
+            info.flags |= vfio_user::region_flags::mmap | vfio_user::region_flags::caps;
+            info.fd_per_area = true;
+        }
         break;
     }
     case regs::bar:

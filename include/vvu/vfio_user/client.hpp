@@ -11,10 +11,16 @@
 // any thread may call (a doorbell is rung from data-path threads).
 //
 // map_window(bar, off, len): GET_REGION_INFO(bar); [off, off + len) must lie inside one sparse
-// mmap area (or the whole region when the region is mappable without a sparse cap). With one
-// fd per area (vvu's shared-memory window, device.hpp) area i is mmap()ed from fds[i] at file
-// offset off - area.offset; otherwise from fds[0] at region.mmap_offset + off. Either way the
-// mapping is rounded out to the fd's page size and the window's keepalive owns the munmap.
+// mmap area (or the whole region when the region is mappable without a sparse cap). When the
+// region carries vvu's per-area-fd marking (a TYPE capability, protocol.hpp
+// vvu_fd_per_area_type/subtype; region::fd_per_area) area i is mmap()ed from fds[i] at file
+// offset off - area.offset; otherwise — whatever the fd count — the standard rule: fds[0] at
+// region.mmap_offset + off. Either way the mapping is rounded out to the fd's page size and
+// the window's keepalive owns the munmap.
+//
+// region_info(index) walks the reply's capability chain with bounds: every offset inside the
+// reply, strictly increasing (so no loop), at most 64 capabilities; a bad chain, or the
+// marking with an fd count other than the area count, is EPROTO.
 //
 // doorbell(bar, off, value): GET_REGION_IO_FDS(bar); an ioeventfd sub-region at exactly `off`
 // (and, with DATAMATCH, matching `value`) makes the doorbell a write to a dup of that eventfd;
@@ -59,6 +65,8 @@ public:
         std::uint64_t mmap_offset = 0;
         std::vector<sparse_area> areas;
         std::vector<unique_fd> fds;
+        // vvu's per-area-fd marking was present (then fds.size() == areas.size() ≥ 1).
+        bool fd_per_area = false;
     };
     // GET_REGION_IO_FDS: sub-regions and the fds they index.
     struct io_region {

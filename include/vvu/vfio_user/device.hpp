@@ -36,16 +36,20 @@ struct sparse_area {
 };
 
 // GET_REGION_INFO's answer. `fds` are borrowed (the device keeps them open) and are sent with
-// the reply: none, one for the whole region (the standard case: area i is mmap()ed from fds[0]
-// at `mmap_offset + areas[i].offset`), or one per area (vvu's shared-memory window: area i is
-// mmap()ed from fds[i] at file offset 0 — vfio-user has one fd per region, and the window's
-// regions are the front-end's own files, each its own fd).
+// the reply. Without fd_per_area: none, or one for the whole region (the standard case: area
+// i is mmap()ed from fds[0] at `mmap_offset + areas[i].offset`). With fd_per_area: exactly
+// one per area, and area i is mmap()ed from fds[i] at file offset 0 (vvu's shared-memory
+// window — vfio-user has one fd per region, and the window's regions are the front-end's own
+// files, each its own fd); the server then marks the region with a TYPE capability
+// (protocol.hpp vvu_fd_per_area_type/subtype) so that a client never has to guess the rule
+// from the fd count. Any other combination is answered with EIO.
 struct region_info {
     std::uint32_t flags = 0;
     std::uint64_t size = 0;
     std::uint64_t mmap_offset = 0;
     std::vector<sparse_area> areas;
     std::vector<int> fds;
+    bool fd_per_area = false;
 };
 
 // One ioeventfd of GET_REGION_IO_FDS: a write of `size` bytes at `offset` of the region may be

@@ -7,6 +7,10 @@
 //   * size 0, an end address iova + size beyond 2^64 - 1, a file offset + size that wraps, a
 //     file too small for [offset, offset + size), a non-regular file, flags other than
 //     read/write or neither of them: EINVAL.
+//   * with require_sealed (vvu-device turns it on): an fd without F_SEAL_SHRINK (F_GET_SEALS;
+//     a file that cannot be sealed, e.g. not a memfd, has none): EINVAL. Otherwise the client
+//     could ftruncate() the file after the map and every access of the device to the lost
+//     pages would be SIGBUS.
 //   * a map overlapping an existing one: EEXIST (the spec's error for "map over an existing
 //     region"); more than max_maps() maps: ENOSPC.
 //   * unmap must name exactly a previous map (same iova and size): ENOENT when no map starts
@@ -47,7 +51,8 @@ public:
         std::uint32_t flags = 0; // dma_flags (protocol.hpp)
     };
 
-    explicit dma_space(std::size_t max_maps = default_max_maps) noexcept : max_maps_(max_maps) {}
+    explicit dma_space(std::size_t max_maps = default_max_maps, bool require_sealed = false) noexcept
+        : max_maps_(max_maps), require_sealed_(require_sealed) {}
 
     // mmap()s [file_offset, file_offset + size) of fd (MAP_SHARED, rounded out to the fd's page
     // size, hugetlbfs included) at bus address iova. Takes the fd (closed when the map goes;
@@ -70,6 +75,10 @@ public:
 
     [[nodiscard]] std::size_t size() const noexcept { return maps_.size(); }
     [[nodiscard]] std::size_t max_maps() const noexcept { return max_maps_; }
+    // Maps need an fd sealed against shrinking (F_SEAL_SHRINK).
+    [[nodiscard]] bool require_sealed() const noexcept { return require_sealed_; }
+    // fd has F_SEAL_SHRINK (false when it cannot be sealed at all).
+    [[nodiscard]] static bool sealed_against_shrinking(int fd) noexcept;
     [[nodiscard]] std::vector<map_info> maps() const;
 
 private:
@@ -83,6 +92,7 @@ private:
 
     std::vector<entry> maps_; // sorted by iova, disjoint
     std::size_t max_maps_;
+    bool require_sealed_ = false;
 };
 
 static_assert(ring::memory_policy<dma_space>);

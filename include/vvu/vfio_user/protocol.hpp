@@ -206,6 +206,29 @@ struct sparse_mmap_area {
 };
 static_assert(std::is_standard_layout_v<sparse_mmap_area> && sizeof(sparse_mmap_area) == 16);
 
+inline constexpr std::uint16_t cap_type = 2; // VFIO_REGION_INFO_CAP_TYPE
+inline constexpr std::uint16_t cap_type_version = 1;
+
+// struct vfio_region_info_cap_type: the region's type and subtype.
+struct type_cap {
+    cap_header header{cap_type, cap_type_version, 0};
+    std::uint32_t type = 0;
+    std::uint32_t subtype = 0;
+};
+static_assert(std::is_standard_layout_v<type_cap> && sizeof(type_cap) == 16);
+static_assert(offsetof(type_cap, type) == 8 && offsetof(type_cap, subtype) == 12);
+
+inline constexpr std::uint32_t region_type_pci_vendor_type = 1u << 31; // VFIO_REGION_TYPE_PCI_VENDOR_TYPE
+
+// vvu's marking of a region whose sparse areas each come with their own fd (the shared-memory
+// window of BAR 2, device.hpp region_info::fd_per_area): a TYPE capability with a PCI vendor
+// type of the virtio vendor id (0x1af4) and the VVU device id (43) as subtype. With it, and
+// only with it, the reply's fds pair with the sparse areas — area i is mmap()ed from fds[i]
+// at file offset 0 ("each sparse area is its own fd, mapped from file offset 0"); without it
+// the standard rule holds (area i from fds[0] at the region's mmap offset + area offset).
+inline constexpr std::uint32_t vvu_fd_per_area_type = region_type_pci_vendor_type | 0x1af4;
+inline constexpr std::uint32_t vvu_fd_per_area_subtype = 0x2b;
+
 // "VFIO_USER_DEVICE_GET_REGION_IO_FDS" request and reply head; the reply's sub-regions follow.
 struct region_io_fds_payload {
     std::uint32_t argsz = sizeof(region_io_fds_payload);

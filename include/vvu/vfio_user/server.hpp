@@ -48,6 +48,9 @@ struct server_options {
     std::uint32_t max_msg_fds = 32;
     std::uint32_t max_data_xfer_size = 1u << 20;
     std::size_t max_dma_maps = dma_space::default_max_maps;
+    // DMA_MAP only of fds sealed against shrinking (F_SEAL_SHRINK), else EINVAL: a client that
+    // truncates a mapped file cannot make the server's accesses SIGBUS (dma.hpp).
+    bool require_sealed = false;
     // How long a started message (or a reply that does not fit the socket) may take.
     std::chrono::milliseconds io_timeout{2000};
     // Hears every rejected request and every reason a client is dropped.

@@ -41,6 +41,9 @@
 //   - reset() (DEVICE_RESET, a function-level reset) resets virtio and config-space state
 //     but keeps the irq eventfds, as VFIO does across a reset; client_detached() also drops
 //     them. FRONTEND_UP is the owner's and survives both.
+//   - GET_REGION_INFO of BAR 2 lists the window's areas as sparse mmap areas, each with its
+//     own fd mapped from file offset 0 (region_info::fd_per_area, marked on the wire with
+//     vvu's TYPE capability); BAR 2 is not mappable while the window is empty.
 //   - set_irqs takes ownership of the eventfds it is given (moved out of irq_set::fds) and
 //     refuses (EINVAL, nothing changed) an fd that is not an eventfd; it sets O_NONBLOCK on
 //     them so that signalling never blocks.
@@ -97,7 +100,9 @@ public:
     // REGION_READ/WRITE instead of its mapping. 0 or an errno (e.g. EFAULT where no region is).
     [[nodiscard]] virtual int window_read(std::uint64_t offset, std::span<std::byte> out) = 0;
     [[nodiscard]] virtual int window_write(std::uint64_t offset, std::span<const std::byte> in) = 0;
-    // The window's current areas (front-end regions), for GET_REGION_INFO of BAR 2.
+    // The window's current areas (front-end regions), for GET_REGION_INFO of BAR 2: each
+    // becomes a sparse mmap area with its own fd (region_info::fd_per_area, which the server
+    // marks with vvu's TYPE capability, protocol.hpp vvu_fd_per_area_type/subtype).
     [[nodiscard]] virtual std::vector<window_area> window_areas() = 0;
     // Vring `vring`'s call eventfd (borrowed) to serve its doorbell as an ioeventfd, or -1
     // (the doorbell then arrives as doorbell_rung()).

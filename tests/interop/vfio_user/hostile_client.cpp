@@ -6,6 +6,7 @@
 // looking at other servers).
 #include <vvu/vfio_user/client.hpp>
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -59,7 +60,7 @@ bool send_raw(int s, const std::vector<std::byte>& m, std::span<const int> fds =
 
 // What the server did with one message.
 struct outcome {
-    enum kind { error_reply, closed, accepted, no_answer } what;
+    enum kind { error_reply, closed, accepted, no_answer, setup_failed } what;
     std::uint32_t errno_value = 0;
     std::string text() const {
         switch (what) {
@@ -67,6 +68,7 @@ struct outcome {
         case closed: return "connection closed";
         case accepted: return "ACCEPTED (success reply)";
         case no_answer: return "NO ANSWER within the wait";
+        case setup_failed: return fmt::format("SETUP FAILED (a well-formed DMA_MAP was refused, errno {})", errno_value);
         }
         return "?";
     }
@@ -92,9 +94,16 @@ bool negotiate(int s) {
     return send_raw(s, message(1, p)) && answer(s).what == outcome::accepted;
 }
 
-unique_fd memfd(std::size_t size) {
-    unique_fd fd(::memfd_create("vvu-hostile", MFD_CLOEXEC));
+// Sealed against shrinking and growing, as a well-formed client's DMA memory is (vvu-device
+// refuses DMA_MAP of an fd without F_SEAL_SHRINK); unsealed_memfd() for the case that checks it.
+unique_fd unsealed_memfd(std::size_t size) {
+    unique_fd fd(::memfd_create("vvu-hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (fd && ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) fd.reset();
+    return fd;
+}
+unique_fd memfd(std::size_t size) {
+    unique_fd fd = unsealed_memfd(size);
+    if (fd && ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) fd.reset();
     return fd;
 }
 
@@ -172,14 +181,20 @@ std::vector<hostile_case> cases() {
                      unique_fd m = memfd(0x2000);
                      const int fd = m.get();
                      if (auto first = one(s, dma_map(0x10000, 0x2000), std::span(&fd, 1)); first.what != outcome::accepted)
-                         return first; // (reported as the outcome: the setup map failed)
+                         return outcome{outcome::setup_failed, first.errno_value};
                      return one(s, dma_map(0x11000, 0x1000), std::span(&fd, 1));
+                 }});
+    v.push_back({"DMA_MAP of a memfd not sealed against shrinking (it could be truncated later: SIGBUS)", true,
+                 [=](int s) {
+                     unique_fd m = unsealed_memfd(0x2000);
+                     const int fd = m.get();
+                     return one(s, dma_map(0x10000, 0x2000), std::span(&fd, 1));
                  }});
     v.push_back({"DMA_UNMAP not matching a map", true, [=](int s) {
                      unique_fd m = memfd(0x2000);
                      const int fd = m.get();
                      if (auto first = one(s, dma_map(0x10000, 0x2000), std::span(&fd, 1)); first.what != outcome::accepted)
-                         return first;
+                         return outcome{outcome::setup_failed, first.errno_value};
                      return one(s, message(3, bytes_of(dma_unmap_payload{24, 0, 0x10000, 0x1000})));
                  }});
     v.push_back({"SET_IRQS start + count beyond the irq's count", true, [=](int s) {

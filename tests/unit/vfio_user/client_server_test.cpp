@@ -58,11 +58,13 @@ TEST_CASE("vfio-user client: VERSION, device info, region and irq info") {
     CHECK(bar0->areas[0].size == 0x800);
     CHECK(bar0->areas[1].offset == 0x1800);
     CHECK(bar0->fds.size() == 1);
+    CHECK_FALSE(bar0->fd_per_area);
 
     auto win = c.region_info(4);
     REQUIRE(win);
     CHECK(win->areas.size() == 2);
     CHECK(win->fds.size() == 2);
+    CHECK(win->fd_per_area);
 
     auto bad = c.region_info(9);
     REQUIRE_FALSE(bad);
@@ -234,6 +236,8 @@ TEST_CASE("vfio-user server: a second client is refused while one is attached; d
     }
     // The first client went: DMA cleared, device told, the next client attaches.
     CHECK(settle_fds(before) == before);
+    // (drop_client closes the socket before it tells the device: wait for that too)
+    for (int i = 0; i < 300 && dev.detaches < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK(dev.detaches >= 1);
     auto c2 = connect_ok(st.path());
     std::array<std::byte, 2> v{};

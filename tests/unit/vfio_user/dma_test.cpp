@@ -5,7 +5,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 using namespace vvu;
 using namespace vvu::vfio_user;
@@ -111,4 +117,62 @@ TEST_CASE("dma_space: read-only maps, pins outlive unmap, fds not leaked") {
         CHECK_FALSE(d.pin(0x9000, 1));
     }
     CHECK(vvu_test::count_open_fds() == before);
+}
+
+namespace {
+// A memfd that can be sealed, with `seals` added (0: none).
+unique_fd sealable_memfd(std::size_t size, int seals) {
+    unique_fd fd(::memfd_create("dma-seal", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    REQUIRE(fd);
+    REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
+    if (seals) REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, seals) == 0);
+    return fd;
+}
+} // namespace
+
+TEST_CASE("dma_space: require_sealed refuses fds that can shrink") {
+    const auto unsealed = sealable_memfd(0x2000, 0);
+    const auto grow_only = sealable_memfd(0x2000, F_SEAL_GROW);   // sealed, but not against shrinking
+    const auto shrink = sealable_memfd(0x2000, F_SEAL_SHRINK);
+    const auto all = sealable_memfd(0x2000, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    const auto no_sealing = make_memfd("dma-nosealing", 0x2000);  // memfd without MFD_ALLOW_SEALING: F_SEAL_SEAL
+    auto dup = [](const unique_fd& f) { return unique_fd(::dup(f.get())); };
+
+    CHECK_FALSE(dma_space::sealed_against_shrinking(unsealed.get()));
+    CHECK_FALSE(dma_space::sealed_against_shrinking(grow_only.get()));
+    CHECK_FALSE(dma_space::sealed_against_shrinking(no_sealing.get()));
+    CHECK(dma_space::sealed_against_shrinking(shrink.get()));
+    CHECK(dma_space::sealed_against_shrinking(all.get()));
+
+    SECTION("not required: an unsealed memfd is accepted") {
+        dma_space d;
+        CHECK_FALSE(d.require_sealed());
+        REQUIRE(d.map(0x10000, 0x1000, rw, dup(unsealed), 0));
+        REQUIRE(d.map(0x20000, 0x1000, rw, dup(no_sealing), 0));
+        CHECK(d.size() == 2);
+    }
+    SECTION("required: unsealed, grow-only and unsealable are EINVAL; F_SEAL_SHRINK is accepted") {
+        dma_space d(dma_space::default_max_maps, true);
+        CHECK(d.require_sealed());
+        CHECK(code(d.map(0x10000, 0x1000, rw, dup(unsealed), 0)) == EINVAL);
+        CHECK(code(d.map(0x10000, 0x1000, rw, dup(grow_only), 0)) == EINVAL);
+        CHECK(code(d.map(0x10000, 0x1000, rw, dup(no_sealing), 0)) == EINVAL);
+        CHECK(d.size() == 0);
+        REQUIRE(d.map(0x10000, 0x1000, rw, dup(shrink), 0));
+        REQUIRE(d.map(0x20000, 0x2000, rw, dup(all), 0));
+        CHECK(d.size() == 2);
+        // A sealed file cannot be shrunk under the map: the device's access stays valid.
+        CHECK(::ftruncate(shrink.get(), 0) != 0);
+        CHECK(errno == EPERM);
+        REQUIRE(d.translate(0x10ff8, 8));
+        *d.translate(0x10ff8, 8) = std::byte{1};
+        // Not a memfd at all (a socket is refused earlier, as not a regular file; a regular
+        // file on a file system without seals fails F_GET_SEALS).
+        char path[] = "/tmp/vvu-dma-seal-XXXXXX";
+        unique_fd tmp(::mkstemp(path));
+        REQUIRE(tmp);
+        ::unlink(path);
+        REQUIRE(::ftruncate(tmp.get(), 0x1000) == 0);
+        CHECK(code(d.map(0x40000, 0x1000, rw, std::move(tmp), 0)) == EINVAL);
+    }
 }

@@ -4,7 +4,8 @@
 //          areas of one fd (the standard convention: fds[0] at mmap_offset + area offset).
 //          REGION_READ/WRITE go to the same file, so mapped bytes and REGION_READ agree.
 //   BAR 2: 0x100 bytes of registers; an ioeventfd at 0x10 (2 bytes); writes are counted.
-//   BAR 4: a "window" of two areas, each its own memfd (the per-area-fd convention).
+//   BAR 4: a "window" of two areas, each its own memfd (the per-area-fd convention, marked
+//          with fd_per_area: the server adds vvu's TYPE capability).
 //   irqs: INTx 1 vector, MSI-X 4 vectors (eventfd), the others none.
 #pragma once
 
@@ -60,7 +61,7 @@ public:
         case 0: return {rw | region_flags::mmap, bar0_size, 0, {{0x1000, 0x800}, {0x1800, 0x800}}, {bar0_.get()}};
         case 2: return {rw, bar2_size, 0, {}, {}};
         case 4: return {rw | region_flags::mmap, 2 * window_area, 0, {{0, window_area}, {window_area, window_area}},
-                        {win_[0].get(), win_[1].get()}};
+                        {win_[0].get(), win_[1].get()}, /*fd_per_area=*/true};
         default: return {};
         }
     }

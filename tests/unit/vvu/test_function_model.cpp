@@ -2,6 +2,10 @@
 // virtio initialisation sequence, interrupts through eventfds, BAR 2, and hostile accesses.
 #include <vvu/vvu/function_model.hpp>
 
+#include "../vfio_user/harness.hpp"
+
+#include <vvu/vfio_user/client.hpp>
+
 #include <vvu/util/endian.hpp>
 
 #include <catch2/catch.hpp>
@@ -639,6 +643,7 @@ TEST_CASE("vvu function: region info, sparse window areas and io fds", "[vvu][fu
     CHECK(r2.size == vf::vvu_bar::size);
     CHECK(r2.areas.empty());
     CHECK(r2.fds.empty());
+    CHECK_FALSE(r2.fd_per_area); // nothing to map: no marking
 
     f.owner.areas = {{0, 0x200000, 11},
                      {0x200000, 0x100000, 12},
@@ -655,6 +660,14 @@ TEST_CASE("vvu function: region info, sparse window areas and io fds", "[vvu][fu
     CHECK(r2.areas[1].offset == layout.shared_memory + 0x200000);
     CHECK(r2.areas[1].size == 0x100000);
     CHECK(r2.fds == std::vector<int>{11, 12});
+    CHECK(r2.fd_per_area); // each area is its own fd, from file offset 0
+    // One area + one fd is still per-area (the ambiguous shape the marking settles).
+    f.owner.areas = {{0x1000, 0x1000, 11}};
+    r2 = f.fn.describe_region(bar2);
+    REQUIRE(r2.areas.size() == 1);
+    CHECK(r2.fds == std::vector<int>{11});
+    CHECK(r2.fd_per_area);
+    f.owner.areas = {{0, 0x200000, 11}, {0x200000, 0x100000, 12}};
 
     auto r4 = f.fn.describe_region(bar4);
     CHECK(r4.flags == (vfio_user::region_flags::read | vfio_user::region_flags::write));
@@ -896,4 +909,32 @@ TEST_CASE("vvu function: construction limits", "[vvu][function]") {
     // The log doorbell of a 1024-vring function is the last of its 4 KiB + 4 doorbell array.
     CHECK(big.bar2().doorbells_size == 0x2000);
     CHECK(big.bar2().notification == 0x2000);
+}
+
+TEST_CASE("vvu function: a one-area window is mapped per area over vfio-user", "[vvu][function]") {
+    // One front-end region at window offset 0x1000, its own memfd: the client must map it from
+    // the memfd's offset 0 (the marking), not at mmap_offset + BAR offset (the standard rule,
+    // which would be far past this file).
+    fixture f(4);
+    const auto layout = f.fn.bar2();
+    auto mem = vvu_test::make_memfd("vvu-window", 0x2000);
+    const std::byte pattern{0x77};
+    REQUIRE(::pwrite(mem.get(), &pattern, 1, 0x20) == 1);
+    f.owner.areas = {{0x1000, 0x2000, mem.get()}};
+    vvu_test::server_thread st(f.fn, "vvu-window");
+    auto c = vfio_user::client::connect(st.path(), std::chrono::milliseconds(3000));
+    REQUIRE(c);
+    auto reg = c->region_info(bar2);
+    REQUIRE(reg);
+    CHECK(reg->fd_per_area);
+    REQUIRE(reg->areas.size() == 1);
+    CHECK(reg->areas[0].offset == layout.shared_memory + 0x1000);
+    CHECK(reg->fds.size() == 1);
+    auto w = c->map_window(bar2, layout.shared_memory + 0x1000 + 0x20, 0x10);
+    REQUIRE(w);
+    CHECK(w->host[0] == pattern);
+    w->host[1] = std::byte{0x78};
+    std::byte back{};
+    REQUIRE(::pread(mem.get(), &back, 1, 0x21) == 1);
+    CHECK(back == std::byte{0x78});
 }
