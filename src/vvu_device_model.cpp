@@ -89,6 +89,10 @@ struct device_model::impl final : function_owner {
     bool running = true;
     device_counters counts;
 
+    // The server goes first: dropping its client calls back into this object (client_detached),
+    // which must still be whole.
+    ~impl() override { pci.reset(); }
+
     impl(device_options o, transport::unix_listener fl)
         : opt(std::move(o)), bar2(layout::bar2_layout::for_queues(opt.max_queues)), frontend_listener(std::move(fl)),
           window(bar2.shared_memory_size), kick_fds(opt.max_queues), call_fds(opt.max_queues) {}
@@ -610,6 +614,8 @@ expected<std::unique_ptr<device_model>, std::string> device_model::create(device
     p->function = std::make_unique<function_model>(fo, *p);
     vfio_user::server_options so;
     so.io_timeout = p->opt.message_timeout;
+    // A driver's DMA fds must be sealed against shrinking: a truncated file would SIGBUS us.
+    so.require_sealed = true;
     if (p->opt.log) so.log = [log = p->opt.log](std::string_view line) { log(fmt::format("vfio-user: {}", line)); };
     auto server = vfio_user::server::listen(p->opt.pci_path, *p->function, std::move(so));
     if (!server) return unexpected(fmt::format("{}: {}", p->opt.pci_path, server.error().message()));
