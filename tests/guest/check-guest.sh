@@ -7,6 +7,15 @@
 #   tests/guest/check-guest.sh dpdk [GUESTDIR]                       dpdk-testpmd, io forwarding
 #   tests/guest/check-guest.sh vvu-forward:MODE [GUESTDIR] [BINARY]  vvu-forward --mode MODE
 #                                                                    (xconnect or learn)
+#   tests/guest/check-guest.sh vvu-device:MODE [GUESTDIR] [BINARY] [VVU_DEVICE]
+#       virtio-vhost-user: guest B connects to vvu-device's vhost-user socket instead, and
+#       vvu-forward serves it over the device's PCI function (vfio-user):
+#
+#   guest A ── SOCK0 ── vvu-forward port 0 (unix:SOCK0) ⇄ port 1 (vvu:PCI) ── PCI ── vvu-device
+#                                                                     SOCK1 ── guest B ──┘
+#
+#       Also required: vvu-device counted a front-end ("frontends" >= 1 in the JSON it prints on
+#       SIGTERM) and logged "front-end connected to the driver (FRONTEND_UP)".
 #
 # The dpdk back-end proves the guest itself. GUESTDIR defaults to build/guest (built by
 # build-guest.sh when missing). Exit 0 only if guest A reports "VVU-GUEST-RESULT ping ok".
@@ -20,13 +29,17 @@ ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=tests/guest/guest-lib.sh
 . "$HERE/guest-lib.sh"
 
-BACKEND=${1:?usage: $0 dpdk|vvu-forward:MODE [GUESTDIR] [VVU_FORWARD]}
+BACKEND=${1:?usage: $0 dpdk|vvu-forward:MODE|vvu-device:MODE [GUESTDIR] [VVU_FORWARD] [VVU_DEVICE]}
 GUESTDIR=${2:-$ROOT/build/guest}
 VVU_FORWARD=${3:-${VVU_FORWARD:-$ROOT/build/gcc-release/examples/vvu-forward}}
+VVU_DEVICE=${4:-${VVU_DEVICE:-$(dirname "$VVU_FORWARD")/vvu-device}}
 case $BACKEND in
   dpdk) ;;
   vvu-forward:xconnect|vvu-forward:learn) [ -x "$VVU_FORWARD" ] || { echo "FAIL: no $VVU_FORWARD"; exit 1; } ;;
-  *) echo "usage: $0 dpdk|vvu-forward:xconnect|vvu-forward:learn [GUESTDIR] [VVU_FORWARD]" >&2; exit 2 ;;
+  vvu-device:xconnect|vvu-device:learn)
+    [ -x "$VVU_FORWARD" ] || { echo "FAIL: no $VVU_FORWARD"; exit 1; }
+    [ -x "$VVU_DEVICE" ] || { echo "FAIL: no $VVU_DEVICE"; exit 1; } ;;
+  *) echo "usage: $0 dpdk|vvu-forward:xconnect|vvu-forward:learn|vvu-device:xconnect|vvu-device:learn [GUESTDIR] [VVU_FORWARD] [VVU_DEVICE]" >&2; exit 2 ;;
 esac
 TMO=${VVU_CHECK_TIMEOUT:-120}
 COUNT=${VVU_PING_COUNT:-5}
@@ -43,21 +56,25 @@ if [ ! -f "$GUESTDIR/vmlinuz" ] || [ ! -f "$GUESTDIR/initramfs.cpio.gz" ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vvu-guest.XXXXXX")
-SOCK0=$WORK/vhost0.sock SOCK1=$WORK/vhost1.sock
-PMD_PID='' A_PID='' B_PID=''
+SOCK0=$WORK/vhost0.sock SOCK1=$WORK/vhost1.sock PCI=$WORK/pci.sock
+PMD_PID='' A_PID='' B_PID='' DEV_PID=''
 PREFIX=vvu-guest-$$
 ok=0
 
 dump() {
   local f
-  for f in "$WORK/guest-a.log" "$WORK/guest-a.log.qemu" "$WORK/guest-b.log" "$WORK/guest-b.log.qemu" "$WORK/backend.log"; do
+  for f in "$WORK/guest-a.log" "$WORK/guest-a.log.qemu" "$WORK/guest-b.log" "$WORK/guest-b.log.qemu" "$WORK/backend.log" \
+           "$WORK/device.log" "$WORK/device.out"; do
     [ -s "$f" ] || continue
     echo "===== $f (last 80 lines) ====="
     tail -n 80 "$f" | tr -d '\r'
   done
 }
 cleanup() {
-  vvu_stop "$A_PID"; vvu_stop "$B_PID"; vvu_stop "$PMD_PID"
+  # No errexit here: vvu_stop's `wait` returns the status of a peer that already died (e.g.
+  # vvu-forward exiting 1), which would end the trap before the logs are printed.
+  set +e
+  vvu_stop "$A_PID"; vvu_stop "$B_PID"; vvu_stop "$PMD_PID"; vvu_stop "$DEV_PID"
   # EAL's runtime directory for our --file-prefix (testpmd leaves it behind).
   rm -rf "/var/run/dpdk/$PREFIX" "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk/$PREFIX"
   [ "$ok" -eq 1 ] || dump
@@ -76,17 +93,36 @@ if [ "$BACKEND" = dpdk ]; then
     --vdev "net_vhost0,iface=$SOCK0,queues=1" --vdev "net_vhost1,iface=$SOCK1,queues=1" \
     -- --total-num-mbufs=32768 --forward-mode=io --auto-start --nb-cores=1 --stats-period 10 \
     >"$WORK/backend.log" 2>&1 </dev/null &
-else
+elif [ "${BACKEND%%:*}" = vvu-forward ]; then
   # Event mode: the forwarder sleeps on the guests' kicks when idle instead of taking a core
   # from the two TCG guests (2 cores here).
   timeout --kill-after=5 $((TMO + 60)) "$VVU_FORWARD" --mode "${BACKEND#vvu-forward:}" \
     --port "unix:$SOCK0" --port "unix:$SOCK1" --poll event \
+    >"$WORK/backend.log" 2>&1 </dev/null &
+else
+  # vvu-device: the front-end (guest B) on SOCK1, the driver (vvu-forward's port 1) on PCI.
+  # Its counters (one JSON line, on SIGTERM) go to device.out, its event log to device.log.
+  timeout --kill-after=5 $((TMO + 60)) "$VVU_DEVICE" --vhost-user "$SOCK1" --pci "$PCI" \
+    >"$WORK/device.out" 2>"$WORK/device.log" </dev/null &
+  DEV_PID=$!
+  if ! vvu_wait_socket "$PCI" 20 || ! vvu_wait_socket "$SOCK1" 20; then
+    echo "FAIL: vvu-device did not create $PCI and $SOCK1 within 20 s"; exit 1
+  fi
+  timeout --kill-after=5 $((TMO + 60)) "$VVU_FORWARD" --mode "${BACKEND#vvu-device:}" \
+    --port "unix:$SOCK0" --port "vvu:$PCI" --poll event \
     >"$WORK/backend.log" 2>&1 </dev/null &
 fi
 PMD_PID=$!
 
 if ! vvu_wait_socket "$SOCK0" 30 || ! vvu_wait_socket "$SOCK1" 30; then
   echo "FAIL: the back-end did not create $SOCK0 and $SOCK1 within 30 s"; exit 1
+fi
+if [ -n "$DEV_PID" ]; then
+  # Guest B may connect once vvu-forward's driver is ready behind the device (BACKEND_UP).
+  if ! vvu_guest_wait "$WORK/device.log" "driver ready" 20 "$DEV_PID" >/dev/null; then
+    echo "FAIL: vvu-device did not log \"driver ready\" within 20 s"; exit 1
+  fi
+  kill -0 "$PMD_PID" 2>/dev/null || { echo "FAIL: vvu-forward ended"; exit 1; }
 fi
 t_pmd=$(vvu_now)
 
@@ -119,6 +155,11 @@ esac
 # reply crossed both ports. (Drops are allowed: a guest may ARP before the other one's driver
 # has given the port receive buffers, and those frames have nowhere to go.)
 if [ "$BACKEND" != dpdk ]; then
+  if [ -n "$DEV_PID" ]; then
+    # The guests go first, so the device's session ends with the front-end's own disconnect.
+    vvu_stop "$A_PID"; A_PID=''
+    vvu_stop "$B_PID"; B_PID=''
+  fi
   vvu_stop "$PMD_PID"; PMD_PID=''
   port0=$(grep -a '^{"port":0,' "$WORK/backend.log" || true)
   port1=$(grep -a '^{"port":1,' "$WORK/backend.log" || true)
@@ -131,6 +172,20 @@ if [ "$BACKEND" != dpdk ]; then
       echo "FAIL: vvu-forward's counters do not show the ping traffic: $line"; exit 1
     fi
   done
+fi
+
+# vvu-device: a front-end (guest B's QEMU) reached the driver, and its counters say so.
+if [ -n "$DEV_PID" ]; then
+  vvu_stop "$DEV_PID" 20; DEV_PID=''
+  dev=$(grep -a '^{' "$WORK/device.out" | tail -n 1 || true)
+  echo "vvu-device: ${dev:-no JSON line}"
+  frontends=$(field "$dev" frontends)
+  if [ -z "$frontends" ] || [ "$frontends" -lt 1 ]; then
+    echo "FAIL: vvu-device's counters show no front-end: ${dev:-no JSON line}"; exit 1
+  fi
+  up=$(grep -a -m1 -F "front-end connected to the driver (FRONTEND_UP)" "$WORK/device.log" || true)
+  [ -n "$up" ] || { echo "FAIL: vvu-device never logged FRONTEND_UP"; exit 1; }
+  echo "$up"
 fi
 ok=1
 echo "PASS: two guests pinged each other through $BACKEND"
