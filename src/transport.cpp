@@ -1,6 +1,7 @@
 // The transport layer's framing (framed_socket) and error category: recvmsg/sendmsg with
 // SCM_RIGHTS, shared by the main socket and the back-end channel.
 #include <vvu/transport/framed_socket.hpp>
+#include <vvu/util/scm_rights.hpp>
 
 #include <fmt/format.h>
 
@@ -75,30 +76,8 @@ expected<void, error> wait_ready(int fd, short events, int wake, const deadline&
 // fds came than fit (MSG_CTRUNC, or over max_fds across the reads of one message); the fds
 // that did not fit are closed (by the kernel, or by owned_fds::push_back).
 ssize_t recv_some(int fd, std::byte* buf, std::size_t len, owned_fds& fds, bool& overflow) noexcept {
-    union {
-        cmsghdr align;
-        char bytes[CMSG_SPACE(sizeof(int) * wire::max_fds)];
-    } control{};
-    iovec iov{buf, len};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.bytes;
-    msg.msg_controllen = sizeof control.bytes;
-    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0) return n;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const unsigned char* data = CMSG_DATA(c);
-        for (std::size_t i = 0; i < count; ++i) {
-            int v;
-            std::memcpy(&v, data + i * sizeof(int), sizeof v);
-            if (!fds.push_back(unique_fd(v))) overflow = true;
-        }
-    }
-    if ((msg.msg_flags & MSG_CTRUNC) != 0) overflow = true;
-    return n;
+    return scm::recv_some(
+        fd, buf, len, wire::max_fds, [&](int v) { overflow |= !fds.push_back(unique_fd(v)); }, overflow);
 }
 
 struct reader {
@@ -163,28 +142,12 @@ expected<void, error> framed_socket::send(std::span<const std::byte> bytes, std:
     if (!fd_) return unexpected(error(errc::not_connected));
     if (fds.size() > wire::max_fds) return unexpected(error(errc::too_many_fds));
     const deadline dl(timeout);
-    union {
-        cmsghdr align;
-        char bytes[CMSG_SPACE(sizeof(int) * wire::max_fds)];
-    } control{};
     std::size_t sent = 0;
     bool fds_sent = fds.empty();
     while (sent < bytes.size() || !fds_sent) {
-        iovec iov{const_cast<std::byte*>(bytes.data() + sent), bytes.size() - sent};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        if (!fds_sent) {
-            // The fds ride with the first bytes of the message (SCM_RIGHTS needs at least one).
-            msg.msg_control = control.bytes;
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-            cmsghdr* c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-            std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-        }
-        const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        const iovec iov{const_cast<std::byte*>(bytes.data() + sent), bytes.size() - sent};
+        // The fds ride with the first bytes of the message (SCM_RIGHTS needs at least one).
+        const ssize_t n = scm::send_some(fd_.get(), std::span(&iov, 1), fds_sent ? std::span<const int>{} : fds);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {

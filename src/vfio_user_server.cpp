@@ -2,6 +2,8 @@
 // client (protocol.hpp, detail::read_exact / send_message).
 #include <vvu/vfio_user/server.hpp>
 
+#include <vvu/util/scm_rights.hpp>
+
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -47,15 +49,11 @@ expected<void, std::error_code> wait_ready(int sock, short events, std::chrono::
 expected<void, std::error_code> read_exact(int sock, std::span<std::byte> out, std::vector<unique_fd>& fds,
                                            std::chrono::steady_clock::time_point deadline) {
     std::size_t done = 0;
-    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * max_fds_per_read)> control{};
+    bool truncated = false;
     while (done < out.size()) {
-        iovec iov{out.data() + done, out.size() - done};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.data();
-        msg.msg_controllen = control.size();
-        const ssize_t n = ::recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        const ssize_t n = scm::recv_some(
+            sock, out.data() + done, out.size() - done, max_fds_per_read, [&](int fd) { fds.emplace_back(fd); },
+            truncated);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -64,16 +62,7 @@ expected<void, std::error_code> read_exact(int sock, std::span<std::byte> out, s
             }
             return unexpected(sys(errno));
         }
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (std::size_t i = 0; i < count; ++i) {
-                int fd = -1;
-                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                fds.emplace_back(fd);
-            }
-        }
-        if (msg.msg_flags & MSG_CTRUNC) return unexpected(sys(EMSGSIZE));
+        if (truncated) return unexpected(sys(EMSGSIZE));
         if (n == 0) return unexpected(sys(done == 0 ? ECONNRESET : EPIPE));
         done += static_cast<std::size_t>(n);
     }
@@ -84,33 +73,20 @@ expected<void, std::error_code> send_message(int sock, std::span<const std::byte
                                              std::span<const std::byte> payload, std::span<const int> fds,
                                              std::chrono::steady_clock::time_point deadline) {
     if (fds.size() > max_fds_per_read) return unexpected(sys(EINVAL));
-    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * max_fds_per_read)> control{};
     std::size_t sent = 0;
     const std::size_t total = head.size() + payload.size();
     bool fds_sent = fds.empty();
     while (sent < total || !fds_sent) {
         std::array<iovec, 2> iov{};
-        int iovcnt = 0;
+        std::size_t parts = 0;
         if (sent < head.size()) {
-            iov[iovcnt++] = {const_cast<std::byte*>(head.data()) + sent, head.size() - sent};
-            if (!payload.empty()) iov[iovcnt++] = {const_cast<std::byte*>(payload.data()), payload.size()};
+            iov[parts++] = {const_cast<std::byte*>(head.data()) + sent, head.size() - sent};
+            if (!payload.empty()) iov[parts++] = {const_cast<std::byte*>(payload.data()), payload.size()};
         } else {
             const std::size_t off = sent - head.size();
-            iov[iovcnt++] = {const_cast<std::byte*>(payload.data()) + off, payload.size() - off};
+            iov[parts++] = {const_cast<std::byte*>(payload.data()) + off, payload.size() - off};
         }
-        msghdr msg{};
-        msg.msg_iov = iov.data();
-        msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
-        if (!fds_sent) {
-            msg.msg_control = control.data();
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-            cmsghdr* c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-            std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-        }
-        const ssize_t n = ::sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        const ssize_t n = scm::send_some(sock, std::span(iov).first(parts), fds_sent ? std::span<const int>{} : fds);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
