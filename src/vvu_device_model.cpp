@@ -472,7 +472,8 @@ struct device_model::impl final : function_owner {
         if (up == backend_up) return;
         backend_up = up;
         if (!up) {
-            if (connected || frontend.is_open()) disconnect("the driver cleared BACKEND_UP", true);
+            // A front-end still waiting (not CONNECTED) stays: the next BACKEND_UP connects it.
+            if (connected) disconnect("the driver cleared BACKEND_UP", true);
             return;
         }
         log("driver ready (BACKEND_UP)");
@@ -529,7 +530,8 @@ struct device_model::impl final : function_owner {
         txq.reset();
         backend_up = false;
         awaiting_backend_reack = false;
-        if (connected || frontend.is_open()) disconnect("the driver went away", true);
+        // A front-end still waiting (not CONNECTED) waits for the next driver.
+        if (connected) disconnect("the driver went away", true);
         log("driver detached");
     }
 

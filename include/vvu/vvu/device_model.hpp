@@ -95,6 +95,7 @@ public:
     // Async-signal-safe: makes run() return.
     void stop() noexcept;
 
+    // Not synchronised with run(): read them on run()'s thread or after it returned.
     [[nodiscard]] device_counters counters() const noexcept;
     [[nodiscard]] connection_state state() const noexcept;
 

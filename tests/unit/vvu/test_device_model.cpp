@@ -1,0 +1,990 @@
+// The VVU device model (vvu_device::device_model) end to end in one process, over real UNIX
+// sockets in a temporary directory: the device runs on a thread; the driver side is either
+// vvu's PCI-BAR transport serving protocol::backend<vvu_pci, net_port> (as vvu-forward does)
+// or, where a test must see the PCI function itself, a raw vfio_user::client +
+// pci::virtio_driver that posts rxq/txq buffers by hand; the front-end is either vvu's own
+// (protocol::frontend under device::net::net_driver) or raw vhost-user bytes on a socket.
+// Every wait is bounded: a broken device fails a test instead of hanging it.
+#include <vvu/vvu/device_model.hpp>
+
+#include <vvu/device/net_driver.hpp>
+#include <vvu/device/net_forward.hpp>
+#include <vvu/device/net_port.hpp>
+#include <vvu/pci/virtio_driver.hpp>
+#include <vvu/pci/vvu_function.hpp>
+#include <vvu/protocol/backend.hpp>
+#include <vvu/protocol/frontend.hpp>
+#include <vvu/transport/framed_socket.hpp>
+#include <vvu/transport/vvu_pci.hpp>
+#include <vvu/util/endian.hpp>
+#include <vvu/vfio_user/client.hpp>
+#include <vvu/wire/codec.hpp>
+#include <vvu/wire/features.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace vvu;
+using namespace std::chrono_literals;
+using fr = wire::front_request;
+namespace vf = pci::vvu_function;
+namespace dc = pci::vvu_function::device_config;
+using vvu_device::device_counters;
+
+namespace {
+
+constexpr auto bound = 5000ms; // every wait for something that should happen
+
+// ------------------------------------------------------------------------------ sockets
+unique_fd connect_unix(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    const auto until = std::chrono::steady_clock::now() + bound;
+    for (;;) {
+        unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (fd && ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return fd;
+        if (std::chrono::steady_clock::now() > until) return {};
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+// Waits until the peer closed `fd` (EOF or reset), discarding anything it sent first.
+bool wait_eof(int fd, std::chrono::milliseconds timeout = bound) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+        std::array<char, 4096> sink;
+        const ssize_t n = ::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT);
+        if (n == 0) return true;
+        if (n < 0 && errno != EAGAIN && errno != EINTR) return true; // ECONNRESET
+    }
+}
+
+// Still open after `t`: no EOF, no error (data the peer sent is left unread).
+bool still_open(int fd, std::chrono::milliseconds t) {
+    pollfd p{fd, POLLRDHUP, 0};
+    return ::poll(&p, 1, static_cast<int>(t.count())) == 0;
+}
+
+// -------------------------------------------------------------------------- messages
+std::vector<std::byte> raw_message(std::uint32_t request, std::uint32_t flags, std::uint32_t size,
+                                   std::span<const std::byte> payload = {}) {
+    std::vector<std::byte> out(wire::header_size + payload.size());
+    wire::store_header({request, flags, size}, out);
+    std::copy(payload.begin(), payload.end(), out.begin() + wire::header_size);
+    return out;
+}
+std::vector<std::byte> u64_message(std::uint32_t request, std::uint32_t flags, std::uint64_t v) {
+    std::array<std::byte, 8> p{};
+    le::store(p.data(), v);
+    return raw_message(request, flags, 8, p);
+}
+template <auto R>
+wire::frame encoded(const wire::message<R>& m) {
+    auto f = wire::encode(m);
+    REQUIRE(f);
+    return *f;
+}
+std::vector<std::byte> to_vector(std::span<const std::byte> b) { return {b.begin(), b.end()}; }
+
+// ----------------------------------------------------------------------- the device
+// The device model on a thread, with its log collected.
+struct device_fixture {
+    std::string dir, fe_path, pci_path;
+    std::unique_ptr<vvu_device::device_model> device;
+    std::thread thread;
+    device_counters final_counts;
+    mutable std::mutex mutex;
+    std::vector<std::string> lines;
+
+    explicit device_fixture(std::uint32_t max_queues = 8) {
+        ::signal(SIGPIPE, SIG_IGN); // a peer that went away is an error return, not a signal
+        char t[] = "/tmp/vvu-dm.XXXXXX";
+        REQUIRE(::mkdtemp(t) != nullptr);
+        dir = t;
+        fe_path = dir + "/fe.sock";
+        pci_path = dir + "/pci.sock";
+        vvu_device::device_options o;
+        o.vhost_user_path = fe_path;
+        o.pci_path = pci_path;
+        o.max_queues = max_queues;
+        o.message_timeout = 1000ms;
+        o.log = [this](std::string_view line) {
+            std::scoped_lock lock(mutex);
+            lines.emplace_back(line);
+        };
+        auto d = vvu_device::device_model::create(std::move(o));
+        if (!d) FAIL(d.error());
+        device = std::move(*d);
+        thread = std::thread([this] {
+            auto r = device->run();
+            if (!r) {
+                std::scoped_lock lock(mutex);
+                lines.push_back("run() failed: " + r.error());
+            }
+        });
+    }
+    // Stops the device (run() returns), reads its counters, destroys it: its sockets close.
+    // Tests close their front-ends and drivers first (so that the counters are final); this
+    // waits, bounded, for the device to have seen the driver go.
+    device_counters finish() {
+        if (!device) return final_counts;
+        const auto until = std::chrono::steady_clock::now() + 2s;
+        while (count("driver attached") > count("driver detached") && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(5ms);
+        device->stop();
+        thread.join();
+        final_counts = device->counters();
+        device.reset();
+        return final_counts;
+    }
+    ~device_fixture() {
+        finish();
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+
+    std::string log() const {
+        std::scoped_lock lock(mutex);
+        std::string all;
+        for (const auto& l : lines) all += l + "\n";
+        return all;
+    }
+    std::size_t count(std::string_view text) const {
+        std::scoped_lock lock(mutex);
+        std::size_t n = 0;
+        for (const auto& l : lines) n += l.find(text) != std::string::npos;
+        return n;
+    }
+    bool wait_log(std::string_view text, std::size_t times = 1, std::chrono::milliseconds timeout = bound) const {
+        const auto until = std::chrono::steady_clock::now() + timeout;
+        while (count(text) < times) {
+            if (std::chrono::steady_clock::now() > until) return false;
+            std::this_thread::sleep_for(5ms);
+        }
+        return true;
+    }
+    // The reason of the n-th (1-based) disconnect in the log.
+    std::string disconnect_reason(std::size_t n = 1) const {
+        std::scoped_lock lock(mutex);
+        const std::string_view key = "front-end disconnected: ";
+        for (const auto& l : lines)
+            if (l.rfind(key, 0) == 0 && --n == 0) return l.substr(key.size());
+        return "(none)";
+    }
+};
+
+// ------------------------------------------------------------ the driver: vvu_pci + backend
+// vvu's PCI-BAR transport serving protocol::backend<vvu_pci, net_port> front-end after
+// front-end (vvu-forward's loop), with a loopback forwarding thread over the port.
+struct backend_fixture {
+    device::net::net_port port{{.queue_pairs = 1}};
+    std::optional<transport::vvu_pci> t;
+    std::thread control, data;
+    std::atomic<bool> running{true};
+    std::atomic<int> sessions{0};
+    std::mutex mutex;
+    std::vector<std::string> ended; // why each session ended
+
+    explicit backend_fixture(const std::string& pci_path) {
+        auto c = transport::vvu_pci::connect(pci_path);
+        if (!c) FAIL(c.error().message());
+        t.emplace(std::move(*c));
+        control = std::thread([this] {
+            protocol::backend<transport::vvu_pci, device::net::net_port> be(*t, port);
+            while (running.load()) {
+                if (auto ready = t->wait_for_frontend(); !ready) {
+                    if (ready.error().code == transport::errc::stopped) return;
+                    std::this_thread::sleep_for(20ms);
+                    continue;
+                }
+                ++sessions;
+                std::string why = be.serve();
+                t->close_session();
+                std::scoped_lock lock(mutex);
+                ended.push_back(std::move(why));
+            }
+        });
+        data = std::thread([this] {
+            device::net::forwarder fwd({&port}, device::net::forward_mode::loopback);
+            while (running.load(std::memory_order_relaxed))
+                if (fwd.poll() == 0) std::this_thread::sleep_for(20us);
+        });
+    }
+    void stop() {
+        if (!t) return;
+        running = false;
+        t->stop();
+        control.join();
+        data.join();
+        t.reset();
+    }
+    ~backend_fixture() { stop(); }
+
+    std::size_t ended_count() {
+        std::scoped_lock lock(mutex);
+        return ended.size();
+    }
+    std::string ended_reason(std::size_t i) {
+        std::scoped_lock lock(mutex);
+        return i < ended.size() ? ended[i] : "(not ended)";
+    }
+    bool wait_ended(std::size_t n, std::chrono::milliseconds timeout = bound) {
+        const auto until = std::chrono::steady_clock::now() + timeout;
+        while (ended_count() < n) {
+            if (std::chrono::steady_clock::now() > until) return false;
+            std::this_thread::sleep_for(5ms);
+        }
+        return true;
+    }
+};
+
+// ------------------------------------------------------------- the front-end: net_driver
+using net_driver = device::net::net_driver<protocol::socket_channel>;
+
+std::unique_ptr<net_driver> open_driver(const std::string& path, device::net::driver_options o = {}) {
+    auto ch = protocol::socket_channel::connect(path, bound);
+    if (!ch) FAIL(ch.error().message());
+    if (o.queue_size == 256) o.queue_size = 64;
+    o.timeout = bound;
+    auto nd = net_driver::open(std::move(*ch), o);
+    if (!nd) FAIL(nd.error().message());
+    return std::move(*nd);
+}
+
+// Sends `count` numbered frames through the loopback back-end and returns the sequence numbers
+// that came back, in order (bounded in time).
+std::vector<std::uint64_t> echo(net_driver& nd, std::uint64_t count, std::uint64_t first = 0) {
+    std::vector<std::uint64_t> got;
+    std::vector<std::byte> buf(64);
+    std::uint64_t sent = 0;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (got.size() < count && std::chrono::steady_clock::now() < until) {
+        if (sent < count && sent - got.size() < nd.queue_size() / 2) {
+            device::net::make_test_frame(buf, 64, first + sent, {2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2});
+            const device::net::frame f(buf);
+            sent += nd.send(0, std::span(&f, 1));
+        }
+        nd.reap_tx(0);
+        nd.receive(0, [&](const device::net::virtio_net_hdr&, std::span<const std::byte> frame) {
+            got.push_back(device::net::test_frame_sequence(frame).value_or(~0ULL));
+        });
+    }
+    return got;
+}
+
+void check_echo(net_driver& nd, std::uint64_t count, std::uint64_t first = 0) {
+    const auto got = echo(nd, count, first);
+    REQUIRE(got.size() == count);
+    for (std::uint64_t i = 0; i < count; ++i) REQUIRE(got[i] == first + i);
+}
+
+// -------------------------------------------------------- the driver, by hand: raw function
+// vfio_user::client + pci::virtio_driver on the VVU function; rxq and txq buffers posted by the
+// test itself.
+struct raw_driver {
+    std::unique_ptr<vfio_user::client> fn;
+    std::optional<pci::virtio_driver<vfio_user::client>> drv;
+    std::uint64_t next_token = 0;
+    std::map<std::uint64_t, std::uint64_t> rx_iova; // token → iova
+
+    explicit raw_driver(const std::string& pci_path) {
+        auto c = vfio_user::client::connect(pci_path);
+        if (!c) FAIL(c.error().message());
+        fn = std::make_unique<vfio_user::client>(std::move(*c));
+        pci::virtio_driver_options o;
+        o.queues = {{.size = 16}, {.size = 16}};
+        o.arena_size = 1 << 20;
+        auto d = pci::virtio_driver<vfio_user::client>::attach(*fn, o);
+        if (!d) FAIL(d.error().message());
+        drv.emplace(std::move(*d));
+    }
+    ~raw_driver() { detach(); }
+    // Resets the function, unmaps the arena and closes the connection.
+    void detach() {
+        drv.reset();
+        fn.reset();
+    }
+
+    std::uint32_t status() {
+        std::array<std::byte, 4> w{};
+        auto r = drv->device_config_read(dc::status, w);
+        if (!r) FAIL(r.error().message());
+        return le::load<std::uint32_t>(w.data());
+    }
+    void write_status(std::uint32_t v) {
+        std::array<std::byte, 4> w{};
+        le::store<std::uint32_t>(w.data(), v);
+        auto r = drv->device_config_write(dc::status, w);
+        if (!r) FAIL(r.error().message());
+    }
+    bool config_irq(std::chrono::milliseconds t = bound) { return drv->config_interrupt().wait(t); }
+    void drain_config() { (void)drv->config_interrupt().drain(); }
+
+    void post_rx(std::uint32_t len = wire::max_message_size) {
+        auto iova = drv->arena().allocate(len, 64);
+        REQUIRE(iova);
+        const ring::buffer b{*iova, len};
+        const std::uint64_t token = next_token++;
+        REQUIRE(drv->queue(vf::rxq).add({}, std::span(&b, 1), token));
+        rx_iova[token] = *iova;
+        drv->queue(vf::rxq).kick();
+    }
+    // The next used rxq buffer's bytes.
+    std::optional<std::vector<std::byte>> take_rx(std::chrono::milliseconds t = bound) {
+        const auto until = std::chrono::steady_clock::now() + t;
+        for (;;) {
+            ring::used_buffer u;
+            if (drv->queue(vf::rxq).reap(u)) {
+                const std::byte* p = drv->arena().translate(rx_iova.at(u.token), u.len);
+                REQUIRE(p != nullptr);
+                return std::vector<std::byte>(p, p + u.len);
+            }
+            if (std::chrono::steady_clock::now() > until) return std::nullopt;
+            (void)drv->queue(vf::rxq).wait(20ms);
+        }
+    }
+    void post_tx(std::span<const std::byte> bytes) {
+        auto iova = drv->arena().allocate(std::max<std::size_t>(bytes.size(), 1), 64);
+        REQUIRE(iova);
+        std::memcpy(drv->arena().translate(*iova, bytes.size()), bytes.data(), bytes.size());
+        const ring::buffer b{*iova, static_cast<std::uint32_t>(bytes.size())};
+        REQUIRE(drv->queue(vf::txq).add(std::span(&b, 1), {}, next_token++));
+        drv->queue(vf::txq).kick();
+    }
+    // Waits for the device to give a txq buffer back.
+    bool tx_used(std::chrono::milliseconds t = bound) {
+        const auto until = std::chrono::steady_clock::now() + t;
+        for (;;) {
+            ring::used_buffer u;
+            if (drv->queue(vf::txq).reap(u)) return true;
+            if (std::chrono::steady_clock::now() > until) return false;
+            (void)drv->queue(vf::txq).wait(20ms);
+        }
+    }
+    // BACKEND_UP cleared, then set: what the device wants after a front-end went away.
+    void reack() {
+        write_status(0);
+        write_status(dc::backend_up);
+    }
+};
+
+// A raw front-end: vhost-user bytes on a connected socket.
+struct raw_frontend {
+    transport::framed_socket s;
+    explicit raw_frontend(const std::string& path) : s(connect_unix(path)) { REQUIRE(s.is_open()); }
+    void send(std::span<const std::byte> bytes, std::span<const int> fds = {}) {
+        auto r = s.send(bytes, fds, bound);
+        if (!r) FAIL(r.error().message());
+    }
+    void send(const wire::frame& f) { send(f.bytes(), f.fds.span()); }
+    expected<transport::received_message, transport::error> receive(std::chrono::milliseconds t = bound) {
+        return s.receive(wire::channel::front, t);
+    }
+    int fd() const { return s.native_handle(); }
+};
+
+const std::vector<std::byte> get_features_bytes = raw_message(static_cast<std::uint32_t>(fr::get_features), wire::flags::version, 0);
+
+// With the raw driver: connects a front-end and waits for FRONTEND_UP and its interrupt.
+std::unique_ptr<raw_frontend> connect_up(device_fixture& dev, raw_driver& d) {
+    auto fe = std::make_unique<raw_frontend>(dev.fe_path);
+    REQUIRE(d.config_irq());
+    REQUIRE((d.status() & dc::frontend_up) != 0);
+    return fe;
+}
+
+// One GET_FEATURES round trip, front-end → rxq → txq → front-end.
+void round_trip(raw_frontend& fe, raw_driver& d, std::uint64_t value = 0x1'0000'0000) {
+    fe.send(get_features_bytes);
+    d.post_rx();
+    auto got = d.take_rx();
+    REQUIRE(got);
+    CHECK(*got == get_features_bytes);
+    d.post_tx(u64_message(static_cast<std::uint32_t>(fr::get_features), wire::flags::version | wire::flags::reply, value));
+    REQUIRE(d.tx_used());
+    auto reply = fe.receive();
+    if (!reply) FAIL(reply.error().message());
+    auto r = wire::decode_reply<fr::get_features>(reply->bytes(), {});
+    REQUIRE(r);
+    CHECK(r->payload.value == value);
+}
+
+} // namespace
+
+// ==================================================================== well-formed sessions
+TEST_CASE("device model: a whole session through the device, vvu_pci and vvu's back-end",
+          "[vvu][device_model][session]") {
+    const bool mem_slots = GENERATE(true, false);
+    CAPTURE(mem_slots);
+    device_fixture dev;
+    backend_fixture be(dev.pci_path);
+    {
+        device::net::driver_options o;
+        o.memory_regions = mem_slots ? 3 : 2;
+        o.use_mem_slots = mem_slots;
+        auto nd = open_driver(dev.fe_path, o);
+        auto& fe = nd->frontend();
+        CHECK(fe.negotiated(wire::protocol_feature::reply_ack));
+        CHECK(fe.negotiated(wire::protocol_feature::configure_mem_slots));
+        CHECK(fe.negotiated(wire::protocol_feature::backend_req));
+        CHECK(fe.negotiated(wire::protocol_feature::status));
+        CHECK((fe.offered_protocol_features() & ~vvu_device::passthrough_protocol_features()) == 0);
+        CHECK(wire::has(fe.features(), wire::virtio_feature::version_1));
+        CHECK(nd->mrg_rxbuf());
+
+        // GET_CONFIG crosses the device: the port's MAC.
+        auto cfg = nd->config();
+        if (!cfg) FAIL(cfg.error().message());
+        CHECK((*cfg)[0] == 0x52);
+        CHECK((*cfg)[5] == 0x01);
+
+        check_echo(*nd, 300);
+
+        // GET_MAX_MEM_SLOTS: vvu's back-end says 509, the front-end sees the device's limit.
+        auto slots = fe.transact<fr::get_max_mem_slots>({});
+        if (!slots) FAIL(slots.error().message());
+        CHECK(slots->payload.value == vvu_device::max_mem_slots);
+
+        // One more region (ADD_MEM_REG, its fd into the window), traffic, then it goes again.
+        const std::uint64_t size = 2 << 20;
+        unique_fd memfd(::memfd_create("extra", MFD_CLOEXEC));
+        REQUIRE(memfd);
+        REQUIRE(::ftruncate(memfd.get(), size) == 0);
+        void* host = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+        REQUIRE(host != MAP_FAILED);
+        const wire::memory_region extra{0x10'0000'0000, size, reinterpret_cast<std::uint64_t>(host), 0};
+        wire::message<fr::add_mem_reg> add;
+        add.payload.region = extra;
+        add.fds.push_back(memfd.get());
+        if (auto r = fe.request_message(add); !r) FAIL(r.error().message());
+        check_echo(*nd, 100, 300);
+        if (auto r = fe.request<fr::rem_mem_reg>({0, extra}); !r) FAIL(r.error().message());
+        check_echo(*nd, 100, 400);
+        ::munmap(host, size);
+
+        auto stopped = fe.stop_vring(1);
+        if (!stopped) FAIL(stopped.error().message());
+        CHECK(*stopped == 500);
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+        CHECK(nd->stats().rx_errors == 0);
+    } // the front-end closes its socket
+    REQUIRE(be.wait_ended(1));
+    CHECK(be.ended_reason(0) == transport::error(transport::errc::disconnected).message());
+    CHECK(be.port.stats().rx_packets == 500);
+    CHECK(be.port.stats().tx_packets == 500);
+    be.stop();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 1);
+    CHECK(c.disconnects == 1);
+    CHECK(c.drivers == 1);
+    CHECK(c.config_interrupts == 2); // FRONTEND_UP set, then cleared
+    CHECK(c.to_driver > 10);
+    CHECK(c.to_frontend > 10);
+    CHECK(c.backend_requests == 0);
+    CHECK(dev.disconnect_reason() == "front-end closed the socket");
+}
+
+TEST_CASE("device model: a front-end leaves, the next one works without restarting device or driver",
+          "[vvu][device_model][lifecycle]") {
+    device_fixture dev;
+    backend_fixture be(dev.pci_path);
+    {
+        auto nd = open_driver(dev.fe_path);
+        check_echo(*nd, 300);
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+    }
+    // The back-end's session ends (config interrupt, FRONTEND_UP clear), it re-acknowledges.
+    REQUIRE(be.wait_ended(1));
+    REQUIRE(dev.wait_log("front-end disconnected: front-end closed the socket"));
+    {
+        auto nd = open_driver(dev.fe_path);
+        CHECK(nd->frontend().negotiated(wire::protocol_feature::reply_ack));
+        check_echo(*nd, 300, 1000);
+        CHECK(be.sessions.load() == 2);
+        // While this front-end is connected: two connects, one disconnect, three interrupts
+        // (the device's log; its counters are read once it has stopped).
+        CHECK(dev.count("front-end connected to the driver (FRONTEND_UP)") == 2);
+        CHECK(dev.count("front-end disconnected") == 1);
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+    }
+    REQUIRE(be.wait_ended(2));
+    CHECK(be.ended_reason(1) == transport::error(transport::errc::disconnected).message());
+    CHECK(be.port.stats().rx_packets == 600);
+    CHECK(be.port.stats().tx_packets == 600);
+    be.stop();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 2);
+    CHECK(c.disconnects == 2);
+    CHECK(c.drivers == 1);
+    CHECK(c.config_interrupts == 4); // up, down, up, down
+}
+
+// ===================================================================== hostile front-ends
+namespace {
+
+struct hostile_case {
+    const char* name;
+    const char* reason; // what the device's disconnect log line must contain
+};
+
+// Sends the hostile message of case `i` (and, for the truncated one, half-closes).
+void send_hostile(std::size_t i, raw_frontend& fe, std::vector<unique_fd>& keep) {
+    auto eventfd = [&] {
+        keep.emplace_back(::eventfd(0, EFD_CLOEXEC));
+        return keep.back().get();
+    };
+    switch (i) {
+    case 0: { // SET_VRING_KICK for a vring the device does not serve (max_queues 8)
+        wire::message<fr::set_vring_kick> m;
+        m.payload.value = 8;
+        m.fds.push_back(eventfd());
+        fe.send(encoded(m));
+        break;
+    }
+    case 1: { // SET_MEM_TABLE whose fd is smaller than mmap_offset + memory_size
+        keep.emplace_back(::memfd_create("small", MFD_CLOEXEC));
+        REQUIRE(::ftruncate(keep.back().get(), 4096) == 0);
+        wire::message<fr::set_mem_table> m;
+        m.payload.nregions = 1;
+        m.payload.regions[0] = {0x4000'0000, 1 << 20, 0x7000'0000'0000, 4096};
+        m.fds.push_back(keep.back().get());
+        fe.send(encoded(m));
+        break;
+    }
+    case 2: { // SET_PROTOCOL_FEATURES with a bit the device masks
+        wire::message<fr::set_protocol_features> m;
+        m.payload.value = wire::protocol_feature::reply_ack | wire::protocol_feature::log_shmfd;
+        fe.send(encoded(m));
+        break;
+    }
+    case 3: { // GET_FEATURES with an fd
+        const int fd = eventfd();
+        fe.send(get_features_bytes, std::span(&fd, 1));
+        break;
+    }
+    case 4: { // SET_LOG_BASE (needs LOG_SHMFD, masked)
+        keep.emplace_back(::memfd_create("log", MFD_CLOEXEC));
+        REQUIRE(::ftruncate(keep.back().get(), 4096) == 0);
+        wire::message<fr::set_log_base> m;
+        m.payload = {4096, 0};
+        m.fds.push_back(keep.back().get());
+        fe.send(encoded(m));
+        break;
+    }
+    case 5: // the REPLY flag on a request
+        fe.send(raw_message(static_cast<std::uint32_t>(fr::get_features), wire::flags::version | wire::flags::reply, 0));
+        break;
+    case 6: // an unknown request id
+        fe.send(raw_message(99, wire::flags::version, 0));
+        break;
+    case 7: // size above the maximum payload (only the header is sent)
+        fe.send(raw_message(static_cast<std::uint32_t>(fr::set_features), wire::flags::version,
+                            static_cast<std::uint32_t>(wire::max_payload_size + 1)));
+        break;
+    case 8: { // a truncated message, then the write side closes
+        const std::array<std::byte, 3> part{};
+        fe.send(raw_message(static_cast<std::uint32_t>(fr::set_features), wire::flags::version, 8, part));
+        REQUIRE(::shutdown(fe.fd(), SHUT_WR) == 0);
+        break;
+    }
+    default: FAIL("no such case");
+    }
+}
+
+const std::array<hostile_case, 9> hostile_cases{{
+    {"SET_VRING_KICK for vring >= max_queues", "SET_VRING_KICK: vring 8 beyond max_vhost_queues 8"},
+    {"SET_MEM_TABLE with a too small fd", "SET_MEM_TABLE: region needs"},
+    {"SET_PROTOCOL_FEATURES with LOG_SHMFD", "SET_PROTOCOL_FEATURES: protocol features 0x2 were not offered"},
+    {"GET_FEATURES with an fd", "GET_FEATURES"},
+    {"SET_LOG_BASE", "SET_LOG_BASE: carries fds the device cannot pass to the driver"},
+    {"REPLY flag on a request", "GET_FEATURES"},
+    {"unknown request", "99"},
+    {"size above the maximum", "SET_FEATURES"},
+    {"truncated message, then close", "front-end closed the socket"},
+}};
+
+} // namespace
+
+TEST_CASE("device model: a hostile front-end is disconnected by the device, the next one works",
+          "[vvu][device_model][hostile]") {
+    const std::size_t i = GENERATE(range<std::size_t>(0, 9));
+    const hostile_case& hc = hostile_cases[i];
+    CAPTURE(hc.name);
+    device_fixture dev;
+    backend_fixture be(dev.pci_path);
+    std::vector<unique_fd> keep;
+    {
+        raw_frontend fe(dev.fe_path);
+        // One well-formed round trip through the back-end first: the session is CONNECTED.
+        fe.send(get_features_bytes);
+        auto reply = fe.receive();
+        if (!reply) FAIL(reply.error().message());
+        REQUIRE(wire::decode_reply<fr::get_features>(reply->bytes(), {}));
+
+        send_hostile(i, fe, keep);
+        INFO(dev.log());
+        REQUIRE(wait_eof(fe.fd())); // the device closed the socket
+        REQUIRE(dev.wait_log("front-end disconnected"));
+    }
+    INFO(dev.log());
+    CHECK_THAT(dev.disconnect_reason(), Catch::Contains(hc.reason));
+    // The message never reached the driver: the back-end's session ended on the disconnect,
+    // not on a protocol violation of its own.
+    REQUIRE(be.wait_ended(1));
+    CHECK(be.ended_reason(0) == transport::error(transport::errc::disconnected).message());
+
+    // The next front-end: a whole session with traffic.
+    {
+        auto nd = open_driver(dev.fe_path);
+        check_echo(*nd, 50);
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+    }
+    REQUIRE(be.wait_ended(2));
+    be.stop();
+    const auto c = dev.finish();
+    CHECK(c.frontends == 2);
+    CHECK(c.disconnects == 2);
+    CHECK(c.config_interrupts == 4);
+    CHECK(be.port.stats().rx_packets == 50);
+}
+
+// ============================================================ the function, seen by a driver
+TEST_CASE("device model: FRONTEND_UP and the config interrupt, as the driver sees them",
+          "[vvu][device_model][function]") {
+    device_fixture dev;
+    raw_driver d(dev.pci_path);
+    d.drain_config();
+    CHECK(d.status() == 0);
+
+    // SOCKET_OPEN: a front-end without BACKEND_UP is held, nothing is announced.
+    auto fe1 = std::make_unique<raw_frontend>(dev.fe_path);
+    fe1->send(get_features_bytes);
+    CHECK_FALSE(d.config_irq(300ms));
+    CHECK((d.status() & dc::frontend_up) == 0);
+    CHECK(still_open(fe1->fd(), 10ms));
+
+    // BACKEND_UP → CONNECTED: FRONTEND_UP set and announced.
+    d.write_status(dc::backend_up);
+    REQUIRE(d.config_irq());
+    CHECK(d.status() == (dc::backend_up | dc::frontend_up));
+
+    // The message waiting in the socket reaches the rxq unchanged, header and payload.
+    d.post_rx();
+    auto got = d.take_rx();
+    REQUIRE(got);
+    CHECK(*got == get_features_bytes);
+    // A reply on the txq reaches the front-end.
+    d.post_tx(u64_message(static_cast<std::uint32_t>(fr::get_features), wire::flags::version | wire::flags::reply, 0x1234));
+    REQUIRE(d.tx_used());
+    auto reply = fe1->receive();
+    if (!reply) FAIL(reply.error().message());
+    CHECK(to_vector(reply->bytes()) ==
+          u64_message(static_cast<std::uint32_t>(fr::get_features), wire::flags::version | wire::flags::reply, 0x1234));
+
+    // A request with a payload: SET_FEATURES arrives byte for byte.
+    const auto set_features = u64_message(static_cast<std::uint32_t>(fr::set_features),
+                                          wire::flags::version | wire::flags::need_reply, 0x1'4000'0000);
+    fe1->send(set_features);
+    d.post_rx();
+    got = d.take_rx();
+    REQUIRE(got);
+    CHECK(*got == set_features);
+
+    // The front-end goes: interrupt, FRONTEND_UP clear.
+    d.drain_config();
+    fe1.reset();
+    REQUIRE(d.config_irq());
+    CHECK(d.status() == dc::backend_up);
+
+    // BACKEND_UP still set from the old session: the next front-end is held until the driver
+    // clears and sets it again (device_model.hpp). This one gives up waiting.
+    {
+        raw_frontend fe2(dev.fe_path);
+        CHECK(dev.wait_log("front-end socket open", 2)); // SOCKET_OPEN
+        CHECK_FALSE(d.config_irq(300ms));
+        CHECK((d.status() & dc::frontend_up) == 0);
+        CHECK(still_open(fe2.fd(), 10ms));
+    }
+    REQUIRE(dev.wait_log("front-end disconnected", 2));
+
+    d.reack();
+    CHECK_FALSE(d.config_irq(100ms)); // no front-end, nothing to announce
+    auto fe3 = connect_up(dev, d);
+    CHECK(d.status() == (dc::backend_up | dc::frontend_up));
+    round_trip(*fe3, d, 7);
+    d.drain_config();
+    fe3.reset();
+    REQUIRE(d.config_irq());
+    CHECK(d.status() == dc::backend_up);
+    REQUIRE(dev.wait_log("front-end disconnected", 3));
+    d.detach();
+
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 2);
+    CHECK(c.disconnects == 3); // fe1 and fe3 (announced), fe2 (never connected)
+    CHECK(c.config_interrupts == 4);
+    CHECK(c.drivers == 1);
+    CHECK(c.to_driver == 3);
+    CHECK(c.to_frontend == 2);
+}
+
+// A front-end that connects after a disconnect, before the driver has re-acknowledged (cleared
+// BACKEND_UP), waits in SOCKET_OPEN: the re-acknowledgement must not drop it, the next
+// BACKEND_UP connects it. (The race of a front-end that reconnects at once — vvu-traffic run
+// after run, QEMU reconnect=1 — against vvu-forward's close_session(); seen 2 times in 20.)
+TEST_CASE("device model: a front-end waiting for the driver's re-acknowledgement is connected by it",
+          "[vvu][device_model][function]") {
+    device_fixture dev;
+    raw_driver d(dev.pci_path);
+    d.write_status(dc::backend_up);
+    auto fe1 = connect_up(dev, d);
+    fe1.reset();
+    REQUIRE(d.config_irq());
+    REQUIRE((d.status() & dc::frontend_up) == 0);
+
+    auto fe2 = std::make_unique<raw_frontend>(dev.fe_path); // before the driver re-acknowledges
+    CHECK_FALSE(d.config_irq(200ms));
+    d.write_status(0);
+    CHECK(still_open(fe2->fd(), 200ms)); // fails: the device closed it
+    d.write_status(dc::backend_up);
+    REQUIRE(d.config_irq());
+    CHECK((d.status() & dc::frontend_up) != 0);
+    round_trip(*fe2, d);
+    fe2.reset();
+    REQUIRE(dev.wait_log("front-end disconnected", 2));
+    d.detach();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 2);
+}
+
+TEST_CASE("device model: GET_PROTOCOL_FEATURES and GET_MAX_MEM_SLOTS replies are lowered on the way",
+          "[vvu][device_model][function]") {
+    device_fixture dev;
+    raw_driver d(dev.pci_path);
+    d.write_status(dc::backend_up);
+    auto fe = connect_up(dev, d);
+
+    const auto ask = [&](fr request, std::uint64_t driver_says) {
+        const auto req = raw_message(static_cast<std::uint32_t>(request), wire::flags::version, 0);
+        fe->send(req);
+        d.post_rx();
+        auto got = d.take_rx();
+        REQUIRE(got);
+        CHECK(*got == req);
+        d.post_tx(u64_message(static_cast<std::uint32_t>(request), wire::flags::version | wire::flags::reply, driver_says));
+        REQUIRE(d.tx_used());
+        auto reply = fe->receive();
+        if (!reply) FAIL(reply.error().message());
+        REQUIRE(reply->header.size == 8);
+        CHECK(reply->header.request == static_cast<std::uint32_t>(request));
+        CHECK(reply->header.flags == (wire::flags::version | wire::flags::reply));
+        return le::load<std::uint64_t>(reply->payload().data());
+    };
+    CHECK(ask(fr::get_protocol_features, ~std::uint64_t{0}) == vvu_device::passthrough_protocol_features());
+    CHECK(ask(fr::get_protocol_features, wire::protocol_feature::mq | wire::protocol_feature::log_shmfd) ==
+          wire::protocol_feature::mq);
+    CHECK(ask(fr::get_max_mem_slots, 509) == vvu_device::max_mem_slots);
+    CHECK(ask(fr::get_max_mem_slots, 8) == 8);
+    CHECK(ask(fr::get_features, ~std::uint64_t{0}) == ~std::uint64_t{0}); // others untouched
+    CHECK(still_open(fe->fd(), 10ms));
+    fe.reset();
+    REQUIRE(dev.wait_log("front-end disconnected"));
+    d.detach();
+    CHECK(dev.finish().frontends == 1);
+}
+
+// ========================================================================= hostile drivers
+TEST_CASE("device model: a hostile driver ends the front-end's session, announced",
+          "[vvu][device_model][hostile][function]") {
+    const int i = GENERATE(range(0, 6));
+    device_fixture dev;
+    raw_driver d(dev.pci_path);
+    d.write_status(dc::backend_up);
+    auto fe = connect_up(dev, d);
+    d.drain_config();
+    const auto gf = static_cast<std::uint32_t>(fr::get_features);
+    const char* expect = "";
+    if (i == 5) {
+        // An rxq buffer smaller than the message.
+        CAPTURE("rxq buffer too small");
+        fe->send(u64_message(static_cast<std::uint32_t>(fr::set_features), wire::flags::version, 1));
+        d.post_rx(8);
+        expect = "rxq buffer of 8 bytes is too small for a 20-byte message";
+    } else {
+        // The front-end's request first, then the driver's bad answer.
+        fe->send(get_features_bytes);
+        d.post_rx();
+        REQUIRE(d.take_rx());
+        switch (i) {
+        case 0: { // a txq buffer shorter than a header
+            const std::array<std::byte, 11> short_buffer{};
+            d.post_tx(short_buffer);
+            expect = "driver: txq buffer of 11 bytes is not a message";
+            break;
+        }
+        case 1: // version 2
+            d.post_tx(u64_message(gf, 0x2 | wire::flags::reply, 0));
+            expect = "driver: message version 2";
+            break;
+        case 2: { // size says 8, the buffer holds 12 + 16
+            auto b = u64_message(gf, wire::flags::version | wire::flags::reply, 0);
+            b.resize(b.size() + 8);
+            d.post_tx(b);
+            expect = "driver: a 28-byte buffer holds a message of 12 + 8 bytes";
+            break;
+        }
+        case 3: { // a reply of the wrong size for its request
+            const std::array<std::byte, 4> four{};
+            d.post_tx(raw_message(gf, wire::flags::version | wire::flags::reply, 4, four));
+            expect = "driver: GET_FEATURES";
+            break;
+        }
+        case 4: // a back-end request without a back-end channel
+            d.post_tx(raw_message(static_cast<std::uint32_t>(wire::back_request::config_change_msg), wire::flags::version, 0));
+            expect = "driver: a back-end request without a back-end channel";
+            break;
+        }
+        CHECK(d.tx_used()); // the bad buffer is given back all the same
+    }
+    CAPTURE(i);
+    REQUIRE(wait_eof(fe->fd()));
+    REQUIRE(d.config_irq());
+    CHECK((d.status() & dc::frontend_up) == 0);
+    REQUIRE(dev.wait_log("front-end disconnected"));
+    INFO(dev.log());
+    CHECK_THAT(dev.disconnect_reason(), Catch::Contains(expect));
+    if (i == 5) { // the small buffer comes back used, with nothing written
+        auto small = d.take_rx();
+        REQUIRE(small);
+        CHECK(small->empty());
+    }
+
+    // The driver re-acknowledges; the next front-end works.
+    d.reack();
+    auto fe2 = connect_up(dev, d);
+    round_trip(*fe2, d);
+    fe2.reset();
+    REQUIRE(dev.wait_log("front-end disconnected", 2));
+    d.detach();
+    const auto c = dev.finish();
+    CHECK(c.frontends == 2);
+    CHECK(c.disconnects == 2);
+    CHECK(c.config_interrupts == 4);
+}
+
+TEST_CASE("device model: the driver unmaps the ring memory while the rings run",
+          "[vvu][device_model][hostile][function]") {
+    device_fixture dev;
+    {
+        raw_driver d(dev.pci_path);
+        d.write_status(dc::backend_up);
+        auto fe = connect_up(dev, d);
+        round_trip(*fe, d);
+        d.post_rx();
+        d.drain_config();
+        // The whole arena (rings and buffers) goes away under the device.
+        const auto& arena = d.drv->arena();
+        auto r = d.fn->dma_unmap(arena.iova(), arena.size());
+        if (!r) FAIL(r.error().message());
+        // No crash: the rings are dropped, the session ends at once (the driver caused it:
+        // no interrupt needed) and the front-end's socket closes; doorbells for the dropped
+        // rings are ignored.
+        d.drv->queue(vf::rxq).kick();
+        d.drv->queue(vf::txq).kick();
+        REQUIRE(wait_eof(fe->fd()));
+        REQUIRE(dev.wait_log("function queues stopped: the driver unmapped DMA memory"));
+        CHECK(dev.disconnect_reason() == "the driver unmapped DMA memory");
+        CHECK((d.status() & dc::frontend_up) == 0);
+        CHECK_FALSE(d.config_irq(100ms));
+    } // the driver detaches
+    REQUIRE(dev.wait_log("driver detached"));
+
+    // The device still serves: a new driver attaches, a new front-end runs traffic.
+    backend_fixture be(dev.pci_path);
+    {
+        auto nd = open_driver(dev.fe_path);
+        check_echo(*nd, 100);
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+    }
+    REQUIRE(be.wait_ended(1));
+    be.stop();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.drivers == 2);
+    CHECK(c.frontends == 2);
+    CHECK(c.disconnects == 2);
+}
+
+// Regression: destroying a device_model while a driver is attached and a front-end is
+// connected (vvu-device getting SIGTERM mid-session). At commit 3dbd831 this was a
+// use-after-free: ~impl destroyed frontend, kick_fds, call_fds, … before `pci` (the
+// vfio_user::server, declared earlier), whose destructor drops the client →
+// client_detached() → disconnect(), which then reset kick_fds[i]/call_fds[i] in the freed
+// vectors (valgrind: "Invalid read/write of size 4 … disconnect … client_detached …
+// server::drop_client … ~server … ~impl; block of size 32 free'd by ~impl"; glibc: "malloc():
+// unaligned tcache chunk detected"). The working tree now has ~impl() { pci.reset(); }. Run in
+// a child process so that a regression (heap corruption) cannot take the rest of the test
+// program with it; the child reports through its exit status.
+TEST_CASE("device model: destroying the device while a driver and a front-end are attached",
+          "[vvu][device_model]") {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int status = 1;
+        try {
+            device_fixture dev;
+            raw_driver d(dev.pci_path);
+            d.write_status(dc::backend_up);
+            auto fe = std::make_unique<raw_frontend>(dev.fe_path);
+            // A session that carried messages and was ended by the driver, then a new one.
+            (void)d.config_irq();
+            round_trip(*fe, d);
+            d.post_tx(u64_message(1, 0x2 | wire::flags::reply, 0)); // version 2: disconnect
+            (void)wait_eof(fe->fd());
+            d.drain_config();
+            d.reack();
+            fe = std::make_unique<raw_frontend>(dev.fe_path);
+            if (d.config_irq() && (d.status() & dc::frontend_up) != 0) {
+                dev.device->stop();
+                dev.thread.join();
+                dev.device.reset(); // (was the use-after-free)
+                for (int i = 0; i < 64; ++i) std::make_unique<std::array<char, 24>>().reset();
+                status = 0;
+            }
+        } catch (...) {
+        }
+        ::_exit(status);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK((WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)) == 0);
+}
