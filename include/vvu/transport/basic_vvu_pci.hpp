@@ -298,12 +298,20 @@ struct basic_vvu_pci<F>::shared {
     expected<void, error> wait_for_frontend() {
         if (auto r = write_status(pci::vvu_function::device_config::backend_up); !r) return r;
         for (;;) {
-            (void)driver->config_interrupt().drain();
+            const bool announced = driver->config_interrupt().drain();
             auto st = read_status();
             if (!st) return unexpected(st.error());
             if ((*st & pci::vvu_function::device_config::frontend_up) != 0) {
                 session_open = true;
                 return {};
+            }
+            if (announced) {
+                // A session came and went before this driver saw FRONTEND_UP (a front-end that
+                // broke the protocol at once, or left). The device now waits for BACKEND_UP to
+                // drop and rise again; what that session left in the rxq is dropped first.
+                close_session(); // BACKEND_UP cleared, the rxq recycled
+                if (auto r = write_status(pci::vvu_function::device_config::backend_up); !r) return r;
+                continue;
             }
             // The config interrupt announces FRONTEND_UP; the slice bounds a lost one.
             if (!wait_any({driver->config_eventfd()}, std::chrono::milliseconds(500)))

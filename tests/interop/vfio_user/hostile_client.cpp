@@ -139,8 +139,12 @@ std::vector<hostile_case> cases() {
                  [=](int s) { return one(s, message(10, bytes_of(region_access_payload{0, 7, 4}, 4), 0, 0x7fff'ffff)); }});
     const std::pair<std::uint16_t, std::size_t> wrong_sizes[] = {{3, 23}, {4, 12}, {5, 28}, {6, 20},
                                                                  {7, 8},  {8, 19}, {9, 20}, {13, 4}};
-    for (auto [cmd, n] : wrong_sizes) {
-        v.push_back({fmt::format("payload size mismatch: {} with {} bytes", command_name(cmd), n), true, [=](int s) { return one(s, message(cmd, zeros(n))); }});
+    for (const auto& wrong : wrong_sizes) {
+        // Copies, not structured bindings: clang 14 cannot capture those.
+        const std::uint16_t cmd = wrong.first;
+        const std::size_t n = wrong.second;
+        v.push_back({fmt::format("payload size mismatch: {} with {} bytes", command_name(cmd), n), true,
+                     [=](int s) { return one(s, message(cmd, zeros(n))); }});
     }
     v.push_back({"payload size mismatch: REGION_WRITE count 4 with 3 bytes", true,
                  [=](int s) { return one(s, message(10, bytes_of(region_access_payload{0, 7, 4}, 3))); }});
