@@ -464,23 +464,22 @@ expected<pci::window, error> client::map_window(std::uint32_t bar, std::uint64_t
 
     auto page = memory::page_size_of(fd);
     if (!page || *page == 0 || (*page & (*page - 1)) != 0) return fail(EINVAL, what + ": no page size for the fd");
-    const std::uint64_t start = file_offset & ~(*page - 1);
-    const std::uint64_t delta = file_offset - start;
-    if (delta + len > std::numeric_limits<std::uint64_t>::max() - *page) return fail(EINVAL, what + ": too large");
-    const std::uint64_t length = (delta + len + *page - 1) & ~(*page - 1);
+    const auto w = memory::window_for(file_offset, len, *page);
+    if (!w) return fail(EINVAL, what + ": too large");
     struct stat st {};
     if (::fstat(fd, &st) != 0) return fail(errno, what + ": fstat");
     // Touching a page past the end of the server's file would be SIGBUS here.
     if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) < file_offset + len)
         return fail(EPROTO, fmt::format("{}: the server's file is {:#x} bytes, too small", what, st.st_size));
-    if (length > std::numeric_limits<std::size_t>::max() ||
-        start > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
+    if (w->length > std::numeric_limits<std::size_t>::max() ||
+        w->file_offset > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
         return fail(EINVAL, what + ": too large");
     const int prot = ((reg->flags & region_flags::read) ? PROT_READ : 0) |
                      ((reg->flags & region_flags::write) ? PROT_WRITE : 0);
-    auto m = memory::mapping::map(fd, start, static_cast<std::size_t>(length), prot == 0 ? PROT_READ : prot, MAP_SHARED);
+    auto m = memory::mapping::map(fd, w->file_offset, static_cast<std::size_t>(w->length), prot == 0 ? PROT_READ : prot,
+                                  MAP_SHARED);
     if (!m) return fail(m.error().value(), what + ": mmap");
-    std::byte* host = m->data() + delta;
+    std::byte* host = m->data() + w->delta;
     auto keep = std::make_shared<const memory::mapping>(std::move(*m));
     return pci::window{host, len, std::shared_ptr<const void>(std::move(keep))};
 }

@@ -61,18 +61,15 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
 
     auto page = memory::page_size_of(fd.get());
     if (!page || *page == 0 || (*page & (*page - 1)) != 0) return unexpected(errno_code(EINVAL));
-    const std::uint64_t start = file_offset & ~(*page - 1);
-    const std::uint64_t delta = file_offset - start;
-    if (delta + size > max - (*page - 1)) return unexpected(errno_code(EINVAL));
-    const std::uint64_t length = (delta + size + *page - 1) & ~(*page - 1);
-    if (length > std::numeric_limits<std::size_t>::max() ||
-        start > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
+    const auto w = memory::window_for(file_offset, size, *page);
+    if (!w || w->length > std::numeric_limits<std::size_t>::max() ||
+        w->file_offset > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
         return unexpected(errno_code(EINVAL));
 
     const int prot = ((flags & dma_flags::read) ? PROT_READ : 0) | ((flags & dma_flags::write) ? PROT_WRITE : 0);
-    auto m = memory::mapping::map(fd.get(), start, static_cast<std::size_t>(length), prot, MAP_SHARED);
+    auto m = memory::mapping::map(fd.get(), w->file_offset, static_cast<std::size_t>(w->length), prot, MAP_SHARED);
     if (!m) return unexpected(m.error());
-    std::byte* host = m->data() + delta;
+    std::byte* host = m->data() + w->delta;
     auto memory = std::make_shared<const memory::mapping>(std::move(*m));
     maps_.insert(next, entry{{iova, size, flags}, host, std::move(memory)});
     return {}; // fd closes here: the mapping keeps the pages
