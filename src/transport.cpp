@@ -1,12 +1,14 @@
 // The transport layer's framing (framed_socket) and error category: recvmsg/sendmsg with
 // SCM_RIGHTS, shared by the main socket and the back-end channel.
 #include <vvu/transport/framed_socket.hpp>
+#include <vvu/transport/handover_socket.hpp>
 #include <vvu/util/scm_rights.hpp>
 
 #include <fmt/format.h>
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -27,6 +29,9 @@ const char* describe(errc e) noexcept {
     case errc::not_connected: return "no front-end connected";
     case errc::address_in_use: return "another server is listening on the socket path";
     case errc::bad_fd: return "unusable file descriptor";
+    case errc::interrupted: return "interrupted between messages";
+    case errc::malformed: return "malformed hand-over record";
+    case errc::unsupported_version: return "hand-over record of an unsupported version";
     }
     return "unknown transport error";
 }
@@ -57,16 +62,18 @@ private:
 
 error system_error(const char* op, int err = errno) { return error(std::error_code(err, std::system_category()), op); }
 
-// Waits until fd has `events` ready; stop (wake readable) wins over readiness.
-expected<void, error> wait_ready(int fd, short events, int wake, const deadline& dl) {
+// Waits until fd has `events` ready; stop (wake readable) wins over readiness, and readiness
+// over an interrupt (`interrupt` readable: -1 where a message has begun and must be finished).
+expected<void, error> wait_ready(int fd, short events, int wake, const deadline& dl, int interrupt = -1) {
     for (;;) {
-        pollfd p[2] = {{fd, events, 0}, {wake, POLLIN, 0}};
-        const int r = ::poll(p, wake >= 0 ? 2 : 1, dl.remaining());
+        pollfd p[3] = {{fd, events, 0}, {wake, POLLIN, 0}, {interrupt, POLLIN, 0}};
+        const int r = ::poll(p, 3, dl.remaining()); // negative fds are ignored by poll
         if (r < 0) {
             if (errno == EINTR) continue;
             return unexpected(system_error("poll"));
         }
         if (wake >= 0 && (p[1].revents & POLLIN) != 0) return unexpected(error(errc::stopped));
+        if (p[0].revents == 0 && interrupt >= 0 && (p[2].revents & POLLIN) != 0) return unexpected(error(errc::interrupted));
         if (r == 0) return unexpected(error(errc::timed_out));
         if (p[0].revents != 0) return {}; // ready, or HUP/ERR that the next call reports
     }
@@ -83,6 +90,7 @@ ssize_t recv_some(int fd, std::byte* buf, std::size_t len, owned_fds& fds, bool&
 struct reader {
     int fd;
     int wake;
+    int interrupt;
     const deadline& dl;
     owned_fds& fds;
     bool overflow = false;
@@ -91,7 +99,8 @@ struct reader {
     expected<void, error> read_exact(std::byte* buf, std::size_t len, bool started) {
         std::size_t got = 0;
         while (got < len) {
-            if (auto w = wait_ready(fd, POLLIN, wake, dl); !w) return w;
+            const bool between_messages = !started && got == 0;
+            if (auto w = wait_ready(fd, POLLIN, wake, dl, between_messages ? interrupt : -1); !w) return w;
             const ssize_t n = recv_some(fd, buf + got, len - got, fds, overflow);
             const bool mid = started || got > 0;
             if (n < 0) {
@@ -125,7 +134,7 @@ expected<received_message, error> framed_socket::receive(wire::channel chan, std
     if (!fd_) return unexpected(error(errc::not_connected));
     const deadline dl(timeout);
     received_message m;
-    reader r{fd_.get(), wake_, dl, m.fds};
+    reader r{fd_.get(), wake_, interrupt_, dl, m.fds};
     if (auto h = r.read_exact(m.storage.data(), wire::header_size, false); !h) return unexpected(h.error());
     m.header = wire::load_header(m.storage);
     // Refuse before reading a byte of payload: an oversize size is never trusted.
@@ -162,6 +171,117 @@ expected<void, error> framed_socket::send(std::span<const std::byte> bytes, std:
         sent += static_cast<std::size_t>(n);
     }
     return {};
+}
+
+// ------------------------------------------------------------------ handover_socket
+namespace {
+
+void put32(std::byte* p, std::uint32_t v) noexcept { le::store<std::uint32_t>(p, v); }
+void put16(std::byte* p, std::uint16_t v) noexcept { le::store<std::uint16_t>(p, v); }
+
+} // namespace
+
+expected<handover_socket, error> handover_socket::connect(const std::string& path, std::chrono::milliseconds timeout) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path) return unexpected(error(std::error_code(ENAMETOOLONG, std::system_category()), "connect"));
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    const deadline dl(timeout);
+    for (;;) {
+        unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!fd) return unexpected(system_error("socket"));
+        if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return handover_socket(std::move(fd));
+        const int e = errno;
+        // The old process may be starting: a missing path or a refusal is retried to the deadline.
+        if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || dl.remaining() == 0)
+            return unexpected(error(std::error_code(e, std::system_category()), "connect"));
+        ::poll(nullptr, 0, std::min(dl.remaining() < 0 ? 10 : dl.remaining(), 10));
+    }
+}
+
+expected<void, error> handover_socket::send(std::uint16_t type, std::span<const std::byte> payload,
+                                            std::span<const int> fds, std::chrono::milliseconds timeout) {
+    if (!fd_) return unexpected(error(errc::not_connected));
+    if (fds.size() > max_fds || payload.size() > max_payload) return unexpected(error(errc::malformed, "record too large"));
+    std::array<std::byte, header_size> h{};
+    put32(h.data(), magic);
+    put16(h.data() + 4, version);
+    put16(h.data() + 6, type);
+    put32(h.data() + 8, static_cast<std::uint32_t>(payload.size()));
+    put32(h.data() + 12, static_cast<std::uint32_t>(fds.size()));
+    const deadline dl(timeout);
+    std::size_t sent = 0;
+    const std::size_t total = h.size() + payload.size();
+    while (sent < total) {
+        iovec iov[2];
+        int n_iov = 0;
+        if (sent < h.size()) iov[n_iov++] = {h.data() + sent, h.size() - sent};
+        const std::size_t p_off = sent > h.size() ? sent - h.size() : 0;
+        if (p_off < payload.size()) iov[n_iov++] = {const_cast<std::byte*>(payload.data() + p_off), payload.size() - p_off};
+        // The fds ride with the record's first byte.
+        const ssize_t n = scm::send_some(fd_.get(), std::span(iov, static_cast<std::size_t>(n_iov)),
+                                         sent == 0 ? fds : std::span<const int>{});
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (auto w = wait_ready(fd_.get(), POLLOUT, -1, dl); !w) return w;
+                continue;
+            }
+            if (errno == EPIPE || errno == ECONNRESET) return unexpected(error(sent == 0 ? errc::disconnected : errc::truncated));
+            return unexpected(system_error("sendmsg"));
+        }
+        sent += static_cast<std::size_t>(n);
+    }
+    return {};
+}
+
+expected<handover_socket::record, error> handover_socket::receive(std::chrono::milliseconds timeout) {
+    if (!fd_) return unexpected(error(errc::not_connected));
+    const deadline dl(timeout);
+    record rec;
+    bool overflow = false;
+    auto take = [&](int v) {
+        unique_fd fd(v);
+        if (rec.fds.size() < max_fds) rec.fds.push_back(std::move(fd));
+        else overflow = true;
+    };
+    // Reads exactly len bytes; fds may come with the first byte only.
+    auto read_exact = [&](std::byte* buf, std::size_t len, bool started) -> expected<void, error> {
+        std::size_t got = 0;
+        while (got < len) {
+            if (auto w = wait_ready(fd_.get(), POLLIN, -1, dl); !w) return w;
+            const std::size_t fds_before = rec.fds.size();
+            const ssize_t n = scm::recv_some(fd_.get(), buf + got, len - got, max_fds, take, overflow);
+            const bool mid = started || got > 0;
+            if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+                if (errno == ECONNRESET) return unexpected(error(mid ? errc::truncated : errc::disconnected));
+                return unexpected(system_error("recvmsg"));
+            }
+            if (n == 0) return unexpected(error(mid ? errc::truncated : errc::disconnected));
+            if (mid && rec.fds.size() != fds_before)
+                return unexpected(error(errc::malformed, "file descriptors in the middle of a record"));
+            got += static_cast<std::size_t>(n);
+        }
+        if (overflow) return unexpected(error(errc::malformed, "more file descriptors than a record may carry"));
+        return {};
+    };
+    std::array<std::byte, header_size> h{};
+    if (auto r = read_exact(h.data(), h.size(), false); !r) return unexpected(r.error());
+    if (le::load<std::uint32_t>(h.data()) != magic) return unexpected(error(errc::malformed, "not a vvu hand-over record (bad magic)"));
+    rec.version = le::load<std::uint16_t>(h.data() + 4);
+    rec.type = le::load<std::uint16_t>(h.data() + 6);
+    const std::uint32_t size = le::load<std::uint32_t>(h.data() + 8);
+    const std::uint32_t nfds = le::load<std::uint32_t>(h.data() + 12);
+    if (rec.version != version)
+        return unexpected(error(errc::unsupported_version,
+                                fmt::format("hand-over protocol version {} (this build speaks version {})", rec.version, version)));
+    if (size > max_payload) return unexpected(error(errc::malformed, fmt::format("record of {} bytes (at most {})", size, max_payload)));
+    if (nfds != rec.fds.size())
+        return unexpected(error(errc::malformed, fmt::format("record announces {} fds, {} came", nfds, rec.fds.size())));
+    rec.payload.resize(size);
+    if (auto r = read_exact(rec.payload.data(), size, true); !r) return unexpected(r.error());
+    return rec;
 }
 
 } // namespace vvu::transport

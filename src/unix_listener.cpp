@@ -63,12 +63,42 @@ struct unix_listener::impl {
         acceptor.emplace(std::move(a));
         return {};
     }
+
+    expected<void, error> adopt(unique_fd fd) {
+        int listening = 0;
+        socklen_t len = sizeof listening;
+        if (!fd || ::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0)
+            return unexpected(error(errc::bad_fd));
+        boost::system::error_code ec;
+        stream::acceptor a(io);
+        if (a.assign(stream(), fd.get(), ec); ec) return unexpected(from_asio(ec, "assign"));
+        (void)fd.release();
+        if (a.non_blocking(true, ec); ec) return unexpected(from_asio(ec, "fcntl"));
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) inode = st.st_ino;
+        acceptor.emplace(std::move(a));
+        return {};
+    }
 };
 
 expected<unix_listener, error> unix_listener::listen(const std::string& path) {
     auto p = std::make_unique<impl>(path);
     if (auto r = p->open(); !r) return unexpected(r.error());
     return unix_listener(std::move(p));
+}
+
+expected<unix_listener, error> unix_listener::adopt(const std::string& path, unique_fd fd) {
+    auto p = std::make_unique<impl>(path);
+    if (auto r = p->adopt(std::move(fd)); !r) return unexpected(r.error());
+    return unix_listener(std::move(p));
+}
+
+unique_fd unix_listener::release() noexcept {
+    if (!impl_ || !impl_->acceptor) return {};
+    boost::system::error_code ec;
+    const int fd = impl_->acceptor->release(ec);
+    impl_->acceptor.reset(); // nothing left to unlink: the socket lives on elsewhere
+    return unique_fd(ec ? -1 : fd);
 }
 
 unix_listener::unix_listener(std::unique_ptr<impl> p) noexcept : impl_(std::move(p)) {}

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,17 +33,16 @@ bool is_readable(int fd) noexcept {
     return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
 }
 
-// Sleeps up to `d`, or until stopped (true).
-bool sleep_or_stop(int wake, std::chrono::milliseconds d) noexcept {
-    pollfd p{wake, POLLIN, 0};
+// Sleeps up to `d`; returns early with errc::stopped or errc::interrupted.
+expected<void, error> sleep_unless_woken(int wake, int interrupt, std::chrono::milliseconds d) noexcept {
+    pollfd p[2] = {{wake, POLLIN, 0}, {interrupt, POLLIN, 0}};
     const auto until = std::chrono::steady_clock::now() + d;
     for (;;) {
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
-        if (left <= 0) return false;
-        const int r = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left, INT_MAX)));
-        if (r > 0) return true;
-        if (r == 0) return false;
-        if (errno != EINTR) return false;
+        if (left <= 0) return {};
+        const int r = ::poll(p, 2, static_cast<int>(std::min<std::int64_t>(left, INT_MAX)));
+        if (r > 0) return unexpected(error((p[0].revents & POLLIN) != 0 ? errc::stopped : errc::interrupted));
+        if (r == 0 || errno != EINTR) return {};
     }
 }
 
@@ -56,6 +56,7 @@ struct unix_socket::impl {
     asio::io_context io;                  // client mode: connecting
     std::optional<unix_listener> listener; // server mode
     framed_socket session;
+    int interrupt = -1; // not owned (set_interrupt)
 
     impl(mode m, std::string p, backoff b) : role(m), path(std::move(p)), retry(b) {}
 
@@ -71,17 +72,18 @@ struct unix_socket::impl {
 
     expected<void, error> accept() {
         for (;;) {
-            pollfd p[2] = {{listener->native_handle(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
-            if (::poll(p, 2, -1) < 0) {
+            pollfd p[3] = {{listener->native_handle(), POLLIN, 0}, {wake.get(), POLLIN, 0}, {interrupt, POLLIN, 0}};
+            if (::poll(p, 3, -1) < 0) {
                 if (errno == EINTR) continue;
                 return unexpected(error(std::error_code(errno, std::system_category()), "poll"));
             }
             if ((p[1].revents & POLLIN) != 0) return unexpected(error(errc::stopped));
+            if ((p[2].revents & POLLIN) != 0) return unexpected(error(errc::interrupted));
             if (p[0].revents == 0) continue;
             auto fd = listener->try_accept();
             if (!fd) return unexpected(fd.error());
             if (!*fd) continue;
-            session = framed_socket(std::move(*fd), wake.get());
+            adopt_session(std::move(*fd));
             return {};
         }
     }
@@ -91,6 +93,7 @@ struct unix_socket::impl {
         std::chrono::milliseconds delay = retry.initial;
         for (;;) {
             if (stopped()) return unexpected(error(errc::stopped));
+            if (interrupt >= 0 && is_readable(interrupt)) return unexpected(error(errc::interrupted));
             stream::socket s(io);
             boost::system::error_code ec;
             s.connect(stream::endpoint(path), ec);
@@ -98,7 +101,7 @@ struct unix_socket::impl {
                 const int fd = s.release(ec);
                 if (ec) return unexpected(from_asio(ec, "connect"));
                 set_cloexec(fd);
-                session = framed_socket(unique_fd(fd), wake.get());
+                adopt_session(unique_fd(fd));
                 return {};
             }
             // Missing path or nobody accepting: the front-end is not there (yet, or again).
@@ -110,12 +113,16 @@ struct unix_socket::impl {
                 if (spent >= retry.give_up_after) return unexpected(error(errc::timed_out));
                 delay = std::min(delay, std::chrono::ceil<std::chrono::milliseconds>(retry.give_up_after - spent));
             }
-            if (sleep_or_stop(wake.get(), delay)) return unexpected(error(errc::stopped));
+            if (auto slept = sleep_unless_woken(wake.get(), interrupt, delay); !slept) return slept;
             delay = std::min(delay * 2, retry.max);
             if (delay.count() <= 0) delay = std::chrono::milliseconds(1);
         }
     }
 
+    void adopt_session(unique_fd fd) {
+        session = framed_socket(std::move(fd), wake.get());
+        session.set_interrupt(interrupt);
+    }
 };
 
 unix_socket::unix_socket(std::unique_ptr<impl> p) noexcept : impl_(std::move(p)) {}
@@ -131,6 +138,53 @@ expected<unix_socket, error> unix_socket::listen(const std::string& path) {
 
 unix_socket unix_socket::connect(const std::string& path, backoff b) {
     return unix_socket(std::make_unique<impl>(mode::client, path, b));
+}
+
+expected<unix_socket, error> unix_socket::adopt(endpoint e, backoff b) {
+    auto p = std::make_unique<impl>(e.role, e.path, b);
+    if (!p->wake) return unexpected(error(std::error_code(errno, std::system_category()), "eventfd"));
+    if (e.role == mode::server) {
+        auto l = unix_listener::adopt(e.path, std::move(e.listener));
+        if (!l) return unexpected(l.error());
+        p->listener.emplace(std::move(*l));
+    } else if (e.listener) {
+        return unexpected(error(errc::bad_fd, "a client-mode endpoint has no listening socket"));
+    }
+    if (e.session) {
+        int type = 0;
+        socklen_t len = sizeof type;
+        if (::getsockopt(e.session.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+            return unexpected(error(errc::bad_fd, "the session fd is not a stream socket"));
+        p->adopt_session(std::move(e.session));
+    }
+    return unix_socket(std::move(p));
+}
+
+expected<unix_socket::endpoint, error> unix_socket::export_endpoint() const {
+    endpoint e;
+    e.role = impl_->role;
+    e.path = impl_->path;
+    auto dup = [](int fd) { return unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); };
+    if (impl_->listener) {
+        e.listener = dup(impl_->listener->native_handle());
+        if (!e.listener) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
+    }
+    if (impl_->session.is_open()) {
+        e.session = dup(impl_->session.native_handle());
+        if (!e.session) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
+    }
+    return e;
+}
+
+void unix_socket::abandon() noexcept {
+    if (impl_->listener) (void)impl_->listener->release();
+    impl_->listener.reset();
+    impl_->session.close();
+}
+
+void unix_socket::set_interrupt(int fd) noexcept {
+    impl_->interrupt = fd;
+    impl_->session.set_interrupt(fd);
 }
 
 expected<void, error> unix_socket::wait_for_frontend() {

@@ -1,11 +1,14 @@
 // vvu-forward: a vhost-user back-end that forwards frames between its ports (virtio-net).
-// A thin main over the library: options, one control thread per port (protocol::backend over
-// the port's transport), one forwarding thread (device::net::forwarder), stats on exit.
+// A thin main over the library: options, one runtime::server per port (its control thread runs
+// the state machine over the port's transport), one runtime::poller running the forwarding
+// engine (device::net::forwarder), live update (runtime/live_update.hpp), stats on exit.
 #include "../common/command_line.hpp"
 
 #include <vvu/device/net_forward.hpp>
 #include <vvu/device/net_port.hpp>
-#include <vvu/protocol/backend.hpp>
+#include <vvu/runtime/live_update.hpp>
+#include <vvu/runtime/poller.hpp>
+#include <vvu/runtime/server.hpp>
 #include <vvu/transport/unix_socket.hpp>
 #include <vvu/transport/vvu_pci.hpp>
 
@@ -56,11 +59,19 @@ Options:
                      a front-end kicks (frees the core of idle ports)
   --idle-us N        event mode: idle time before sleeping (default 200)
   --idle-sleep-us N  busy mode: sleep N microseconds after a pass that moved nothing (default 0)
+  --control PATH     live update: listen on PATH for a new vvu-forward that takes the ports over
+  --takeover PATH    live update: take every port's session over from the vvu-forward whose
+                     --control socket is PATH (same --port arguments, in the same order); the
+                     front-ends see no message and no disconnect. With --control too, the new
+                     process takes the control socket over as well (for the next update).
   --help             this text
 
 On SIGINT or SIGTERM it prints one JSON object per port on stdout and exits 0:
   {"port":N,"rx_packets":..,"rx_bytes":..,"tx_packets":..,"tx_bytes":..,"tx_dropped":..}
-(rx: frames taken from the front-end; tx: frames given to it).
+(rx: frames taken from the front-end; tx: frames given to it). Counters are the port's: a
+process that took the port over goes on counting from where the old one handed over. After
+handing its ports over, a process prints the same lines plus {"handed_over":true,"paused_us":..}
+and exits 0. A take-over that fails exits 1 (the old process serves on).
 )";
 
 struct options {
@@ -77,6 +88,8 @@ struct options {
     bool event_mode = false;
     unsigned idle_us = 200;
     int cpu = -1;
+    std::string control;  // --control PATH
+    std::string takeover; // --takeover PATH
 };
 
 // Parses argv; prints why and returns nullopt on a bad command line.
@@ -103,6 +116,7 @@ std::optional<options> parse(int argc, char** argv) {
             if (path.empty()) return fail(fmt::format("--port {}: expected KIND:PATH", *v));
             using k = options::port_spec::kind;
             if (kind == "unix") o.ports.push_back({k::unix_server, path});
+            // (--takeover with vvu: ports is refused after parsing.)
             else if (kind == "unix-client") o.ports.push_back({k::unix_client, path});
             else if (kind == "vvu") o.ports.push_back({k::vvu, path});
             else return fail(fmt::format("--port {}: unknown kind '{}' (unix, unix-client, vvu)", *v, kind));
@@ -126,11 +140,18 @@ std::optional<options> parse(int argc, char** argv) {
             if (!examples::parse_number(*v, o.idle_us)) return fail("--idle-us takes a number");
         } else if (arg == "--idle-sleep-us") {
             if (!examples::parse_number(*v, o.idle_sleep_us)) return fail("--idle-sleep-us takes a number");
+        } else if (arg == "--control") {
+            o.control = std::string(*v);
+        } else if (arg == "--takeover") {
+            o.takeover = std::string(*v);
         } else {
             return fail(fmt::format("unknown option {}", arg));
         }
     }
     if (o.ports.empty()) return fail("at least one --port is needed");
+    for (const auto& p : o.ports)
+        if (!o.takeover.empty() && p.how == options::port_spec::kind::vvu)
+            return fail("--takeover: vvu: ports cannot be taken over (their session lives in vvu-device)");
     return o;
 }
 
@@ -139,41 +160,41 @@ std::string stats_json(std::size_t port, const device::net::port_stats& s) {
                        port, s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.tx_dropped);
 }
 
-// One port: its transport, its virtio-net device, and the state machine between them. The
-// same backend<Transport, net_port> serves a UNIX socket and a VVU function.
-struct port {
-    device::net::net_port device;
-    std::thread control;
+// How the port appears in a hand-over: the same string in the old and the new process.
+std::string describe(const options::port_spec& p) {
+    using k = options::port_spec::kind;
+    return fmt::format("{}:{}", p.how == k::unix_server ? "unix" : p.how == k::unix_client ? "unix-client" : "vvu", p.path);
+}
 
-    explicit port(device::net::net_port::options o) : device(o) {}
+// One port: a runtime::server over the port's transport. The same server<Transport, net_port>
+// serves a UNIX socket and a VVU function.
+struct port {
     virtual ~port() = default;
-    virtual void serve(std::size_t index) = 0;
-    virtual void stop() noexcept = 0;
+    virtual device::net::net_port& device() = 0;
+    virtual runtime::handover_port& handover() = 0;
+    virtual void start() = 0;
+    virtual void stop() = 0;
 };
 
 template <class Transport>
-struct transport_port final : port {
-    Transport transport;
-    protocol::backend<Transport, device::net::net_port> backend{transport, device};
+struct server_port final : port {
+    runtime::server<Transport, device::net::net_port> server;
 
-    transport_port(Transport t, device::net::net_port::options o) : port(o), transport(std::move(t)) {}
-
-    // Serves front-ends one after another until the transport is stopped.
-    void serve(std::size_t index) override {
-        for (;;) {
-            if (auto ready = transport.wait_for_frontend(); !ready) {
-                if (ready.error().code == transport::errc::stopped) return;
-                fmt::print(stderr, "vvu-forward: port {}: {}\n", index, ready.error().message());
-                std::this_thread::sleep_for(std::chrono::milliseconds(100)); // a failing function: don't spin
-                continue;
-            }
-            fmt::print(stderr, "vvu-forward: port {}: front-end connected\n", index);
-            const std::string why = backend.serve();
-            transport.close_session();
-            fmt::print(stderr, "vvu-forward: port {}: session ended: {}\n", index, why);
-        }
+    server_port(Transport t, device::net::net_port::options o, std::size_t index) : server(std::move(t), o) {
+        server.on_event([index](const runtime::session_event& e) {
+            using kind = runtime::session_event::kind;
+            if (e.what == kind::connected)
+                fmt::print(stderr, "vvu-forward: port {}: front-end connected{}\n", index, e.text.empty() ? "" : " (" + e.text + ")");
+            else if (e.what == kind::ended)
+                fmt::print(stderr, "vvu-forward: port {}: session ended: {}\n", index, e.text);
+            else
+                fmt::print(stderr, "vvu-forward: port {}: {}\n", index, e.text);
+        });
     }
-    void stop() noexcept override { transport.stop(); }
+    device::net::net_port& device() override { return server.device(); }
+    runtime::handover_port& handover() override { return server; }
+    void start() override { server.start(); }
+    void stop() override { server.stop(); }
 };
 
 } // namespace
@@ -182,68 +203,107 @@ int main(int argc, char** argv) {
     const auto opts = parse(argc, argv);
     if (!opts) return 2;
 
-    // Every thread inherits the blocked signals; main waits for them with sigwait.
+    // Every thread inherits the blocked signals; main waits for them with sigwait. SIGUSR1 is
+    // how the hand-over thread says the ports are gone to a new process.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN); // a front-end that vanishes mid-reply is a closed session, not a crash
 
+    const bool taking_over = !opts->takeover.empty();
     std::vector<std::unique_ptr<port>> ports;
+    std::vector<std::string> descriptions;
     for (const auto& spec : opts->ports) {
         device::net::net_port::options o;
         o.queue_pairs = opts->queues;
         o.mac[5] = static_cast<std::uint8_t>(ports.size() + 1);
+        const std::size_t index = ports.size();
+        descriptions.push_back(describe(spec));
         using k = options::port_spec::kind;
-        if (spec.how == k::unix_client) {
-            ports.push_back(std::make_unique<transport_port<transport::unix_socket>>(
-                transport::unix_socket::connect(spec.path), o));
+        if (spec.how == k::unix_client || (taking_over && spec.how == k::unix_server)) {
+            // Taking over: a placeholder that opens nothing; the hand-over brings the sockets.
+            ports.push_back(std::make_unique<server_port<transport::unix_socket>>(transport::unix_socket::connect(spec.path), o, index));
         } else if (spec.how == k::unix_server) {
             auto t = transport::unix_socket::listen(spec.path);
             if (!t) {
                 fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
                 return 1;
             }
-            ports.push_back(std::make_unique<transport_port<transport::unix_socket>>(std::move(*t), o));
+            ports.push_back(std::make_unique<server_port<transport::unix_socket>>(std::move(*t), o, index));
         } else {
             auto t = transport::vvu_pci::connect(spec.path);
             if (!t) {
                 fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
                 return 1;
             }
-            ports.push_back(std::make_unique<transport_port<transport::vvu_pci>>(std::move(*t), o));
+            ports.push_back(std::make_unique<server_port<transport::vvu_pci>>(std::move(*t), o, index));
         }
     }
 
     std::vector<device::net::net_port*> devices;
-    for (auto& p : ports) devices.push_back(&p->device);
-    std::atomic<bool> running{true};
-    std::thread forwarding([&] {
-        if (opts->cpu >= 0) {
-            cpu_set_t set;
-            CPU_ZERO(&set);
-            CPU_SET(opts->cpu, &set);
-            if (int e = pthread_setaffinity_np(pthread_self(), sizeof set, &set); e != 0)
-                fmt::print(stderr, "vvu-forward: cannot pin to CPU {}: {}\n", opts->cpu, std::strerror(e));
+    std::vector<runtime::handover_port*> handover_ports;
+    for (auto& p : ports) {
+        devices.push_back(&p->device());
+        handover_ports.push_back(&p->handover());
+    }
+    device::net::forwarder fwd(devices, opts->mode, opts->frame_size);
+    runtime::poller_options po;
+    po.cpu = opts->cpu;
+    po.event_mode = opts->event_mode;
+    po.idle = std::chrono::microseconds(opts->idle_us);
+    po.idle_sleep = std::chrono::microseconds(opts->idle_sleep_us);
+    runtime::poller<device::net::forwarder> poller(fwd, po);
+
+    runtime::data_path_control data_path;
+    data_path.pause = [&](std::chrono::milliseconds t) { return poller.pause(t); };
+    data_path.resume = [&] { poller.resume(); };
+    data_path.save_state = [&] { return fwd.save_state(); };
+    data_path.load_state = [&](std::span<const std::byte> b) { return fwd.load_state(b); };
+
+    // Taking over: the forwarding thread exists (created, pinned) but holds until the sessions
+    // are ours, so resuming the rings is a wake-up.
+    if (auto w = poller.start(taking_over); !w.empty()) fmt::print(stderr, "vvu-forward: {}\n", w);
+    unique_fd inherited_control;
+    if (taking_over) {
+        auto r = runtime::take_over(opts->takeover, handover_ports, descriptions, data_path);
+        if (!r) {
+            fmt::print(stderr, "vvu-forward: take-over from {} failed: {}\n", opts->takeover, r.error().message());
+            return 1;
         }
-        device::net::forwarder fwd(devices, opts->mode, opts->frame_size);
-        auto last_work = std::chrono::steady_clock::now();
-        while (running.load(std::memory_order_relaxed)) {
-            if (fwd.poll() != 0) {
-                if (opts->event_mode) last_work = std::chrono::steady_clock::now();
-                continue;
-            }
-            if (opts->event_mode) {
-                if (std::chrono::steady_clock::now() - last_work > std::chrono::microseconds(opts->idle_us) &&
-                    fwd.wait_for_kicks(std::chrono::milliseconds(100)))
-                    last_work = std::chrono::steady_clock::now();
-            } else if (opts->idle_sleep_us != 0) {
-                std::this_thread::sleep_for(std::chrono::microseconds(opts->idle_sleep_us));
-            }
+        poller.resume();
+        fmt::print(stderr, "vvu-forward: took {} ports over from {} in {} us\n", r->ports, opts->takeover, r->paused.count());
+        inherited_control = std::move(r->control);
+    }
+    for (auto& p : ports) p->start();
+
+    // Live update: a thread serves take-over attempts; one that succeeds ends this process.
+    std::optional<runtime::handover_listener> control;
+    std::thread control_thread;
+    std::optional<runtime::handover_result> handed_over; // written by control_thread, read after join
+    std::atomic<bool> handover_done{false};
+    if (!opts->control.empty()) {
+        auto l = inherited_control ? runtime::handover_listener::adopt(opts->control, std::move(inherited_control), handover_ports,
+                                                                       descriptions, data_path)
+                                   : runtime::handover_listener::listen(opts->control, handover_ports, descriptions, data_path);
+        if (!l) {
+            fmt::print(stderr, "vvu-forward: {}\n", l.error().message());
+            for (auto& p : ports) p->stop();
+            return 1;
         }
-    });
-    for (std::size_t i = 0; i < ports.size(); ++i) ports[i]->control = std::thread([&, i] { ports[i]->serve(i); });
+        control.emplace(std::move(*l));
+        control->on_log([](const std::string& s) { fmt::print(stderr, "vvu-forward: {}\n", s); });
+        const pthread_t main_thread = pthread_self();
+        control_thread = std::thread([&, main_thread] {
+            auto r = control->run();
+            if (!r) return; // stopped
+            handed_over = std::move(*r);
+            handover_done.store(true);
+            pthread_kill(main_thread, SIGUSR1);
+        });
+    }
 
     std::thread stats;
     std::atomic<bool> stats_running{opts->stats_seconds != 0};
@@ -256,21 +316,33 @@ int main(int argc, char** argv) {
                     std::this_thread::sleep_for(std::chrono::milliseconds(50));
                 if (!stats_running.load()) break;
                 for (std::size_t i = 0; i < ports.size(); ++i)
-                    fmt::print(stderr, "{}\n", stats_json(i, ports[i]->device.stats()));
+                    fmt::print(stderr, "{}\n", stats_json(i, ports[i]->device().stats()));
             }
         });
     }
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+        sigwait(&stop_signals, &sig);
+        if (sig != SIGUSR1 || handover_done.load()) break; // a stray SIGUSR1 is not a hand-over
+    }
 
     stats_running = false;
     if (stats.joinable()) stats.join();
-    for (auto& p : ports) p->stop();
-    for (auto& p : ports) p->control.join();
-    running = false;
-    forwarding.join();
-    for (std::size_t i = 0; i < ports.size(); ++i) fmt::print("{}\n", stats_json(i, ports[i]->device.stats()));
+    if (control) control->stop();
+    if (control_thread.joinable()) control_thread.join();
+    if (!handed_over) {
+        for (auto& p : ports) p->stop();
+    } // else: the ports are retired, their sessions live on in the new process
+    poller.stop(); // after a hand-over it is paused and ends without another pass
+    for (std::size_t i = 0; i < ports.size(); ++i) fmt::print("{}\n", stats_json(i, ports[i]->device().stats()));
+    if (handed_over) {
+        const auto& h = *handed_over;
+        fmt::print("{{\"handed_over\":true,\"paused_us\":{},\"park_us\":{},\"pause_us\":{},\"send_us\":{},\"import_us\":{}}}\n",
+                   h.paused.count(), h.park.count(), h.pause.count(), h.send.count(), h.import.count());
+        fmt::print(stderr, "vvu-forward: handed {} ports over ({} us from pause to commit)\n", handed_over->ports,
+                   handed_over->paused.count());
+    }
     std::fflush(stdout);
     return 0;
 }

@@ -65,7 +65,9 @@ At the end (or on SIGINT/SIGTERM) one JSON object is printed on stdout, e.g.
    "seconds":S,"pps":P, ...}
 gaps: discontinuities in the received sequence; lost: frames never received (echo: sent -
 received; rx: numbers skipped); late: frames received after a later one; bad_frames: wrong
-length or a net header with flags, GSO or num_buffers a virtio-net driver would not accept.
+length or a net header with flags, GSO or num_buffers a virtio-net driver would not accept;
+max_stall_us (rx, echo): the longest time between two received frames once traffic began —
+with a steady --rate, the longest outage of the path (e.g. during a back-end's live update).
 Exit status: 0 done, 1 protocol or connection error (message on stderr), 2 bad command line.
 )";
 
@@ -184,11 +186,21 @@ struct report {
     sequence_check seq;
     clock_type::time_point first{}, last{};
     bool any = false;
+    clock_type::duration max_stall{}; // longest time between two receive bursts
+    clock_type::time_point last_rx{};
+    bool any_rx = false;
 
     void stamp(clock_type::time_point now) {
         if (!any) first = now;
         last = now;
         any = true;
+    }
+    // A burst of frames arrived at `now`.
+    void received_at(clock_type::time_point now) {
+        if (any_rx) max_stall = std::max(max_stall, now - last_rx);
+        last_rx = now;
+        any_rx = true;
+        stamp(now);
     }
     double seconds() const { return any ? std::chrono::duration<double>(last - first).count() : 0.0; }
 };
@@ -290,7 +302,7 @@ int run(const options& o) {
             const auto before = rep.received;
             nd.receive(0, on_frame, std::min<std::uint64_t>(ring::max_burst, o.packets - std::min(o.packets, rep.received)));
             if (rep.received != before) {
-                rep.stamp(clock_type::now());
+                rep.received_at(clock_type::now());
                 progress = true;
             }
         }
@@ -353,7 +365,8 @@ int run(const options& o) {
             json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{}", rep.seq.gaps, lost, rep.seq.late);
         else
             json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null");
-        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{}", rep.bad_frames, nd.stats().rx_errors);
+        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{}", rep.bad_frames, nd.stats().rx_errors,
+                            std::chrono::duration_cast<std::chrono::microseconds>(rep.max_stall).count());
     }
     json += fmt::format(",\"seconds\":{:.6f},\"pps\":{:.0f}}}", secs, pps);
 

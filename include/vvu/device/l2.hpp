@@ -4,6 +4,7 @@
 
 #include <vvu/util/endian.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +62,18 @@ public:
             if (s.mac == mac) return s.port;
         }
         return std::nullopt;
+    }
+
+    // The learned entries, oldest first (a live update re-learns them in this order, so the
+    // new table ages them as the old one would have).
+    [[nodiscard]] std::vector<std::pair<mac_address, std::uint32_t>> entries() const {
+        std::vector<const slot*> used;
+        for (const auto& s : slots_)
+            if (s.used) used.push_back(&s);
+        std::sort(used.begin(), used.end(), [](const slot* a, const slot* b) { return a->stamp < b->stamp; });
+        std::vector<std::pair<mac_address, std::uint32_t>> out;
+        for (const slot* s : used) out.emplace_back(s->mac, s->port);
+        return out;
     }
 
 private:

@@ -5,6 +5,7 @@
 
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
+#include <vvu/util/byte_io.hpp>
 
 #include <poll.h>
 
@@ -56,10 +57,11 @@ public:
     }
 
     // Event mode: after a pass that moved nothing, sleep until a front-end kicks a TX vring, or
-    // `timeout` passes (vrings start and stop meanwhile; the next pass sees them). Returns false
-    // without sleeping when a vring may have work (or has no kick fd to wait on), and in txonly
-    // mode, whose work is the receive buffers the front-ends give back (they are not kicked).
-    bool wait_for_kicks(std::chrono::milliseconds timeout) {
+    // `wake` (an fd of the caller's: -1 none) is readable, or `timeout` passes (vrings start and
+    // stop meanwhile; the next pass sees them). Returns false without sleeping when a vring may
+    // have work (or has no kick fd to wait on), and in txonly mode, whose work is the receive
+    // buffers the front-ends give back (they are not kicked).
+    bool wait_for_kicks(std::chrono::milliseconds timeout, int wake = -1) {
         if (mode_ == forward_mode::txonly) return false;
         std::vector<int> fds;
         bool armed = true;
@@ -67,10 +69,47 @@ public:
         if (armed) {
             std::vector<pollfd> polls;
             for (int fd : fds) polls.push_back({fd, POLLIN, 0});
+            if (wake >= 0) polls.push_back({wake, POLLIN, 0});
             ::poll(polls.data(), polls.size(), static_cast<int>(timeout.count()));
         }
         for (auto* port : ports_) port->disarm_kicks();
         return armed;
+    }
+
+    // Live update: what the engine learned (the MAC table) and where txonly's sequence numbers
+    // are, so the new process goes on from there.
+    std::vector<std::byte> save_state() const {
+        byte_writer w;
+        w.put<std::uint32_t>(1); // this layout's version
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(sequence_.size()));
+        for (auto s : sequence_) w.put<std::uint64_t>(s);
+        const auto learned = table_.entries();
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(learned.size()));
+        for (const auto& [mac, port] : learned) {
+            for (auto b : mac) w.put<std::uint8_t>(b);
+            w.put<std::uint32_t>(port);
+        }
+        return w.take();
+    }
+    bool load_state(std::span<const std::byte> bytes) {
+        byte_reader r(bytes);
+        if (r.get<std::uint32_t>() != 1 || r.get<std::uint32_t>() != sequence_.size()) return false;
+        std::vector<std::uint64_t> sequence(sequence_.size());
+        for (auto& s : sequence) s = r.get<std::uint64_t>();
+        const auto n = r.get<std::uint32_t>();
+        if (!r.ok() || n > 1u << 20) return false;
+        mac_table table;
+        for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+            mac_address mac;
+            for (auto& b : mac) b = r.get<std::uint8_t>();
+            const auto port = r.get<std::uint32_t>();
+            if (port >= ports_.size()) return false;
+            table.learn(mac, port);
+        }
+        if (!r.done()) return false;
+        sequence_ = std::move(sequence);
+        table_ = std::move(table);
+        return true;
     }
 
 private:

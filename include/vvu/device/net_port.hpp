@@ -8,6 +8,7 @@
 
 #include <vvu/device/net.hpp>
 #include <vvu/protocol/vring.hpp>
+#include <vvu/util/byte_io.hpp>
 #include <vvu/wire/features.hpp>
 
 #include <array>
@@ -211,6 +212,36 @@ public:
     port_stats stats() const {
         std::lock_guard lock(mutex_);
         return stats_;
+    }
+
+    // Live update (protocol::backend::export_session / import_session): the port's counters
+    // and MTU, so the port's numbers run on in the new process, and a pending RARP.
+    std::vector<std::byte> save_state() const {
+        std::lock_guard lock(mutex_);
+        byte_writer w;
+        w.put<std::uint32_t>(1); // this layout's version
+        for (std::uint64_t v : {stats_.rx_packets, stats_.rx_bytes, stats_.tx_packets, stats_.tx_bytes, stats_.tx_dropped,
+                                stats_.rx_errors})
+            w.put<std::uint64_t>(v);
+        w.put<std::uint16_t>(mtu_.load(std::memory_order_relaxed));
+        w.put_bytes(has_pending_ ? std::span<const std::byte>(pending_) : std::span<const std::byte>{});
+        return w.take();
+    }
+    bool load_state(std::span<const std::byte> bytes) {
+        byte_reader r(bytes);
+        if (r.get<std::uint32_t>() != 1) return false;
+        port_stats s;
+        for (std::uint64_t* v : {&s.rx_packets, &s.rx_bytes, &s.tx_packets, &s.tx_bytes, &s.tx_dropped, &s.rx_errors})
+            *v = r.get<std::uint64_t>();
+        const auto mtu = r.get<std::uint16_t>();
+        const auto pending = r.get_bytes(max_frame_size);
+        if (!r.done() || mtu < 68) return false;
+        std::lock_guard lock(mutex_);
+        stats_ = s;
+        mtu_.store(mtu, std::memory_order_relaxed);
+        pending_.assign(pending.begin(), pending.end());
+        has_pending_ = !pending.empty();
+        return true;
     }
 
 private:

@@ -10,6 +10,7 @@
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/protocol/device.hpp>
 #include <vvu/protocol/session.hpp>
+#include <vvu/protocol/session_image.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/transport/transport.hpp>
 #include <vvu/wire/codec.hpp>
@@ -17,7 +18,11 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -76,21 +81,174 @@ public:
                 why = msg.error().message();
                 break;
             }
-            auto r = handle(*msg);
-            if (!r) {
+            if (auto r = serve_message(*msg); !r) {
                 why = r.error().message();
-                answer_failure(msg->bytes());
                 break;
             }
-            if (*r) {
-                if (auto sent = transport_.send(**r); !sent) {
-                    why = sent.error().message();
-                    break;
-                }
+        }
+        end_session();
+        return why;
+    }
+
+    // Handles one received message and sends its reply, if any. An error ends the session: a
+    // violation (answered with a failure ack where the front-end asked for one) or the reply
+    // could not be sent. The caller then calls end_session().
+    expected<void, violation> serve_message(transport::received_message& msg) {
+        auto r = handle(msg);
+        if (!r) {
+            answer_failure(msg.bytes());
+            return unexpected(std::move(r.error()));
+        }
+        if (*r) {
+            if (auto sent = transport_.send(**r); !sent)
+                return unexpected(violation{static_cast<wire::front_request>(msg.header.request),
+                                            fmt::format("sending the reply: {}", sent.error().message())});
+        }
+        return {};
+    }
+
+    // Drops the session: rings stopped, memory and notifiers released, state back to initial.
+    void end_session() { reset_session(); }
+
+    // ------------------------------------------------------------------- live update
+    // The session as an image another process can resume (session_image.hpp). Its fds are
+    // duplicates: this back-end is unchanged and keeps serving if the hand-over fails. Call it
+    // with the data path paused at a burst boundary (no vring in use by another thread). Fails
+    // when a ring has chains in flight (the device must complete them before pausing) or a
+    // notifier has no fd to hand on (a transport whose notifiers are not fds).
+    expected<session_image, std::string> export_session() {
+        session_image img;
+        img.owner = state_.owner;
+        img.features = state_.features;
+        img.features_set = state_.features_set;
+        img.protocol_features = state_.protocol_features;
+        img.status = state_.status;
+        for (std::uint32_t i = 0; i < state_.vrings.size(); ++i) {
+            image_vring v;
+            v.settings = state_.vrings[i];
+            int kick = kicks_[i].native_handle(), call = calls_[i].native_handle();
+            bool has_kick = static_cast<bool>(kicks_[i]), has_call = static_cast<bool>(calls_[i]);
+            if (auto* running = running_[i]) {
+                if (const auto n = running->inflight_count(); n != 0)
+                    return unexpected(fmt::format("vring {}: {} chains in flight", i, n));
+                v.settings.base = running->base();
+                v.settings.base_exact = true;
+                kick = running->kick().native_handle();
+                call = running->call().native_handle();
+                has_kick = static_cast<bool>(running->kick());
+                has_call = static_cast<bool>(running->call());
+            }
+            auto dup_of = [&](bool present, int fd, const char* what) -> expected<unique_fd, std::string> {
+                if (!present) return unique_fd{};
+                if (fd < 0) return unexpected(fmt::format("vring {}: the {} notifier has no fd to hand on", i, what));
+                unique_fd d(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+                if (!d) return unexpected(fmt::format("vring {}: dup of the {} fd: {}", i, what, std::strerror(errno)));
+                return d;
+            };
+            auto k = dup_of(has_kick, kick, "kick");
+            auto c = dup_of(has_call, call, "call");
+            auto e = dup_of(static_cast<bool>(errs_[i]), errs_[i].native_handle(), "error");
+            if (!k) return unexpected(k.error());
+            if (!c) return unexpected(c.error());
+            if (!e) return unexpected(e.error());
+            v.kick = std::move(*k);
+            v.call = std::move(*c);
+            v.err = std::move(*e);
+            img.vrings.push_back(std::move(v));
+        }
+        if (memory_) {
+            img.has_memory = true;
+            for (const auto& r : memory_->regions()) {
+                if (r.fd() < 0) return unexpected(fmt::format("region at 0x{:x} has no fd to hand on", r.guest_phys_addr()));
+                unique_fd d(::fcntl(r.fd(), F_DUPFD_CLOEXEC, 0));
+                if (!d) return unexpected(fmt::format("dup of a region fd: {}", std::strerror(errno)));
+                img.regions.push_back({r.desc(), std::move(d)});
             }
         }
+        if (backend_channel_) {
+            int fd = -1;
+            if constexpr (requires { backend_channel_->native_handle(); }) fd = backend_channel_->native_handle();
+            if (fd < 0) return unexpected(std::string("the back-end channel has no fd to hand on"));
+            img.backend_channel = unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+            if (!img.backend_channel) return unexpected(fmt::format("dup of the back-end channel: {}", std::strerror(errno)));
+        }
+        if constexpr (requires { device_.save_state(); }) img.device_state = device_.save_state();
+        return img;
+    }
+
+    // Takes over the session of an image, in place of this back-end's (which must be new, or
+    // just ended): maps the memory, makes the notifiers and the back-end channel, restores the
+    // device's state and starts each ring that was running where it stopped. Everything in
+    // the image is checked as if the front-end had sent it; on failure the session is empty.
+    expected<void, std::string> import_session(session_image img) {
         reset_session();
-        return why;
+        auto failed = [&](std::string why) {
+            reset_session();
+            return unexpected(std::move(why));
+        };
+        if (img.vrings.size() != state_.vrings.size())
+            return failed(fmt::format("the session has {} vrings, this device {}", img.vrings.size(), state_.vrings.size()));
+        if (const std::uint64_t unknown = img.features & ~offered_features(); unknown != 0)
+            return failed(fmt::format("features 0x{:x} are not offered here", unknown));
+        if (const std::uint64_t unknown = img.protocol_features & ~offered_protocol_features(); unknown != 0)
+            return failed(fmt::format("protocol features 0x{:x} are not offered here", unknown));
+        state_.owner = img.owner;
+        state_.features = img.features;
+        state_.features_set = img.features_set;
+        state_.protocol_features = img.protocol_features;
+        state_.status = img.status;
+        if (img.features_set) device_.set_features(img.features);
+        if (img.has_memory) {
+            std::vector<memory::region> regions;
+            for (auto& r : img.regions) {
+                auto mapped = transport_.map_region(r.desc, std::move(r.fd));
+                if (!mapped) return failed(fmt::format("region at 0x{:x}: {}", r.desc.guest_phys_addr, mapped.error().message()));
+                regions.push_back(std::move(*mapped));
+            }
+            auto table = memory_type::make(std::move(regions));
+            if (!table) return failed(table.error().message());
+            memory_ = std::move(*table);
+        } else if (!img.regions.empty()) {
+            return failed("regions without a memory table");
+        }
+        for (std::uint32_t i = 0; i < img.vrings.size(); ++i) {
+            auto& v = img.vrings[i];
+            if (v.settings.size > ring::max_queue_size) return failed(fmt::format("vring {}: size {}", i, v.settings.size));
+            state_.vrings[i] = v.settings;
+            state_.vrings[i].started = false;
+            if (v.kick) {
+                auto kick = transport_.make_kick_notifier(i, std::move(v.kick));
+                if (!kick) return failed(fmt::format("vring {} kick: {}", i, kick.error().message()));
+                kicks_[i] = any_kick_notifier(std::move(*kick));
+            }
+            if (v.call) {
+                auto call = transport_.make_call_notifier(i, std::move(v.call));
+                if (!call) return failed(fmt::format("vring {} call: {}", i, call.error().message()));
+                calls_[i] = any_call_notifier(std::move(*call));
+            }
+            if (v.err) {
+                auto err = transport_.make_error_notifier(i, std::move(v.err));
+                if (!err) return failed(fmt::format("vring {} error: {}", i, err.error().message()));
+                errs_[i] = any_call_notifier(std::move(*err));
+            }
+        }
+        if (img.backend_channel) {
+            auto channel = transport_.make_backend_channel(std::move(img.backend_channel));
+            if (!channel) return failed(fmt::format("back-end channel: {}", channel.error().message()));
+            backend_channel_.emplace(std::move(*channel));
+        }
+        if constexpr (requires { device_.load_state(std::span<const std::byte>{}); }) {
+            if (!device_.load_state(std::span<const std::byte>(img.device_state)))
+                return failed("the device refused its saved state");
+        } else if (!img.device_state.empty()) {
+            return failed("the image has device state this device cannot load");
+        }
+        for (std::uint32_t i = 0; i < img.vrings.size(); ++i) {
+            if (!img.vrings[i].settings.started) continue;
+            if (auto r = start_vring(i); !r) return failed(r.error());
+            if (!state_.vrings[i].started) return failed(fmt::format("vring {} was running and cannot start here", i));
+        }
+        return {};
     }
 
     // Handles one received message; returns the reply to send, if any. Takes the fds it keeps
@@ -256,6 +414,7 @@ private:
         auto& v = state_.vrings[m.payload.index];
         if (v.started) return fail("vring is running");
         v.base = m.payload.num;
+        v.base_exact = false;
         return done();
     }
     step on(const wire::message<wire::front_request::get_vring_base>& m, transport::owned_fds&) {
@@ -385,6 +544,7 @@ private:
         s.size = v.size;
         s.packed = packed;
         s.base = v.base;
+        s.base_exact = v.base_exact;
         s.features = {wire::has(state_.features, wire::virtio_feature::ring_event_idx),
                       wire::has(state_.features, wire::virtio_feature::ring_indirect_desc),
                       wire::has(state_.features, wire::virtio_feature::in_order)};
@@ -412,6 +572,7 @@ private:
         auto stopped = device_.stop_vring(index);
         running_[index] = nullptr;
         v.base = stopped->base();
+        v.base_exact = true;
         v.started = false;
         kicks_[index] = stopped->take_kick();
         calls_[index] = stopped->take_call();

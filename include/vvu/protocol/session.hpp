@@ -16,6 +16,8 @@ struct vring_settings {
     wire::vring_addr addr{};    // SET_VRING_ADDR (front-end virtual addresses)
     bool addr_set = false;
     std::uint32_t base = 0;     // SET_VRING_BASE num: split next avail index, or packed indices
+    bool base_exact = false;    // base came from this back-end's own ring (packed: always the
+                                // full form), not from SET_VRING_BASE (maybe the 16-bit form)
     bool enabled = false;       // SET_VRING_ENABLE
     bool kick_set = false;      // SET_VRING_KICK seen (with an fd, or "no fd": polling)
     bool started = false;       // running on the device's data path

@@ -28,7 +28,8 @@ struct vring_start {
     std::uint64_t desc_gpa = 0; // guest addresses (already translated from front-end addresses)
     std::uint64_t avail_gpa = 0;
     std::uint64_t used_gpa = 0;
-    std::uint32_t base = 0;     // SET_VRING_BASE num
+    std::uint32_t base = 0;     // SET_VRING_BASE num, or where this back-end stopped the ring
+    bool base_exact = false;    // packed: base is in the full form (see vring_settings)
     bool packed = false;
     ring::ring_features features{};
 };
@@ -43,17 +44,24 @@ public:
     void signal() const noexcept {
         if (impl_) impl_->signal();
     }
+    // Its fd where it has one (a live update hands it on), else -1.
+    int native_handle() const noexcept { return impl_ ? impl_->native_handle() : -1; }
     explicit operator bool() const noexcept { return impl_ != nullptr; }
 
 private:
     struct base {
         virtual ~base() = default;
         virtual void signal() const noexcept = 0;
+        virtual int native_handle() const noexcept = 0;
     };
     template <class N>
     struct model final : base {
         explicit model(N n) : n(std::move(n)) {}
         void signal() const noexcept override { n.signal(); }
+        int native_handle() const noexcept override {
+            if constexpr (transport::pollable_notifier<N>) return n.native_handle();
+            else return -1;
+        }
         N n;
     };
     std::unique_ptr<base> impl_;
@@ -110,7 +118,7 @@ public:
         std::unique_ptr<vring> v(new vring(s.index, std::move(memory), std::move(kick), std::move(call)));
         if (s.packed) {
             auto r = packed_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
-                                         packed_base(s.base));
+                                         s.base_exact ? ring::packed_state::from_vring_base(s.base) : packed_base(s.base));
             if (!r) return unexpected(r.error());
             v->ring_.template emplace<packed_ring>(std::move(*r));
         } else {
@@ -144,6 +152,10 @@ public:
     }
 
     bool broken() { return visit([](auto& r) { return r.broken(); }); }
+    // Chains taken from the ring and not yet given back.
+    std::uint32_t inflight_count() { return visit([](auto& r) { return r.inflight_count(); }); }
+    // The call notifier, for a live update to hand its fd on.
+    const any_call_notifier& call() const noexcept { return call_; }
 
     // Interrupts the driver when the ring's suppression rules want it (after a push burst).
     void notify() {

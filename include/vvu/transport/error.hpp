@@ -20,6 +20,9 @@ enum class errc : int {
     not_connected,    // no session (call wait_for_frontend first)
     address_in_use,   // another server listens on the socket path
     bad_fd,           // an fd given to the transport is not usable for this purpose
+    interrupted,      // the interrupt fd became readable while waiting between messages
+    malformed,        // a hand-over record that breaks its format (handover_socket)
+    unsupported_version, // a hand-over record of a version this build does not speak
 };
 
 [[nodiscard]] const std::error_category& transport_category() noexcept;

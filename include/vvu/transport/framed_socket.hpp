@@ -55,6 +55,11 @@ public:
         return send(f.bytes(), f.fds.span(), timeout);
     }
 
+    // `interrupt`: an fd (not owned; -1 = none) that, readable while receive() waits for the
+    // first byte of a message, makes it return errc::interrupted (not consumed; the stream stays
+    // in step). A message that has begun is always read to its end.
+    void set_interrupt(int interrupt) noexcept { interrupt_ = interrupt; }
+
     [[nodiscard]] int native_handle() const noexcept { return fd_.get(); }
     [[nodiscard]] bool is_open() const noexcept { return fd_.valid(); }
     void close() noexcept { fd_.reset(); }
@@ -63,6 +68,7 @@ public:
 private:
     unique_fd fd_;
     int wake_ = -1;
+    int interrupt_ = -1;
 };
 
 } // namespace vvu::transport

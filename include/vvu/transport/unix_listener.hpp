@@ -23,6 +23,12 @@ namespace vvu::transport {
 class unix_listener {
 public:
     [[nodiscard]] static expected<unix_listener, error> listen(const std::string& path);
+    // A listening socket bound to `path` by another process (live update): errc::bad_fd when
+    // `fd` is not a listening socket. The path is unlinked on destruction, as by listen().
+    [[nodiscard]] static expected<unix_listener, error> adopt(const std::string& path, unique_fd fd);
+    // Gives the listening socket up without unlinking the path (it lives on in the process
+    // that took it over). The listener is empty afterwards.
+    [[nodiscard]] unique_fd release() noexcept;
 
     unix_listener(unix_listener&&) noexcept;
     unix_listener& operator=(unix_listener&&) noexcept;

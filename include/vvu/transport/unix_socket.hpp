@@ -25,10 +25,13 @@
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/message.hpp>
 #include <vvu/transport/transport.hpp>
+#include <vvu/util/byte_io.hpp>
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace vvu::transport {
 
@@ -54,6 +57,52 @@ public:
     // Client mode: connects on wait_for_frontend().
     [[nodiscard]] static unix_socket connect(const std::string& path, backoff b = {});
 
+    // Live update: what a port's transport hands to the process that takes it over — its
+    // role and path, the listening socket (server mode) and the connected socket (if any).
+    struct endpoint {
+        mode role = mode::server;
+        std::string path;
+        unique_fd listener;
+        unique_fd session;
+
+        // Hand-over bytes: role (u8), path, has listener, has session; the fds follow in that
+        // order (moved into `fds`).
+        void encode(byte_writer& w, std::vector<unique_fd>& fds) && {
+            w.put<std::uint8_t>(role == mode::server ? 0 : 1);
+            w.put_string(path);
+            w.put_bool(listener.valid());
+            w.put_bool(session.valid());
+            if (listener) fds.push_back(std::move(listener));
+            if (session) fds.push_back(std::move(session));
+        }
+        // Reads what encode() wrote, taking its fds from the front of `fds`.
+        static expected<endpoint, std::string> decode(byte_reader& r, std::span<unique_fd> fds) {
+            endpoint e;
+            const auto role = r.get<std::uint8_t>();
+            e.path = r.get_string(4096);
+            const bool has_listener = r.get_bool(), has_session = r.get_bool();
+            if (!r.ok() || role > 1 || e.path.empty()) return unexpected(std::string("malformed transport endpoint"));
+            e.role = role == 0 ? mode::server : mode::client;
+            if ((e.role == mode::server) != has_listener)
+                return unexpected(std::string("a server endpoint needs its listening socket (and a client has none)"));
+            const std::size_t need = std::size_t{has_listener} + std::size_t{has_session};
+            if (fds.size() < need) return unexpected(std::string("transport endpoint: missing fds"));
+            std::size_t i = 0;
+            if (has_listener) e.listener = std::move(fds[i++]);
+            if (has_session) e.session = std::move(fds[i++]);
+            return e;
+        }
+        [[nodiscard]] std::size_t fd_count() const noexcept { return std::size_t{listener.valid()} + std::size_t{session.valid()}; }
+    };
+    // Duplicates of this transport's sockets; it keeps serving with its own.
+    [[nodiscard]] expected<endpoint, error> export_endpoint() const;
+    // A transport over sockets another process exported (errc::bad_fd when they are not a
+    // listening socket / a stream socket). With a session it is connected already.
+    [[nodiscard]] static expected<unix_socket, error> adopt(endpoint e, backoff b = {});
+    // Lets go of the sockets without a trace: nothing is unlinked or sent (they live on in the
+    // process that took the port over).
+    void abandon() noexcept;
+
     unix_socket(unix_socket&&) noexcept;
     unix_socket& operator=(unix_socket&&) noexcept;
     ~unix_socket();
@@ -74,6 +123,11 @@ public:
 
     // Makes blocked and future calls return errc::stopped. Thread-safe, idempotent.
     void stop() noexcept;
+    // `fd` (not owned; -1: none), readable, makes a call that waits *between* messages —
+    // accepting, the back-off of connecting, receive() before a message's first byte — return
+    // errc::interrupted. Not consumed. A runtime uses it to take the control thread aside at a
+    // message boundary (live update). Set it before the calls it is to interrupt.
+    void set_interrupt(int fd) noexcept;
 
     [[nodiscard]] mode role() const noexcept;
     [[nodiscard]] const std::string& path() const noexcept;

@@ -1,0 +1,160 @@
+// runtime::poller<Work>: the data-path thread of a back-end — it calls work.poll() in a loop,
+// the way a DPDK lcore runs a PMD, and can be paused at a pass boundary (live update).
+//
+//   struct my_work {
+//       std::size_t poll();                                      // one pass; frames moved
+//       bool wait_for_kicks(std::chrono::milliseconds, int wake); // optional: event mode
+//   };
+//   runtime::poller<my_work> p(work, {.cpu = 1});
+//   p.start();  …  p.pause(1s); /* no pass runs: rings are still */ p.resume();  …  p.stop();
+//
+// Modes: busy (poll without pause, optionally sleeping `idle_sleep` after an empty pass) and
+// event (after `idle` without work, sleep in work.wait_for_kicks until a kick or `wake` — an
+// eventfd the poller signals to pause or stop it — is readable).
+//
+// pause() returns once the thread is between two passes and guarantees no pass runs until
+// resume() or stop(): the moment a live update reads the rings' positions. A pass is never cut
+// short, so every chain a pass took is completed when pause() returns.
+#pragma once
+
+#include <vvu/util/unique_fd.hpp>
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace vvu::runtime {
+
+struct poller_options {
+    int cpu = -1;                                  // pin the thread to this CPU (-1: no)
+    bool event_mode = false;                       // sleep on kicks when idle
+    std::chrono::microseconds idle{200};           // event mode: idle time before sleeping
+    std::chrono::microseconds idle_sleep{0};       // busy mode: sleep after an empty pass
+};
+
+template <class Work>
+class poller {
+public:
+    poller(Work& work, poller_options o) : work_(work), options_(o), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+    poller(const poller&) = delete;
+    poller& operator=(const poller&) = delete;
+    ~poller() { stop(); }
+
+    // Starts the thread — `held`: paused before its first pass, until resume() (a live update
+    // creates and pins the thread before it may touch the rings, so that resuming them costs a
+    // wake-up, not a thread creation). Returns a message when pinning failed (it runs unpinned).
+    std::string start(bool held = false) {
+        std::string warning;
+        pause_requested_.store(held, std::memory_order_relaxed);
+        thread_ = std::thread([this] { loop(); });
+        if (options_.cpu >= 0) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(options_.cpu, &set);
+            if (int e = pthread_setaffinity_np(thread_.native_handle(), sizeof set, &set); e != 0)
+                warning = "cannot pin to CPU " + std::to_string(options_.cpu) + ": " + std::strerror(e);
+        }
+        return warning;
+    }
+
+    // Ends the thread after its current pass (a paused thread ends without another pass).
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            running_.store(false, std::memory_order_relaxed);
+        }
+        cv_.notify_all();
+        signal_wake();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    // Holds the thread between two passes. False when it did not get there within `timeout`
+    // (it is then resumed as if nothing happened).
+    bool pause(std::chrono::milliseconds timeout) {
+        std::unique_lock lock(mutex_);
+        if (!thread_.joinable()) return true; // never started: nothing runs
+        pause_requested_.store(true, std::memory_order_relaxed);
+        signal_wake();
+        if (cv_.wait_for(lock, timeout, [&] { return paused_ || !running_.load(std::memory_order_relaxed); })) return true;
+        pause_requested_.store(false, std::memory_order_relaxed);
+        return false;
+    }
+    void resume() {
+        {
+            std::lock_guard lock(mutex_);
+            pause_requested_.store(false, std::memory_order_relaxed);
+        }
+        cv_.notify_all();
+    }
+
+    // Passes that moved something, and all passes (for statistics).
+    std::uint64_t passes() const noexcept { return passes_.load(std::memory_order_relaxed); }
+
+private:
+    void signal_wake() noexcept {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(wake_.get(), &one, sizeof one);
+    }
+    void drain_wake() noexcept {
+        std::uint64_t v;
+        [[maybe_unused]] auto n = ::read(wake_.get(), &v, sizeof v);
+    }
+
+    // The pause point, between passes.
+    void hold() {
+        std::unique_lock lock(mutex_);
+        drain_wake();
+        paused_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !pause_requested_.load(std::memory_order_relaxed) || !running_.load(std::memory_order_relaxed); });
+        paused_ = false;
+    }
+
+    void loop() {
+        using clock = std::chrono::steady_clock;
+        auto last_work = clock::now();
+        while (running_.load(std::memory_order_relaxed)) {
+            if (pause_requested_.load(std::memory_order_relaxed)) {
+                hold();
+                last_work = clock::now();
+                continue;
+            }
+            passes_.fetch_add(1, std::memory_order_relaxed);
+            if (work_.poll() != 0) {
+                if (options_.event_mode) last_work = clock::now();
+                continue;
+            }
+            if (options_.event_mode) {
+                if constexpr (requires { work_.wait_for_kicks(std::chrono::milliseconds(1), 0); }) {
+                    if (clock::now() - last_work > options_.idle &&
+                        work_.wait_for_kicks(std::chrono::milliseconds(100), wake_.get()))
+                        last_work = clock::now();
+                }
+            } else if (options_.idle_sleep.count() != 0) {
+                std::this_thread::sleep_for(options_.idle_sleep);
+            }
+        }
+    }
+
+    Work& work_;
+    poller_options options_;
+    unique_fd wake_;
+    std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::atomic<bool> running_{true};
+    std::atomic<bool> pause_requested_{false};
+    bool paused_ = false; // under mutex_
+    std::atomic<std::uint64_t> passes_{0};
+};
+
+} // namespace vvu::runtime
