@@ -2,6 +2,7 @@
 // SCM_RIGHTS, shared by the main socket and the back-end channel.
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/handover_socket.hpp>
+#include <vvu/util/endian.hpp>
 #include <vvu/util/scm_rights.hpp>
 
 #include <fmt/format.h>
@@ -202,7 +203,7 @@ expected<handover_socket, error> handover_socket::connect(const std::string& pat
 expected<void, error> handover_socket::send(std::uint16_t type, std::span<const std::byte> payload,
                                             std::span<const int> fds, std::chrono::milliseconds timeout) {
     if (!fd_) return unexpected(error(errc::not_connected));
-    if (fds.size() > max_fds || payload.size() > max_payload) return unexpected(error(errc::malformed, "record too large"));
+    if (fds.size() > max_fds || payload.size() > max_payload) return unexpected(error(errc::malformed, std::string("record too large")));
     std::array<std::byte, header_size> h{};
     put32(h.data(), magic);
     put16(h.data() + 4, version);
@@ -260,15 +261,15 @@ expected<handover_socket::record, error> handover_socket::receive(std::chrono::m
             }
             if (n == 0) return unexpected(error(mid ? errc::truncated : errc::disconnected));
             if (mid && rec.fds.size() != fds_before)
-                return unexpected(error(errc::malformed, "file descriptors in the middle of a record"));
+                return unexpected(error(errc::malformed, std::string("file descriptors in the middle of a record")));
             got += static_cast<std::size_t>(n);
         }
-        if (overflow) return unexpected(error(errc::malformed, "more file descriptors than a record may carry"));
+        if (overflow) return unexpected(error(errc::malformed, std::string("more file descriptors than a record may carry")));
         return {};
     };
     std::array<std::byte, header_size> h{};
     if (auto r = read_exact(h.data(), h.size(), false); !r) return unexpected(r.error());
-    if (le::load<std::uint32_t>(h.data()) != magic) return unexpected(error(errc::malformed, "not a vvu hand-over record (bad magic)"));
+    if (le::load<std::uint32_t>(h.data()) != magic) return unexpected(error(errc::malformed, std::string("not a vvu hand-over record (bad magic)")));
     rec.version = le::load<std::uint16_t>(h.data() + 4);
     rec.type = le::load<std::uint16_t>(h.data() + 6);
     const std::uint32_t size = le::load<std::uint32_t>(h.data() + 8);

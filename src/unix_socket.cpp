@@ -148,13 +148,13 @@ expected<unix_socket, error> unix_socket::adopt(endpoint e, backoff b) {
         if (!l) return unexpected(l.error());
         p->listener.emplace(std::move(*l));
     } else if (e.listener) {
-        return unexpected(error(errc::bad_fd, "a client-mode endpoint has no listening socket"));
+        return unexpected(error(errc::bad_fd, std::string("a client-mode endpoint has no listening socket")));
     }
     if (e.session) {
         int type = 0;
         socklen_t len = sizeof type;
         if (::getsockopt(e.session.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
-            return unexpected(error(errc::bad_fd, "the session fd is not a stream socket"));
+            return unexpected(error(errc::bad_fd, std::string("the session fd is not a stream socket")));
         p->adopt_session(std::move(e.session));
     }
     return unix_socket(std::move(p));
