@@ -9,6 +9,7 @@
 
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/protocol/device.hpp>
+#include <vvu/protocol/inflight_area.hpp>
 #include <vvu/protocol/session.hpp>
 #include <vvu/protocol/session_image.hpp>
 #include <vvu/protocol/vring.hpp>
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 
 #include <array>
+#include <functional>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -42,14 +44,17 @@ inline constexpr std::uint64_t backend_virtio_features =
     wire::virtio_feature::version_1 | wire::virtio_feature::ring_indirect_desc | wire::virtio_feature::ring_event_idx |
     wire::virtio_feature::ring_packed | wire::virtio_feature::in_order | wire::vhost_feature::protocol_features;
 
-// The protocol features the state machine implements for every device. Not offered, and why:
-// LOG_SHMFD (dirty logging: migration, a later issue), PAGEFAULT (postcopy), INFLIGHT_SHMFD (a
-// later issue), HOST_NOTIFIER (a back-end over eventfds has no MMIO notify area to hand out),
+// The protocol features the state machine implements for every device (INFLIGHT_SHMFD: split
+// rings record what they took in the front-end's inflight file, so a restarted back-end
+// resubmits it). Not offered, and why:
+// LOG_SHMFD (dirty logging: migration, a later issue), PAGEFAULT (postcopy),
+// HOST_NOTIFIER (a back-end over eventfds has no MMIO notify area to hand out),
 // INBAND_NOTIFICATIONS (simulation only), CROSS_ENDIAN (legacy devices), XEN_MMAP,
 // SHARED_OBJECT, DEVICE_STATE, CRYPTO_SESSION (no such device here).
 inline constexpr std::uint64_t backend_protocol_features =
     wire::protocol_feature::mq | wire::protocol_feature::reply_ack | wire::protocol_feature::backend_req |
-    wire::protocol_feature::status | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::reset_device;
+    wire::protocol_feature::status | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::reset_device |
+    wire::protocol_feature::inflight_shmfd;
 
 template <class Transport, class Device>
     requires transport::transport<Transport> && device<Device>
@@ -109,6 +114,10 @@ public:
 
     // Drops the session: rings stopped, memory and notifiers released, state back to initial.
     void end_session() { reset_session(); }
+
+    // Called (on the control thread) with what the state machine did that a log should show
+    // although it is no error, e.g. a ring resumed at its used index after a reconnect.
+    void on_notice(std::function<void(const std::string&)> f) { on_notice_ = std::move(f); }
 
     // ------------------------------------------------------------------- live update
     // The session as an image another process can resume (session_image.hpp). Its fds are
@@ -172,6 +181,11 @@ public:
             img.backend_channel = unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
             if (!img.backend_channel) return unexpected(fmt::format("dup of the back-end channel: {}", std::strerror(errno)));
         }
+        if (inflight_) {
+            img.inflight = inflight_->description();
+            img.inflight_fd = unique_fd(::fcntl(inflight_->fd(), F_DUPFD_CLOEXEC, 0));
+            if (!img.inflight_fd) return unexpected(fmt::format("dup of the inflight fd: {}", std::strerror(errno)));
+        }
         if constexpr (requires { device_.save_state(); }) img.device_state = device_.save_state();
         return img;
     }
@@ -231,6 +245,11 @@ public:
                 if (!err) return failed(fmt::format("vring {} error: {}", i, err.error().message()));
                 errs_[i] = any_call_notifier(std::move(*err));
             }
+        }
+        if (img.inflight_fd) {
+            auto area = inflight_area::adopt(img.inflight, std::move(img.inflight_fd));
+            if (!area) return failed("inflight area: " + area.error());
+            inflight_ = std::move(*area);
         }
         if (img.backend_channel) {
             auto channel = transport_.make_backend_channel(std::move(img.backend_channel));
@@ -506,6 +525,32 @@ private:
         return ok ? done() : fail(fmt::format("MTU {} refused", m.payload.value));
     }
 
+    // ------------------------------------------------------------ inflight I/O tracking
+    step on(const wire::message<wire::front_request::get_inflight_fd>& m, transport::owned_fds&) {
+        if (auto r = require(wire::protocol_feature::inflight_shmfd, "INFLIGHT_SHMFD"); !r) return r;
+        if (m.payload.num_queues > state_.vrings.size())
+            return fail(fmt::format("{} queues ({} vrings)", m.payload.num_queues, state_.vrings.size()));
+        auto area = inflight_area::create(m.payload.num_queues, m.payload.queue_size);
+        if (!area) return fail(area.error());
+        inflight_ = std::move(*area);
+        wire::reply<wire::front_request::get_inflight_fd> r;
+        r.payload = inflight_->description();
+        r.fds = {inflight_->fd()};
+        auto f = wire::encode(r);
+        if (!f) return fail(f.error().message());
+        return std::optional<wire::frame>(*f);
+    }
+    step on(const wire::message<wire::front_request::set_inflight_fd>& m, transport::owned_fds& fds) {
+        if (auto r = require(wire::protocol_feature::inflight_shmfd, "INFLIGHT_SHMFD"); !r) return r;
+        if (any_started()) return fail("rings are running");
+        if (m.payload.num_queues > state_.vrings.size())
+            return fail(fmt::format("{} queues ({} vrings)", m.payload.num_queues, state_.vrings.size()));
+        auto area = inflight_area::adopt(m.payload, fds.take(0));
+        if (!area) return fail(area.error());
+        inflight_ = std::move(*area);
+        return done();
+    }
+
     // Everything vvu never offers: asking for it is a violation.
     template <auto R>
     step on(const wire::message<R>&, transport::owned_fds&) {
@@ -556,10 +601,19 @@ private:
         s.desc_gpa = *desc;
         s.avail_gpa = *avail;
         s.used_gpa = *used;
+        if (inflight_ && !packed) { // (packed rings are not tracked yet)
+            s.inflight = inflight_->queue(index);
+            if (s.inflight.empty()) return fail(fmt::format("vring {} has no part in the inflight area", index));
+            if (v.size > inflight_->description().queue_size)
+                return fail(fmt::format("vring {} has {} descriptors, the inflight area {}", index, v.size,
+                                        inflight_->description().queue_size));
+            s.inflight_keepalive = inflight_;
+        }
         // The vring holds kick and call while it runs and gives them back when it stops.
         auto started = vring_type::start(s, memory_, std::move(kicks_[index]), std::move(calls_[index]));
         if (!started) return fail(fmt::format("vring {}: {}", index, started.error().message()));
         (*started)->set_enabled(v.enabled);
+        if (!(*started)->notice().empty() && on_notice_) on_notice_((*started)->notice());
         running_[index] = started->get();
         device_.start_vring(std::move(*started));
         v.started = true;
@@ -620,6 +674,7 @@ private:
         errs_.resize(device_.vring_count());
         memory_.reset();
         backend_channel_.reset();
+        inflight_.reset();
     }
 
     Transport& transport_;
@@ -631,6 +686,8 @@ private:
     std::vector<any_call_notifier> calls_;
     std::vector<any_call_notifier> errs_;
     std::optional<typename Transport::backend_channel> backend_channel_;
+    std::shared_ptr<inflight_area> inflight_; // INFLIGHT_SHMFD: the file the rings record in
+    std::function<void(const std::string&)> on_notice_;
 };
 
 } // namespace vvu::protocol

@@ -64,6 +64,8 @@ struct session_image {
     std::vector<image_region> regions; // empty: no memory table yet
     bool has_memory = false;           // a table was set (possibly empty after REM_MEM_REG)
     unique_fd backend_channel;
+    wire::inflight_description inflight{}; // INFLIGHT_SHMFD: the area, when inflight_fd is valid
+    unique_fd inflight_fd;
     std::vector<std::byte> device_state;
 
     // The settings part, as session_state.
@@ -136,6 +138,11 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
         w.put<std::uint32_t>(detail::add_fd(out.fds, r.fd));
     }
     w.put<std::uint32_t>(detail::add_fd(out.fds, img.backend_channel));
+    w.put<std::uint64_t>(img.inflight.mmap_size);
+    w.put<std::uint64_t>(img.inflight.mmap_offset);
+    w.put<std::uint16_t>(img.inflight.num_queues);
+    w.put<std::uint16_t>(img.inflight.queue_size);
+    w.put<std::uint32_t>(detail::add_fd(out.fds, img.inflight_fd));
     w.put_bytes(img.device_state);
     out.bytes = w.take();
     return out;
@@ -214,6 +221,11 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
         img.regions.push_back(std::move(region));
     }
     img.backend_channel = take_fd(r.get<std::uint32_t>());
+    img.inflight.mmap_size = r.get<std::uint64_t>();
+    img.inflight.mmap_offset = r.get<std::uint64_t>();
+    img.inflight.num_queues = r.get<std::uint16_t>();
+    img.inflight.queue_size = r.get<std::uint16_t>();
+    img.inflight_fd = take_fd(r.get<std::uint32_t>());
     const auto state = r.get_bytes(session_image::max_device_state);
     img.device_state.assign(state.begin(), state.end());
     if (!r.done()) return unexpected(bad_fd.empty() ? std::string("session image: malformed or trailing bytes") : bad_fd);

@@ -13,9 +13,13 @@
 #include <vvu/transport/transport.hpp>
 #include <vvu/wire/payload.hpp>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <string>
 #include <system_error>
 #include <variant>
 
@@ -32,6 +36,10 @@ struct vring_start {
     bool base_exact = false;    // packed: base is in the full form (see vring_settings)
     bool packed = false;
     ring::ring_features features{};
+    // INFLIGHT_SHMFD: this ring's part of the inflight area (empty: not tracked), and what
+    // keeps it mapped while the ring runs.
+    std::span<std::byte> inflight;
+    std::shared_ptr<const void> inflight_keepalive;
 };
 
 // A call notifier of any transport (signal(): used buffers are ready).
@@ -116,19 +124,55 @@ public:
     static expected<std::unique_ptr<vring>, std::error_code> start(const vring_start& s, memory::guest_memory::ptr memory,
                                                                    any_kick_notifier kick, any_call_notifier call) {
         std::unique_ptr<vring> v(new vring(s.index, std::move(memory), std::move(kick), std::move(call)));
+        v->inflight_keepalive_ = s.inflight_keepalive;
         if (s.packed) {
             auto r = packed_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
                                          s.base_exact ? ring::packed_state::from_vring_base(s.base) : packed_base(s.base));
             if (!r) return unexpected(r.error());
             v->ring_.template emplace<packed_ring>(std::move(*r));
         } else {
-            auto r = split_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
-                                        ring::split_state{static_cast<std::uint16_t>(s.base)});
+            const ring::split_config cfg{s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0};
+            if (!s.inflight.empty()) {
+                // Tracked: the inflight area, not SET_VRING_BASE, says where to go on (a chain in
+                // flight is taken again first; ring/inflight.hpp).
+                auto probe = split_ring::create(v->view_, cfg, {});
+                if (!probe) return unexpected(probe.error());
+                auto tracker = ring::split_inflight::attach(s.inflight.data(), s.inflight.size(), s.size, probe->used_index());
+                if (!tracker) return unexpected(tracker.error());
+                const bool fresh = tracker->fresh();
+                auto r = split_ring::create_tracked(v->view_, cfg, *tracker);
+                if (!r) return unexpected(r.error());
+                if (!fresh && r->state().next_avail != static_cast<std::uint16_t>(s.base))
+                    v->notice_ = fmt::format("vring {}: resuming from the inflight area at avail {} (SET_VRING_BASE said {}), "
+                                             "{} chains in flight taken again", s.index, r->state().next_avail,
+                                             static_cast<std::uint16_t>(s.base), r->resubmitting());
+                v->ring_.template emplace<split_ring>(std::move(*r));
+                return v;
+            }
+            auto r = split_ring::create(v->view_, cfg, ring::split_state{static_cast<std::uint16_t>(s.base)});
             if (!r) return unexpected(r.error());
+            // A front-end that kept its ring running across a reconnect (DPDK virtio-user with
+            // server=1 sends SET_VRING_BASE 0 whatever its ring holds) gives a base the ring
+            // contradicts. The used index is where the last back-end stopped completing: resume
+            // there, so chains it took and never completed are taken again (none lost, none
+            // completed twice). Only a base that came from the front-end, and only when the
+            // ring is consistent from the used index: avail - used may not exceed the size
+            // (a real index jump still breaks the ring at the first pop).
+            const auto base = static_cast<std::uint16_t>(s.base);
+            const std::uint16_t used = r->used_index(), avail = r->driver_avail_index();
+            if (!s.base_exact && used != base && static_cast<std::uint16_t>(avail - used) <= s.size) {
+                r = split_ring::create(v->view_, cfg, ring::split_state{used});
+                if (!r) return unexpected(r.error());
+                v->notice_ = fmt::format("vring {}: SET_VRING_BASE {} but the used ring is at {} (avail {}): resuming at {}",
+                                         s.index, base, used, avail, used);
+            }
             v->ring_.template emplace<split_ring>(std::move(*r));
         }
         return v;
     }
+
+    // Why the ring did not start where SET_VRING_BASE said, if it did not (for the log).
+    const std::string& notice() const noexcept { return notice_; }
 
     vring(const vring&) = delete;
     vring& operator=(const vring&) = delete;
@@ -182,6 +226,8 @@ private:
     std::uint32_t index_;
     memory::view view_; // the rings point at it: a vring never moves (always held by unique_ptr)
     std::variant<std::monostate, split_ring, packed_ring> ring_;
+    std::string notice_;
+    std::shared_ptr<const void> inflight_keepalive_;
     any_kick_notifier kick_;
     any_call_notifier call_;
     std::atomic<bool> enabled_{false};

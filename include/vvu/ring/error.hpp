@@ -34,6 +34,10 @@ enum class errc {
     // used side (seen by the driver)
     used_index_too_far,        // split: used idx moved more than the queue size
     bad_used_id,               // used element names a buffer that is not in flight
+    // inflight tracking (ring/inflight.hpp)
+    inflight_region_too_small, // the inflight region cannot hold this ring's entries
+    inflight_region_mismatch,  // the inflight region is of another version or ring size
+    inflight_region_corrupt,   // the inflight region holds what no back-end could have written
 };
 
 class ring_category_impl final : public std::error_category {
@@ -63,6 +67,9 @@ public:
         case errc::chain_unavailable: return "chained descriptor not available";
         case errc::used_index_too_far: return "used index moved more than the queue size";
         case errc::bad_used_id: return "used element names a buffer not in flight";
+        case errc::inflight_region_too_small: return "inflight region too small for the ring";
+        case errc::inflight_region_mismatch: return "inflight region of another version or ring size";
+        case errc::inflight_region_corrupt: return "inflight region corrupt";
         }
         return "unknown ring error";
     }

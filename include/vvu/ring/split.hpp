@@ -11,6 +11,7 @@
 #pragma once
 
 #include "vvu/ring/chain.hpp"
+#include "vvu/ring/inflight.hpp"
 #include "vvu/ring/detail/access.hpp"
 #include "vvu/ring/detail/chain_builder.hpp"
 #include "vvu/ring/error.hpp"
@@ -20,6 +21,8 @@
 #include "vvu/util/expected.hpp"
 
 #include <cstddef>
+#include <optional>
+#include <vector>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -135,6 +138,24 @@ public:
         return split_device(mem, cfg, *r, st);
     }
 
+    // A ring whose taking and completing is recorded in an inflight region (inflight.hpp).
+    // Where an earlier back-end left chains in flight, they are taken again first, oldest
+    // first, and the ring goes on after them: the next avail index is the used index plus the
+    // chains in flight (what SET_VRING_BASE said is superseded by the region).
+    static vvu::expected<split_device, std::error_code> create_tracked(Mem& mem, const split_config& cfg,
+                                                                       split_inflight tracker) {
+        auto r = detail::map_split(mem, cfg);
+        if (!r) return vvu::unexpected(r.error());
+        split_device d(mem, cfg, *r, {});
+        auto pending = tracker.recover(d.used_idx_);
+        if (!pending) return vvu::unexpected(pending.error());
+        if (pending->size() > cfg.size) return vvu::unexpected(make_error_code(errc::inflight_region_corrupt));
+        d.next_avail_ = d.avail_seen_ = static_cast<std::uint16_t>(d.used_idx_ + pending->size());
+        d.resubmit_ = std::move(*pending);
+        d.tracker_.emplace(tracker);
+        return d;
+    }
+
     // Take up to out.size() available chains (callers normally pass <= max_burst). Returns how
     // many were taken; 0 when none are available or the ring is broken. The chains' segment
     // views stay valid until the next pop / pop_burst.
@@ -142,7 +163,9 @@ public:
         std::size_t got = 0;
         std::uint32_t used_segs = 0;
         while (got < out.size() && !broken_) {
-            if (next_avail_ == avail_seen_) {
+            // Chains an earlier back-end took and never completed come first (inflight.hpp).
+            const bool resubmitting = resubmit_next_ < resubmit_.size();
+            if (!resubmitting && next_avail_ == avail_seen_) {
                 // ACQUIRE: ring entries and descriptors before idx are visible after this.
                 avail_seen_ = detail::load_acquire16(avail_ + split_layout::idx_off);
                 if (static_cast<std::uint16_t>(avail_seen_ - next_avail_) > size_) {
@@ -151,7 +174,7 @@ public:
                 }
                 if (next_avail_ == avail_seen_) break;
             }
-            const std::uint16_t head = le::load<std::uint16_t>(
+            const std::uint16_t head = resubmitting ? resubmit_[resubmit_next_] : le::load<std::uint16_t>(
                 avail_ + split_layout::ring_off + 2 * std::size_t(next_avail_ & mask_));
             if (head >= size_) { fail(errc::head_out_of_range); break; }
             if (inflight_[head]) { fail(errc::head_in_use); break; }
@@ -165,7 +188,12 @@ public:
             used_segs += b.segments();
             inflight_[head] = 1;
             ++n_inflight_;
-            ++next_avail_;
+            if (resubmitting) {
+                ++resubmit_next_; // recorded already, with its first counter
+            } else {
+                if (tracker_) tracker_->taken(head);
+                ++next_avail_;
+            }
             ++got;
         }
         return got;
@@ -184,12 +212,14 @@ public:
             std::byte* u = used_ + split_layout::ring_off + 8 * std::size_t(used_idx_ & mask_);
             le::store<std::uint32_t>(u, e.id);
             le::store<std::uint32_t>(u + 4, e.len);
+            if (tracker_) tracker_->completing(static_cast<std::uint16_t>(e.id));
             inflight_[e.id] = 0;
             --n_inflight_;
             ++used_idx_;
             ++k;
         }
         if (k != 0) detail::store_release16(used_ + split_layout::idx_off, used_idx_);
+        if (k != 0 && tracker_) tracker_->completed(used.first(k), used_idx_);
         return k;
     }
     bool push(std::uint16_t id, std::uint32_t written) noexcept {
@@ -238,6 +268,8 @@ public:
     bool has_available() noexcept {
         return !broken_ && detail::load_acquire16(avail_ + split_layout::idx_off) != next_avail_;
     }
+    // The driver's avail->idx as it is now (recovery decisions at start; not for the data path).
+    std::uint16_t driver_avail_index() const noexcept { return detail::load_acquire16(avail_ + split_layout::idx_off); }
 
     bool broken() const noexcept { return broken_; }
     std::error_code error() const noexcept { return broken_ ? make_error_code(err_) : std::error_code{}; }
@@ -245,6 +277,9 @@ public:
     std::uint16_t used_index() const noexcept { return used_idx_; }
     std::uint32_t size() const noexcept { return size_; }
     const ring_features& features() const noexcept { return features_; }
+
+    // Chains an earlier back-end left in flight that pop_burst has yet to take again.
+    std::size_t resubmitting() const noexcept { return resubmit_.size() - resubmit_next_; }
 
     // Inflight bookkeeping: heads taken by pop and not yet pushed.
     std::uint32_t inflight_count() const noexcept { return n_inflight_; }
@@ -323,6 +358,9 @@ private:
     detail::segment_arena arena_;
     errc err_{};
     bool broken_ = false;
+    std::optional<split_inflight> tracker_;  // inflight tracking, when the session has a region
+    std::vector<std::uint16_t> resubmit_;    // heads an earlier back-end left in flight, oldest first
+    std::size_t resubmit_next_ = 0;
 };
 
 // ============================================================================ driver side

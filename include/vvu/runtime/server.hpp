@@ -43,7 +43,7 @@ namespace vvu::runtime {
 
 // What the control thread reports: a front-end connected, or its session ended (and why).
 struct session_event {
-    enum class kind { connected, ended, waiting_failed } what = kind::connected;
+    enum class kind { connected, ended, waiting_failed, notice } what = kind::connected;
     std::error_code code; // ended / waiting_failed: why
     std::string text;
 };
@@ -65,6 +65,7 @@ public:
         : transport_(std::move(t)), device_(std::forward<DeviceArgs>(device_args)...), backend_(transport_, device_),
           interrupt_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
         if constexpr (handover_transport<Transport>) transport_.set_interrupt(interrupt_.get());
+        backend_.on_notice([this](const std::string& text) { report(session_event::kind::notice, {}, text); });
     }
     server(const server&) = delete;
     server& operator=(const server&) = delete;

@@ -325,6 +325,8 @@ TEST_CASE("backend: a vring runs, GET_VRING_BASE stops it and returns its state"
     f.expect_ok(msg<fr::set_vring_num>({1, 256}));
     f.expect_ok(msg<fr::set_vring_addr>({1, 0, uaddr, uaddr + 0x3000, uaddr + 0x1000, 0}));
     f.expect_ok(msg<fr::set_vring_base>({1, 5}));
+    // The ring as a back-end left it: 5 chains taken and completed (used idx 5).
+    *reinterpret_cast<std::uint16_t*>(mem.data + 0x3000 + 2) = 5;
     std::vector<unique_fd> kick;
     kick.push_back(make_eventfd());
     f.expect_ok(msg<fr::set_vring_kick>({1}, std::move(kick)));
@@ -435,4 +437,173 @@ TEST_CASE("backend: serve() ends the session on a violation, with a failure ack,
     CHECK(ack->payload.value == 1);
     CHECK(f.transport.script.size() == 1);
     CHECK_FALSE(f.backend.state().owner); // reset for the next front-end
+}
+
+namespace {
+
+// A split ring for vring 1 in `mem` (desc at 0, avail at 0x1000, used at 0x3000) whose avail
+// ring holds `count` chains of one 64-byte buffer, entries [first, first + count) naming heads
+// 0, 1, …, and whose used index is `used`.
+void fill_ring(shared_memory& mem, std::uint64_t gpa, std::uint16_t first, std::uint16_t count, std::uint16_t used) {
+    auto* avail = mem.data + 0x1000;
+    le::store<std::uint16_t>(avail + 2, static_cast<std::uint16_t>(first + count));
+    for (std::uint16_t i = 0; i < count; ++i) {
+        const std::uint16_t head = i % 256;
+        le::store<std::uint16_t>(avail + 4 + 2 * ((first + i) % 256), head);
+        le::store<std::uint64_t>(mem.data + 16 * head, gpa + 0x8000 + 0x100 * head);
+        le::store<std::uint32_t>(mem.data + 16 * head + 8, 64);
+        le::store<std::uint16_t>(mem.data + 16 * head + 12, 0);
+    }
+    le::store<std::uint16_t>(mem.data + 0x3000 + 2, used);
+}
+
+// Sets vring 1 up over `mem` (SET_MEM_TABLE, NUM, ADDR, BASE `base`) and starts it with a kick.
+void start_vring1(fixture& f, shared_memory& mem, std::uint64_t gpa, std::uint32_t base) {
+    const std::uint64_t uaddr = 0x7f0000000000;
+    memory_table t;
+    t.nregions = 1;
+    t.regions[0] = {gpa, mem.size, uaddr, 0};
+    std::vector<unique_fd> fds;
+    fds.push_back(mem.dup());
+    f.expect_ok(msg<fr::set_mem_table>(t, std::move(fds)));
+    f.expect_ok(msg<fr::set_vring_num>({1, 256}));
+    f.expect_ok(msg<fr::set_vring_addr>({1, 0, uaddr, uaddr + 0x3000, uaddr + 0x1000, 0}));
+    f.expect_ok(msg<fr::set_vring_base>({1, base}));
+    std::vector<unique_fd> kick;
+    kick.push_back(make_eventfd());
+    f.expect_ok(msg<fr::set_vring_kick>({1}, std::move(kick)));
+    f.expect_ok(msg<fr::set_vring_enable>({1, 1}));
+    REQUIRE(f.backend.state().vrings[1].started);
+}
+
+} // namespace
+
+TEST_CASE("backend: a front-end that kept its ring running across a reconnect resumes at the used index",
+          "[protocol][backend][reconnect]") {
+    // DPDK 22.11's virtio-user (server=1) reconnecting: SET_VRING_BASE 0 while its ring is at
+    // avail 45792, used 45536 — the old back-end took 256 chains and completed none of them.
+    fixture f;
+    std::vector<std::string> notices;
+    f.backend.on_notice([&](const std::string& s) { notices.push_back(s); });
+    shared_memory mem(1 << 20);
+    const std::uint64_t gpa = 0x10000000;
+    f.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
+    fill_ring(mem, gpa, 45536, 256, 45536);
+    start_vring1(f, mem, gpa, 0);
+    REQUIRE(notices.size() == 1);
+    CHECK(notices[0] == "vring 1: SET_VRING_BASE 0 but the used ring is at 45536 (avail 45792): resuming at 45536");
+    // The chains the old back-end never completed are taken (once) and completed now.
+    std::size_t taken = 0;
+    for (int i = 0; i < 20; ++i) taken += f.port.discard();
+    CHECK(taken == 256);
+    CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 2) == 45792);
+}
+
+TEST_CASE("backend: a real index jump still breaks the ring after a reconnect", "[protocol][backend][reconnect][hostile]") {
+    fixture f;
+    shared_memory mem(1 << 20);
+    const std::uint64_t gpa = 0x10000000;
+    f.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
+    fill_ring(mem, gpa, 1000, 16, 1000);
+    le::store<std::uint16_t>(mem.data + 0x1000 + 2, 1000 + 300); // avail 300 past used: no ring holds that
+    start_vring1(f, mem, gpa, 0);
+    CHECK(f.port.discard() == 0);
+    CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 2) == 1000); // nothing completed
+}
+
+TEST_CASE("backend: INFLIGHT_SHMFD — a restarted back-end takes the chains in flight again, once",
+          "[protocol][backend][inflight]") {
+    const std::uint64_t gpa = 0x10000000;
+    shared_memory mem(1 << 20);
+    wire::inflight_description area{};
+    unique_fd area_fd;
+    {
+        fixture f;
+        f.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
+        f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::inflight_shmfd}));
+        auto r = f.run(msg<fr::get_inflight_fd>({0, 0, 4, 256}));
+        if (!r) FAIL(r.error().message());
+        REQUIRE(r->has_value());
+        auto reply = decode_reply<fr::get_inflight_fd>((*r)->bytes(), (*r)->fds.span());
+        if (!reply) FAIL(reply.error().message());
+        area = reply->payload;
+        CHECK(area.num_queues == 4);
+        CHECK(area.queue_size == 256);
+        CHECK(area.mmap_size >= 4 * (16 + 16 * 256));
+        REQUIRE((*r)->fds.span().size() == 1);
+        area_fd.reset(::fcntl((*r)->fds[0], F_DUPFD_CLOEXEC, 0)); // what the front-end keeps
+        CHECK((::fcntl(area_fd.get(), F_GET_SEALS) & F_SEAL_SHRINK) != 0);
+        std::vector<unique_fd> fds;
+        fds.push_back(unique_fd(::fcntl(area_fd.get(), F_DUPFD_CLOEXEC, 0)));
+        f.expect_ok(msg<fr::set_inflight_fd>(area, std::move(fds)));
+        fill_ring(mem, gpa, 0, 4, 0);
+        start_vring1(f, mem, gpa, 0);
+        CHECK(f.port.discard() == 4); // taken and completed: nothing in flight
+        fill_ring(mem, gpa, 4, 3, 4);
+    }
+    // A crash between taking and completing: the region says chains 4 and 5 are in flight
+    // (taken by the back-end that died: counters 4 and 5), the used ring is at 4.
+    {
+        auto* q1 = static_cast<std::byte*>(::mmap(nullptr, area.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, area_fd.get(), 0));
+        REQUIRE(q1 != MAP_FAILED);
+        std::byte* region = q1 + protocol::inflight_area::stride(256); // vring 1's part
+        CHECK(le::load<std::uint16_t>(region + 8) == 1);               // initialised by the first back-end
+        CHECK(le::load<std::uint16_t>(region + 14) == 4);              // its used index
+        for (std::uint16_t head : {0, 1}) {                            // avail entries 4, 5 name heads 0, 1
+            le::store<std::uint64_t>(region + 16 + 16 * head + 8, 4 + head);
+            region[16 + 16 * head] = std::byte{1};
+        }
+        ::munmap(q1, area.mmap_size);
+    }
+    fixture g;
+    std::vector<std::string> notices;
+    g.backend.on_notice([&](const std::string& s) { notices.push_back(s); });
+    g.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
+    g.expect_ok(msg<fr::set_protocol_features>({protocol_feature::inflight_shmfd}));
+    std::vector<unique_fd> fds;
+    fds.push_back(unique_fd(::fcntl(area_fd.get(), F_DUPFD_CLOEXEC, 0)));
+    g.expect_ok(msg<fr::set_inflight_fd>(area, std::move(fds)));
+    start_vring1(g, mem, gpa, 4); // what QEMU sends after a crash: the used index
+    REQUIRE(notices.size() == 1);
+    CHECK(notices[0].find("2 chains in flight taken again") != std::string::npos);
+    // Heads 0 and 1 again (in their order), then the third new chain (avail 6): 3 in all.
+    CHECK(g.port.discard() == 3);
+    CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 2) == 7);
+    CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 4 + 8 * 4) == 0); // used entry 4: head 0
+    CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 4 + 8 * 5) == 1);
+}
+
+TEST_CASE("backend: SET_INFLIGHT_FD refuses areas it cannot trust", "[protocol][backend][inflight][hostile]") {
+    fixture f;
+    f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::inflight_shmfd}));
+    auto area = [](std::size_t bytes, bool seal) {
+        unique_fd fd(::memfd_create("area", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+        REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(bytes)) == 0);
+        if (seal) REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+        std::vector<unique_fd> v;
+        v.push_back(std::move(fd));
+        return v;
+    };
+    const std::uint64_t need = 2 * protocol::inflight_area::stride(256);
+    SECTION("not sealed against shrinking") {
+        CHECK(f.expect_violation(msg<fr::set_inflight_fd>({need, 0, 2, 256}, area(need, false))) ==
+              "SET_INFLIGHT_FD: the file is not sealed against shrinking");
+    }
+    SECTION("smaller than it claims") {
+        CHECK(f.expect_violation(msg<fr::set_inflight_fd>({need, 0, 2, 256}, area(need / 2, true))) ==
+              "SET_INFLIGHT_FD: the file is smaller than the area it describes");
+    }
+    SECTION("too small for its queues") {
+        CHECK(f.expect_violation(msg<fr::set_inflight_fd>({need / 2, 0, 2, 256}, area(need, true))).find("mmap size") !=
+              std::string::npos);
+    }
+    SECTION("more queues than vrings") {
+        CHECK(f.expect_violation(msg<fr::set_inflight_fd>({need, 0, 64, 256}, area(need, true))) ==
+              "SET_INFLIGHT_FD: 64 queues (4 vrings)");
+    }
+    SECTION("without the feature") {
+        fixture g;
+        CHECK(g.expect_violation(msg<fr::set_inflight_fd>({need, 0, 2, 256}, area(need, true))) ==
+              "SET_INFLIGHT_FD: requires protocol feature INFLIGHT_SHMFD (not negotiated)");
+    }
 }
