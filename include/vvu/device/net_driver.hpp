@@ -261,6 +261,10 @@ private:
         auto mem = protocol::frontend_memory::create({options_.memory_regions, per_region, 0x4000'0000, true});
         if (!mem) return unexpected(mem.error());
         if (auto r = frontend_.set_memory(std::move(*mem)); !r) return r;
+        if (auto r = frontend_.share_inflight(static_cast<std::uint16_t>(2 * options_.queue_pairs),
+                                              static_cast<std::uint16_t>(options_.queue_size));
+            !r)
+            return r;
         auto& memory = frontend_.memory();
         rx_.resize(options_.queue_pairs);
         tx_.resize(options_.queue_pairs);

@@ -54,7 +54,8 @@ namespace vvu::protocol {
 // The protocol features the front-end implements (and takes when offered).
 inline constexpr std::uint64_t frontend_protocol_features =
     wire::protocol_feature::mq | wire::protocol_feature::reply_ack | wire::protocol_feature::config |
-    wire::protocol_feature::backend_req | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::status;
+    wire::protocol_feature::backend_req | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::status |
+    wire::protocol_feature::inflight_shmfd;
 
 // Virtio device status bits (virtio 1.2 §2.1).
 namespace device_status {
@@ -157,6 +158,32 @@ public:
         }
         return request_message(m);
     }
+
+    // ---------------------------------------------------------------- inflight tracking
+    // With INFLIGHT_SHMFD: GET_INFLIGHT_FD for `num_queues` rings of `queue_size`, then
+    // SET_INFLIGHT_FD with the area. The front-end keeps the file: it is what a back-end
+    // restarted after a crash is given again, to take what was in flight ("Inflight I/O
+    // tracking"). Without the feature, nothing.
+    result<void> share_inflight(std::uint16_t num_queues, std::uint16_t queue_size) {
+        using fr = wire::front_request;
+        if (!negotiated(wire::protocol_feature::inflight_shmfd)) return {};
+        wire::message<fr::get_inflight_fd> m;
+        m.payload.num_queues = num_queues;
+        m.payload.queue_size = queue_size;
+        if (auto s = send(m); !s) return s;
+        std::vector<unique_fd> fds;
+        auto r = await<fr::get_inflight_fd>("no reply", &fds);
+        if (!r) return unexpected(r.error());
+        if (fds.size() != 1 || !fds[0]) return fail(frontend_errc::malformed_reply, fr::get_inflight_fd, "reply without its fd");
+        if (r->payload.num_queues != num_queues || r->payload.queue_size != queue_size || r->payload.mmap_size == 0)
+            return fail(frontend_errc::malformed_reply, fr::get_inflight_fd, "an area for other queues than asked");
+        inflight_ = r->payload;
+        inflight_fd_ = std::move(fds[0]);
+        return request<fr::set_inflight_fd>(inflight_, {inflight_fd_.get()});
+    }
+    // The inflight area's description and file (invalid without INFLIGHT_SHMFD).
+    [[nodiscard]] const wire::inflight_description& inflight() const noexcept { return inflight_; }
+    [[nodiscard]] const unique_fd& inflight_fd() const noexcept { return inflight_fd_; }
 
     [[nodiscard]] frontend_memory& memory() { return *memory_; }
     [[nodiscard]] bool has_memory() const noexcept { return memory_.has_value(); }
@@ -376,7 +403,7 @@ private:
 
     // Waits (bounded) for the reply to R, serving the back-end channel meanwhile.
     template <auto R>
-    result<wire::reply<R>> await(const char* missing) {
+    result<wire::reply<R>> await(const char* missing, std::vector<unique_fd>* keep_fds = nullptr) {
         using clock = std::chrono::steady_clock;
         const auto until = clock::now() + options_.timeout;
         auto left = [&] {
@@ -408,6 +435,8 @@ private:
             }
             auto reply = wire::decode_reply<R>(msg->bytes(), msg->fds.span());
             if (!reply) return unexpected(detail::from_wire(R, reply.error()));
+            if (keep_fds != nullptr)
+                for (std::size_t i = 0; i < msg->fds.size(); ++i) keep_fds->push_back(msg->fds.take(i));
             return std::move(*reply);
         }
     }
@@ -491,6 +520,8 @@ private:
     std::uint64_t offered_protocol_features_ = 0;
     std::uint64_t protocol_features_ = 0;
     std::uint64_t queue_num_ = 0;
+    wire::inflight_description inflight_{};
+    unique_fd inflight_fd_;
     std::uint64_t config_changes_ = 0;
 
 public:
