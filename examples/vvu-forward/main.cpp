@@ -172,6 +172,7 @@ struct port {
     virtual ~port() = default;
     virtual device::net::net_port& device() = 0;
     virtual runtime::handover_port& handover() = 0;
+    virtual void guard_data_path(runtime::poller<device::net::forwarder>& p) = 0;
     virtual void start() = 0;
     virtual void stop() = 0;
 };
@@ -193,6 +194,9 @@ struct server_port final : port {
     }
     device::net::net_port& device() override { return server.device(); }
     runtime::handover_port& handover() override { return server; }
+    void guard_data_path(runtime::poller<device::net::forwarder>& p) override {
+        server.guard_data_path([&p](std::chrono::milliseconds t) { return p.pause(t); }, [&p] { p.resume(); });
+    }
     void start() override { server.start(); }
     void stop() override { server.stop(); }
 };
@@ -256,6 +260,7 @@ int main(int argc, char** argv) {
     po.idle = std::chrono::microseconds(opts->idle_us);
     po.idle_sleep = std::chrono::microseconds(opts->idle_sleep_us);
     runtime::poller<device::net::forwarder> poller(fwd, po);
+    for (auto& p : ports) p->guard_data_path(poller);
 
     runtime::data_path_control data_path;
     data_path.pause = [&](std::chrono::milliseconds t) { return poller.pause(t); };

@@ -13,8 +13,10 @@
 // eventfd the poller signals to pause or stop it — is readable).
 //
 // pause() returns once the thread is between two passes and guarantees no pass runs until
-// resume() or stop(): the moment a live update reads the rings' positions. A pass is never cut
-// short, so every chain a pass took is completed when pause() returns.
+// resume() or stop(): the moment a live update reads the rings' positions, or a control thread
+// starts or stops a vring (runtime::server), so that a device's data path needs no lock of its
+// own. A pass is never cut short, so every chain a pass took is completed when pause()
+// returns. Pauses nest: the thread runs again when every pause() has had its resume().
 #pragma once
 
 #include <vvu/util/unique_fd.hpp>
@@ -54,7 +56,11 @@ public:
     // wake-up, not a thread creation). Returns a message when pinning failed (it runs unpinned).
     std::string start(bool held = false) {
         std::string warning;
-        pause_requested_.store(held, std::memory_order_relaxed);
+        if (held) {
+            std::lock_guard lock(mutex_);
+            ++holders_;
+            pause_requested_.store(true, std::memory_order_relaxed);
+        }
         thread_ = std::thread([this] { loop(); });
         if (options_.cpu >= 0) {
             cpu_set_t set;
@@ -81,17 +87,18 @@ public:
     // (it is then resumed as if nothing happened).
     bool pause(std::chrono::milliseconds timeout) {
         std::unique_lock lock(mutex_);
-        if (!thread_.joinable()) return true; // never started: nothing runs
+        ++holders_;
         pause_requested_.store(true, std::memory_order_relaxed);
+        if (!thread_.joinable()) return true; // never started: nothing runs
         signal_wake();
         if (cv_.wait_for(lock, timeout, [&] { return paused_ || !running_.load(std::memory_order_relaxed); })) return true;
-        pause_requested_.store(false, std::memory_order_relaxed);
+        if (--holders_ == 0) pause_requested_.store(false, std::memory_order_relaxed);
         return false;
     }
     void resume() {
         {
             std::lock_guard lock(mutex_);
-            pause_requested_.store(false, std::memory_order_relaxed);
+            if (holders_ != 0 && --holders_ == 0) pause_requested_.store(false, std::memory_order_relaxed);
         }
         cv_.notify_all();
     }
@@ -153,7 +160,8 @@ private:
     std::condition_variable cv_;
     std::atomic<bool> running_{true};
     std::atomic<bool> pause_requested_{false};
-    bool paused_ = false; // under mutex_
+    bool paused_ = false;      // under mutex_
+    std::uint32_t holders_ = 0; // pause() calls not yet resumed, under mutex_
     std::atomic<std::uint64_t> passes_{0};
 };
 

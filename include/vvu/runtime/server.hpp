@@ -80,6 +80,16 @@ public:
     // Called on the control thread for every connect and session end (logging).
     void on_event(std::function<void(const session_event&)> f) { on_event_ = std::move(f); }
 
+    // The start/stop handshake with the device's data path: around every message (which may
+    // start or stop a vring, change memory or features) and every session end, the control
+    // thread holds the data path between two passes (runtime::poller::pause / resume). A
+    // device then needs no lock of its own between its control calls and its data path.
+    // Set before start(). Without it the device synchronises itself (device::net::net_port does).
+    void guard_data_path(std::function<bool(std::chrono::milliseconds)> pause, std::function<void()> resume) {
+        pause_data_path_ = std::move(pause);
+        resume_data_path_ = std::move(resume);
+    }
+
     void start() { control_ = std::thread([this] { run(); }); }
 
     // Ends the control thread (the session, if any, is closed first). Thread-safe, idempotent.
@@ -218,8 +228,27 @@ private:
         return park_ == park_state::none;
     }
 
+    // Runs f with the data path held (guard_data_path), or as it is.
+    template <class F>
+    decltype(auto) with_data_path_held(F&& f) {
+        struct holder {
+            server& s;
+            bool held;
+            ~holder() {
+                if (held) s.resume_data_path_();
+            }
+        } h{*this, false};
+        if (pause_data_path_) {
+            // A data path that cannot pause within a second is stuck; going on would race it.
+            while (!pause_data_path_(std::chrono::milliseconds(1000)))
+                report(session_event::kind::notice, {}, "waiting for the data path to pause");
+            h.held = true;
+        }
+        return f();
+    }
+
     void end_session(std::error_code code, std::string text) {
-        backend_.end_session();
+        with_data_path_held([&] { backend_.end_session(); });
         transport_.close_session();
         report(session_event::kind::ended, code, std::move(text));
     }
@@ -257,7 +286,7 @@ private:
                 connected = false;
                 continue;
             }
-            if (auto r = backend_.serve_message(*msg); !r) {
+            if (auto r = with_data_path_held([&] { return backend_.serve_message(*msg); }); !r) {
                 end_session(errc::violation, r.error().message());
                 connected = false;
             }
@@ -265,7 +294,7 @@ private:
         std::lock_guard lock(mutex_);
         const bool retired = park_ == park_state::retire;
         if (!retired && connected) {
-            backend_.end_session();
+            with_data_path_held([&] { backend_.end_session(); });
             transport_.close_session();
         }
         finished_ = true;
@@ -279,6 +308,8 @@ private:
     unique_fd interrupt_;
     std::thread control_;
     std::function<void(const session_event&)> on_event_;
+    std::function<bool(std::chrono::milliseconds)> pause_data_path_;
+    std::function<void()> resume_data_path_;
     std::mutex mutex_;
     std::condition_variable cv_;
     park_state park_ = park_state::none;
