@@ -31,8 +31,8 @@ packed=()
 [[ $ring == packed ]] && packed=(--packed)
 sock=$work/port.sock control=$work/control.sock
 # Hand-overs come every ~0.3 s (a new process starts, imports, resumes); the traffic lasts
-# (takeovers + 4) / 2 seconds, so it outlives them on a loaded machine.
-packets=$(((takeovers + 4) * rate / 2))
+# (takeovers + 10) / 2 seconds, so it outlives them on a loaded machine.
+packets=$(((takeovers + 10) * rate / 2))
 
 PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "unix:$sock" --control "$control"
 wait_socket "$sock" forward0 20
