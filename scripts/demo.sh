@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # The main job: builds vvu and runs it end to end against real peers on this machine.
+#   0. Live update: vvu-traffic echoes numbered frames at 1 Mpps through vvu-forward, and a new
+#      vvu-forward takes the session over mid-stream, 5 times; then vvu-forward under DPDK
+#      testpmd (virtio-user server=1) is killed with SIGKILL and restarted, twice. Frames lost
+#      and the longest stall printed.
 #   1. virtio-vhost-user, the seed's topology: DPDK 22.11 testpmd (virtio-user, txonly) ->
 #      vvu-device (the VVU PCI function, over vfio-user) -> vvu-forward --port vvu:PCI (rxonly),
 #      then vvu-traffic echoing 1 000 000 frames through vvu-device and vvu-forward --mode
@@ -17,6 +21,13 @@ bash "$root/scripts/install-deps.sh" all
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 cmake --build "$build" -j "${VVU_JOBS:-$(nproc)}" --target vvu-forward vvu-device vvu-traffic vvu-decode
 ex=$build/examples
+
+printf '\n==== live update: vvu-traffic echo at 1 Mpps, vvu-forward taken over 5 times mid-stream\n'
+bash "$root/tests/interop/live-update/takeover-echo.sh" --traffic "$ex/vvu-traffic" --forward "$ex/vvu-forward" \
+  --ring split --takeovers 5
+
+printf '\n==== crash recovery: testpmd (virtio-user server=1) -> vvu-forward unix-client:, killed -9 twice\n'
+bash "$root/tests/interop/live-update/crash-testpmd.sh" --backend "$ex/vvu-forward" --ring split
 
 printf '\n==== testpmd txonly -> vvu-device -> vvu-forward --port vvu:PCI --mode rxonly\n'
 bash "$root/tests/interop/dpdk/one-way.sh" --backend "$ex/vvu-forward" --via vvu --device "$ex/vvu-device" \

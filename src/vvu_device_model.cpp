@@ -21,9 +21,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -52,6 +54,57 @@ constexpr std::uint32_t index_of(std::uint64_t t) noexcept { return static_cast<
 using frame_bytes = std::vector<std::byte>;
 
 frame_bytes copy_bytes(std::span<const std::byte> b) { return {b.begin(), b.end()}; }
+
+// A message the device makes itself (the replay's memory table, a vring stopped by
+// GET_VRING_BASE): header + payload, fds left out as on the rxq. `fds` only satisfies the
+// codec's count; they are not sent.
+template <auto R>
+frame_bytes make_frame(typename wire::message<R>::payload_type payload, std::span<const int> fds = {}) {
+    wire::message<R> m;
+    m.payload = payload;
+    m.fds = wire::fd_list(fds);
+    auto f = wire::encode(m);
+    return f ? copy_bytes(f->bytes()) : frame_bytes{};
+}
+
+// The same message with NEED_REPLY set or cleared.
+frame_bytes with_need_reply(frame_bytes f, bool need_reply) {
+    wire::header h = wire::load_header(f);
+    h.flags = need_reply ? (h.flags | wire::flags::need_reply) : (h.flags & ~wire::flags::need_reply);
+    wire::store_header(h, f);
+    return f;
+}
+
+// Who gets the driver's reply to a request on the rxq.
+enum class reply_route : std::uint8_t {
+    frontend,   // the front-end asked
+    replay,     // the device replayed it to a new driver: the ack is swallowed (0 required)
+    device_ack, // the front-end waits for an ack the lost driver never gave: the device gives
+                // it once the replay ahead of it has been acknowledged
+};
+struct awaited_reply {
+    front_request request{};
+    reply_route route = reply_route::frontend;
+    frame_bytes bytes;      // frontend: the request, to send to a new driver again
+    std::uint64_t seq = 0;  // when the device took it (record order)
+};
+
+// What the front-end set up in its session, the last of each request, as the messages passed
+// (bytes as the front-end sent them; fds are the device's own: window, kick_fds, call_fds).
+struct vring_record {
+    std::optional<frame_bytes> num, addr, base, call, err, enable, kick;
+    std::uint64_t kick_seq = 0;
+};
+struct session_record {
+    static constexpr std::size_t max_config_ranges = 32;
+    std::optional<frame_bytes> owner, protocol_features, features, backend_req_fd, mtu, status;
+    std::vector<std::pair<std::uint64_t, frame_bytes>> config; // SET_CONFIG by (offset, size)
+    std::map<std::uint32_t, vring_record> vrings;
+    std::uint64_t protocol_features_value = 0;
+    std::uint64_t features_value = 0;
+    std::uint64_t seq = 0;     // requests taken so far
+    bool overflow = false;     // more SET_CONFIG ranges than kept: the session cannot be resumed
+};
 
 } // namespace
 
@@ -82,6 +135,13 @@ struct device_model::impl final : function_owner {
     std::optional<ring::split_device<vfio_user::dma_space>> rxq;
     std::optional<ring::split_device<vfio_user::dma_space>> txq;
     std::deque<frame_bytes> to_driver; // waiting for an rxq buffer
+
+    // A driver restart (device_model.hpp): the front-end's setup as it passed, the replies
+    // requests on the rxq wait for, and whether the session waits for its next driver.
+    static constexpr std::size_t max_awaited = 1024;
+    session_record record;
+    std::deque<awaited_reply> awaited;
+    bool kept = false;
 
     bool backend_up = false;            // the driver set BACKEND_UP (and DRIVER_OK)
     bool awaiting_backend_reack = false; // after a disconnect: BACKEND_UP must drop first
@@ -142,6 +202,10 @@ struct device_model::impl final : function_owner {
     void maybe_connect() {
         if (connected || !frontend.is_open() || !backend_up || awaiting_backend_reack) return;
         connected = true;
+        if (kept) {
+            resume();
+            return;
+        }
         ++counts.frontends;
         function->set_frontend_up(true);
         notify_config();
@@ -170,6 +234,9 @@ struct device_model::impl final : function_owner {
         window.clear();
         window_fds.clear();
         to_driver.clear();
+        record = {};
+        awaited.clear();
+        kept = false;
         connected = false;
         ++counts.disconnects;
         log("front-end disconnected: {}", why);
@@ -179,6 +246,214 @@ struct device_model::impl final : function_owner {
             notify_config();
         }
         if (!frontend.is_open()) watch(frontend_listener.native_handle(), EPOLLIN, tag(source::frontend_listener));
+    }
+
+    // --------------------------------------------------------------------- driver restart
+    // Why the session cannot outlive its driver, if it cannot.
+    std::optional<std::string> not_resumable() const {
+        if (record.overflow)
+            return fmt::format("the front-end set more than {} config ranges", session_record::max_config_ranges);
+        if (wire::has(record.features_value, wire::virtio_feature::ring_packed))
+            for (const auto& [i, v] : record.vrings)
+                if (v.kick) return std::string("a packed ring runs: its position cannot be resumed");
+        return std::nullopt;
+    }
+
+    // The driver went away (detach, reset) without ending the session: keep it for the next
+    // one when it can be resumed, else disconnect as a driver-caused end.
+    void lose_driver(std::string_view why) {
+        if (rxq || txq) log("function queues stopped: {}", why);
+        rxq.reset();
+        txq.reset();
+        backend_up = false;
+        if (!connected) return;
+        if (auto no = not_resumable()) {
+            disconnect(fmt::format("{} ({})", why, *no), true);
+            return;
+        }
+        connected = false;
+        kept = true;
+        function->set_frontend_up(false); // the next driver sees it rise after its BACKEND_UP
+        for (auto& k : kick_fds) unwatch(k.get()); // kicks wait in their eventfds
+        // Front-end requests not yet on the rxq are in the record (or await replies below);
+        // replies to the lost driver's back-end requests have no one to go to.
+        to_driver.clear();
+        std::deque<awaited_reply> still;
+        for (auto& a : awaited) {
+            if (a.route == reply_route::replay) continue; // a replay not finished is made again
+            if (a.route == reply_route::frontend && wire::rules(a.request).reply != wire::reply_rule::always) {
+                a.route = reply_route::device_ack; // its effect is in the record
+                a.bytes.clear();
+            }
+            still.push_back(std::move(a));
+        }
+        awaited = std::move(still);
+        update_frontend_interest();
+        log("front-end session kept for the next driver: {}", why);
+    }
+
+    // A new driver set BACKEND_UP for a kept session: FRONTEND_UP, then the replay, then the
+    // requests the lost driver left unanswered, then the front-end's socket again.
+    void resume() {
+        kept = false;
+        ++counts.driver_restarts;
+        std::vector<frame_bytes> replay = replay_messages();
+        std::deque<awaited_reply> order;
+        const std::uint64_t pf = record.protocol_features_value;
+        const bool acks = wire::has(pf, wire::protocol_feature::reply_ack);
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < replay.size(); ++i) {
+            if (replay[i].size() < wire::header_size) continue; // (a message the codec refused to make)
+            // SET_OWNER goes first, before the back-end knows REPLY_ACK: no ack.
+            const auto r = static_cast<front_request>(wire::load_header(replay[i]).request);
+            const bool ack = acks && r != front_request::set_owner;
+            frame_bytes f = with_need_reply(std::move(replay[i]), ack);
+            if (wire::expects_reply(r, wire::load_header(f).flags, ack ? pf : 0))
+                order.push_back({r, reply_route::replay, {}, 0});
+            to_driver.push_back(std::move(f));
+            ++n;
+        }
+        for (auto& a : awaited) {
+            if (a.route == reply_route::frontend) {
+                to_driver.push_back(a.bytes);
+                ++n;
+            }
+            order.push_back(std::move(a));
+        }
+        awaited = std::move(order);
+        counts.replayed += n;
+        for (std::uint32_t i = 0; i < kick_fds.size(); ++i)
+            if (kick_fds[i] && !watch(kick_fds[i].get(), EPOLLIN, tag(source::kick, i)))
+                log("kick fd of vring {} cannot be polled again", i);
+        function->set_frontend_up(true);
+        notify_config();
+        log("front-end session resumed on a new driver (FRONTEND_UP): {} messages replayed", n);
+        deliver_to_driver();
+        if (connected) flush_device_acks();
+    }
+
+    // The front-end's setup as requests a fresh back-end takes in this order.
+    std::vector<frame_bytes> replay_messages() {
+        std::vector<frame_bytes> out;
+        auto put = [&](const std::optional<frame_bytes>& f) {
+            if (f && !f->empty()) out.push_back(*f);
+        };
+        put(record.owner);
+        put(record.protocol_features);
+        put(record.features);
+        put(record.backend_req_fd);
+        put(record.mtu);
+        for (const auto& [range, f] : record.config) out.push_back(f);
+        if (!window.areas().empty()) {
+            // The window compacted, so that the driver's mirror of it (built from these
+            // messages) lays the regions out where the device does.
+            std::vector<wire::memory_region> regions;
+            for (const auto& a : window.areas()) regions.push_back(a.region);
+            (void)window.set_table(regions); // packed tighter than a layout that fitted: fits
+            std::vector<int> fds;
+            for (const auto& fd : window_fds) fds.push_back(fd.get());
+            wire::memory_table t;
+            const std::size_t first = std::min(regions.size(), wire::memory_table::max_regions);
+            t.nregions = static_cast<std::uint32_t>(first);
+            std::copy_n(regions.begin(), first, t.regions.begin());
+            out.push_back(make_frame<front_request::set_mem_table>(t, std::span(fds).first(first)));
+            for (std::size_t i = first; i < regions.size(); ++i)
+                out.push_back(make_frame<front_request::add_mem_reg>({0, regions[i]}, std::span(fds).subspan(i, 1)));
+        }
+        for (const auto& [i, v] : record.vrings) {
+            put(v.num);
+            put(v.addr);
+            put(v.base);
+            put(v.call);
+            put(v.err);
+            put(v.enable);
+            put(v.kick);
+        }
+        put(record.status);
+        return out;
+    }
+
+    // Acks the device owes the front-end, once nothing is ahead of them.
+    void flush_device_acks() {
+        while (connected && !awaited.empty() && awaited.front().route == reply_route::device_ack) {
+            const auto r = awaited.front().request;
+            awaited.pop_front();
+            std::array<std::byte, wire::header_size + 8> ack{};
+            wire::store_header({static_cast<std::uint32_t>(r), wire::flags::version | wire::flags::reply, 8}, ack);
+            if (auto s = frontend.send(ack, {}, opt.message_timeout); !s) {
+                disconnect(fmt::format("writing to the front-end: {}", s.error().message()), false);
+                return;
+            }
+            ++counts.to_frontend;
+        }
+    }
+
+    // Keeps the record of the front-end's setup up to date with a request the device took.
+    template <auto R>
+    void remember(const wire::message<R>& msg, std::span<const std::byte> bytes) {
+        ++record.seq;
+        auto b = [&] { return copy_bytes(bytes); };
+        if constexpr (R == front_request::set_owner) {
+            record.owner = b();
+        } else if constexpr (R == front_request::set_protocol_features) {
+            record.protocol_features = b();
+            record.protocol_features_value = msg.payload.value;
+        } else if constexpr (R == front_request::set_features) {
+            record.features = b();
+            record.features_value = msg.payload.value;
+        } else if constexpr (R == front_request::set_backend_req_fd) {
+            record.backend_req_fd = b();
+        } else if constexpr (R == front_request::net_set_mtu) {
+            record.mtu = b();
+        } else if constexpr (R == front_request::set_status) {
+            record.status = b();
+        } else if constexpr (R == front_request::set_config) {
+            const std::uint64_t range = (std::uint64_t{msg.payload.offset} << 32) | msg.payload.size;
+            auto it = std::ranges::find_if(record.config, [&](const auto& c) { return c.first == range; });
+            if (it != record.config.end()) it->second = b();
+            else if (record.config.size() < session_record::max_config_ranges) record.config.emplace_back(range, b());
+            else record.overflow = true;
+        } else if constexpr (R == front_request::set_vring_num) {
+            record.vrings[msg.payload.index].num = b();
+        } else if constexpr (R == front_request::set_vring_addr) {
+            record.vrings[msg.payload.index].addr = b();
+        } else if constexpr (R == front_request::set_vring_base) {
+            record.vrings[msg.payload.index].base = b();
+        } else if constexpr (R == front_request::set_vring_enable) {
+            record.vrings[msg.payload.index].enable = b();
+        } else if constexpr (R == front_request::set_vring_kick) {
+            auto& v = record.vrings[msg.payload.index()];
+            v.kick = b();
+            v.kick_seq = record.seq;
+        } else if constexpr (R == front_request::set_vring_call) {
+            record.vrings[msg.payload.index()].call = b();
+        } else if constexpr (R == front_request::set_vring_err) {
+            record.vrings[msg.payload.index()].err = b();
+        } else if constexpr (R == front_request::reset_owner) {
+            // The back-end disables every ring.
+            for (auto& [i, v] : record.vrings) v.enable = make_frame<front_request::set_vring_enable>({i, 0});
+        } else if constexpr (R == front_request::reset_device) {
+            // The back-end forgets the session but its ownership and protocol features.
+            session_record next;
+            next.seq = record.seq;
+            next.protocol_features = std::move(record.protocol_features);
+            next.protocol_features_value = record.protocol_features_value;
+            next.owner = make_frame<front_request::set_owner>({});
+            record = std::move(next);
+        }
+        // Memory: the window is the record. GET_VRING_BASE: when its reply passes.
+    }
+
+    // GET_VRING_BASE answered: the vring stopped at `base`; it starts again only on a kick the
+    // front-end sends after it.
+    void note_vring_stopped(std::span<const std::byte> reply, std::uint64_t asked_at) {
+        if (reply.size() < wire::header_size + 8) return;
+        const std::uint32_t index = le::load<std::uint32_t>(reply.data() + wire::header_size);
+        const std::uint32_t base = le::load<std::uint32_t>(reply.data() + wire::header_size + 4);
+        auto it = record.vrings.find(index);
+        if (it == record.vrings.end()) return;
+        if (it->second.kick_seq < asked_at) it->second.kick.reset();
+        it->second.base = make_frame<front_request::set_vring_base>({index, base});
     }
 
     // --------------------------------------------------------------------- front-end side
@@ -285,6 +560,11 @@ struct device_model::impl final : function_owner {
             },
             *decoded);
         if (!r) return r;
+        std::visit([&](const auto& msg) { remember(msg, m.bytes()); }, *decoded);
+        if (wire::expects_reply(request, m.header.flags, record.protocol_features_value)) {
+            if (awaited.size() >= max_awaited) return fail(fmt::format("more than {} requests await replies", max_awaited));
+            awaited.push_back({request, reply_route::frontend, copy_bytes(m.bytes()), record.seq});
+        }
         queue_for_driver(copy_bytes(m.bytes()));
         return {};
     }
@@ -316,6 +596,10 @@ struct device_model::impl final : function_owner {
         auto reply = wire::decode_any_reply<wire::back_request>(msg->bytes(), msg->fds.span());
         if (!reply) {
             disconnect(fmt::format("back-end channel: {}", reply.error().message()), false);
+            return;
+        }
+        if (!connected) {
+            log("back-end channel: a reply for a driver that is gone, dropped");
             return;
         }
         queue_for_driver(copy_bytes(msg->bytes()));
@@ -405,12 +689,34 @@ struct device_model::impl final : function_owner {
         if (h.is_reply()) {
             auto reply = wire::decode_any_reply<front_request>(bytes, {});
             if (!reply) return unexpected(reply.error().message());
-            mask_reply(static_cast<front_request>(h.request), bytes);
+            const auto r = static_cast<front_request>(h.request);
+            if (!awaited.empty() && awaited.front().request == r) {
+                const awaited_reply a = std::move(awaited.front());
+                awaited.pop_front();
+                if (a.route == reply_route::replay) {
+                    // An ack of the replay, for the device alone. A back-end that refuses
+                    // the front-end's own setup cannot resume its session (an MTU it refused
+                    // was answered so before, and the session went on).
+                    const std::uint64_t value =
+                        h.size >= 8 ? le::load<std::uint64_t>(bytes.data() + wire::header_size) : 0;
+                    if (value != 0 && r != front_request::net_set_mtu)
+                        return unexpected(fmt::format("the replayed {} refused ({})", wire::name(r), value));
+                    flush_device_acks();
+                    return {};
+                }
+                if (r == front_request::get_vring_base) note_vring_stopped(bytes, a.seq);
+            } else if (!awaited.empty() && awaited.front().route == reply_route::replay) {
+                return unexpected(fmt::format("a {} reply while the replayed {} awaits its ack", wire::name(r),
+                                              wire::name(awaited.front().request)));
+            }
+            // (A reply no request waits for is passed on, as it always was.)
+            mask_reply(r, bytes);
             if (auto s = frontend.send(bytes, {}, opt.message_timeout); !s) {
                 disconnect(fmt::format("writing to the front-end: {}", s.error().message()), false);
                 return {};
             }
             ++counts.to_frontend;
+            flush_device_acks();
             return {};
         }
         auto request = wire::decode<wire::back_request>(bytes, {}, wire::fd_policy::stripped);
@@ -496,6 +802,10 @@ struct device_model::impl final : function_owner {
         if ((now & pci::status::driver_ok) != 0) {
             make_rings();
             deliver_to_driver();
+        } else if (now == 0 && connected) {
+            // A reset without BACKEND_UP cleared first: the driver instance is gone (a guest
+            // reboots, a driver restarts); the session waits for the next BACKEND_UP.
+            lose_driver("the driver reset the function");
         } else {
             drop_rings("the driver reset the function");
         }
@@ -526,12 +836,10 @@ struct device_model::impl final : function_owner {
     // The rings point into the driver's DMA memory: any unmap may take it away from them.
     void dma_unmapped(std::uint64_t, std::uint64_t) override { drop_rings("the driver unmapped DMA memory"); }
     void client_detached() override {
-        rxq.reset();
-        txq.reset();
-        backend_up = false;
         awaiting_backend_reack = false;
-        // A front-end still waiting (not CONNECTED) waits for the next driver.
-        if (connected) disconnect("the driver went away", true);
+        // A front-end still waiting (not CONNECTED) waits for the next driver; a CONNECTED
+        // one keeps its session for it (device_model.hpp, driver restart).
+        lose_driver("the driver went away");
         log("driver detached");
     }
 

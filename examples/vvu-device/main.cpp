@@ -102,9 +102,10 @@ int main(int argc, char** argv) {
     waiter.join();
     const auto c = (*device)->counters();
     fmt::print("{{\"frontends\":{},\"disconnects\":{},\"drivers\":{},\"to_driver\":{},\"to_frontend\":{},"
-               "\"backend_requests\":{},\"kicks\":{},\"doorbells\":{},\"config_interrupts\":{}}}\n",
+               "\"backend_requests\":{},\"kicks\":{},\"doorbells\":{},\"config_interrupts\":{},"
+               "\"driver_restarts\":{},\"replayed\":{}}}\n",
                c.frontends, c.disconnects, c.drivers, c.to_driver, c.to_frontend, c.backend_requests, c.kicks,
-               c.doorbells, c.config_interrupts);
+               c.doorbells, c.config_interrupts, c.driver_restarts, c.replayed);
     std::fflush(stdout);
     return 0;
 }

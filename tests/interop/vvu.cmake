@@ -25,7 +25,8 @@ set(vvu_vvu_tests
   "xconnect.mixed.packed|${vvu_dpdk_dir}/xconnect.sh|--backend ${vvu_fwd} --via mixed --device ${vvu_dev} --ring packed"
   "echo.split|${CMAKE_CURRENT_SOURCE_DIR}/interop/frontend/echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring split"
   "echo.packed|${CMAKE_CURRENT_SOURCE_DIR}/interop/frontend/echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring packed"
-  "lifecycle|${vvu_vvu_dir}/lifecycle.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}")
+  "lifecycle|${vvu_vvu_dir}/lifecycle.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}"
+  "driver-restart|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}")
 
 foreach(spec IN LISTS vvu_vvu_tests)
   string(REPLACE "|" ";" spec "${spec}")

@@ -19,12 +19,42 @@
 //
 // Connection state (vvu-spec.md): INITIAL → BACKEND_UP (driver ready) or SOCKET_OPEN (a
 // front-end connected) → CONNECTED (both: FRONTEND_UP set, config interrupt, messages flow).
-// Socket close, a protocol violation by either side, BACKEND_UP cleared, a device reset or the
-// driver going away disconnect: the front-end's socket is closed, its fds dropped, FRONTEND_UP
-// cleared and — unless the driver caused it — a config interrupt sent. After a disconnect the
-// driver did not cause, the device waits for the driver to clear and set BACKEND_UP again
-// before it connects the next front-end, so no message of the old session can be taken for one
-// of the new (the spec draft leaves this race open).
+// Socket close, a protocol violation by either side, BACKEND_UP cleared or the driver breaking
+// or unmapping the function's queues disconnect: the front-end's socket is closed, its fds
+// dropped, FRONTEND_UP cleared and — unless the driver caused it — a config interrupt sent.
+// After a disconnect the driver did not cause, the device waits for the driver to clear and
+// set BACKEND_UP again before it connects the next front-end, so no message of the old session
+// can be taken for one of the new (the spec draft leaves this race open).
+//
+// Driver restart (the back-end's VM restarted or updated, vvu-forward crashed or replaced):
+// a driver that goes away while CONNECTED — its vfio-user connection closes, or it resets the
+// function — without clearing BACKEND_UP first does not end the front-end's session. The
+// device keeps the socket, the memory regions (the window), the kick/call fds and the back-end
+// channel, clears FRONTEND_UP (no interrupt: no driver), stops turning kicks into interrupts
+// and stops reading the socket (the front-end's messages wait there: the kernel buffer is the
+// back-pressure, nothing is queued in the device). Replies to the lost driver's back-end
+// requests that arrive meanwhile are dropped (whoever asked is gone). The state shows as
+// SOCKET_OPEN. When a driver next sets BACKEND_UP, FRONTEND_UP rises and is announced as for a
+// fresh session, and before any new front-end message the device replays into the rxq what
+// the front-end had set up, from a record kept as its requests passed (the last of each):
+//   SET_OWNER, SET_PROTOCOL_FEATURES, SET_FEATURES, SET_BACKEND_REQ_FD, NET_SET_MTU,
+//   SET_CONFIG (per range), the memory table (the window as it stands, compacted: one
+//   SET_MEM_TABLE of up to 8 regions and an ADD_MEM_REG per further region), per vring
+//   SET_VRING_NUM/ADDR/BASE/CALL/ERR/ENABLE/KICK, SET_STATUS.
+// The fds it kept become the new driver's window, doorbells and MSI-X routing as when they
+// first passed. With REPLY_ACK negotiated the replayed requests carry NEED_REPLY and the
+// driver's acks are swallowed (a refusal, or any other reply before them, is a driver
+// violation: the front-end is disconnected as for any); without it they carry none.
+// GET_VRING_BASE is never replayed: its reply turns the vring's record into "stopped at that
+// base" (no kick). SET_VRING_BASE is the front-end's value: a split ring resumes at the used
+// index in ring memory (protocol/vring.hpp), so chains the lost driver took and never
+// completed are taken again. Packed rings have no such rule and their position cannot be read
+// back from ring memory: a session with a running packed ring is disconnected when its driver
+// goes, as before. Requests the lost driver left unanswered are sent to the new driver again
+// after the replay when they have a reply of their own (GET_*); acks the front-end still waits
+// for are given by the device once the replay has been acknowledged. Other messages the lost
+// driver had not been given yet are not sent again (their effect is in the record; a pending
+// SEND_RARP is dropped). Only BACKEND_UP cleared ends a session by the driver's choice.
 //
 // Single-threaded: run() is an epoll loop over the two listening sockets, the driver's and the
 // front-end's connections, the back-end channel and the kick eventfds. stop() may be called
@@ -77,6 +107,8 @@ struct device_counters {
     std::uint64_t kicks = 0;              // front-end kicks turned into interrupts
     std::uint64_t doorbells = 0;          // doorbell writes that reached the device
     std::uint64_t config_interrupts = 0;
+    std::uint64_t driver_restarts = 0;    // sessions kept across a driver change (and resumed)
+    std::uint64_t replayed = 0;           // messages the device put on the rxq to resume them
 };
 
 enum class connection_state { initial, backend_up, socket_open, connected };
@@ -95,7 +127,8 @@ public:
     // Async-signal-safe: makes run() return.
     void stop() noexcept;
 
-    // Not synchronised with run(): read them on run()'s thread or after it returned.
+    // Not synchronised with run(): read them on run()'s thread or after it returned. A session
+    // kept for the next driver shows as socket_open.
     [[nodiscard]] device_counters counters() const noexcept;
     [[nodiscard]] connection_state state() const noexcept;
 

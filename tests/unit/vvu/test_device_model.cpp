@@ -199,22 +199,37 @@ struct device_fixture {
 
 // ------------------------------------------------------------ the driver: vvu_pci + backend
 // vvu's PCI-BAR transport serving protocol::backend<vvu_pci, net_port> front-end after
-// front-end (vvu-forward's loop), with a loopback forwarding thread over the port.
+// front-end (vvu-forward's loop), with a loopback forwarding thread over the port. Its
+// vfio-user socket is its own (vfio_user::client::over), so that crash() can drop it the way
+// a killed process does: no reset, no unmap, the connection just closes.
+using pci_transport = transport::basic_vvu_pci<vfio_user::client>;
+
 struct backend_fixture {
     device::net::net_port port{{.queue_pairs = 1}};
-    std::optional<transport::vvu_pci> t;
+    std::optional<pci_transport> t;
+    int socket = -1; // the vfio-user connection (owned by the client)
     std::thread control, data;
     std::atomic<bool> running{true};
     std::atomic<int> sessions{0};
     std::mutex mutex;
     std::vector<std::string> ended; // why each session ended
+    std::vector<std::string> notices; // the state machine's (e.g. a ring resumed at its used index)
 
     explicit backend_fixture(const std::string& pci_path) {
-        auto c = transport::vvu_pci::connect(pci_path);
+        unique_fd fd = connect_unix(pci_path);
+        REQUIRE(fd);
+        socket = fd.get();
+        auto client = vfio_user::client::over(std::move(fd));
+        if (!client) FAIL(client.error().message());
+        auto c = pci_transport::attach(std::make_unique<vfio_user::client>(std::move(*client)));
         if (!c) FAIL(c.error().message());
         t.emplace(std::move(*c));
         control = std::thread([this] {
-            protocol::backend<transport::vvu_pci, device::net::net_port> be(*t, port);
+            protocol::backend<pci_transport, device::net::net_port> be(*t, port);
+            be.on_notice([this](const std::string& n) {
+                std::scoped_lock lock(mutex);
+                notices.push_back(n);
+            });
             while (running.load()) {
                 if (auto ready = t->wait_for_frontend(); !ready) {
                     if (ready.error().code == transport::errc::stopped) return;
@@ -239,10 +254,32 @@ struct backend_fixture {
         running = false;
         t->stop();
         control.join();
-        data.join();
+        if (data.joinable()) data.join();
+        t.reset();
+    }
+    // The driver dies: its data path stops where it is (chains it took stay taken) and its
+    // vfio-user connection closes under it — what kill -9 does. What is left of it is then
+    // torn down (its calls on the dead connection fail).
+    void freeze() {
+        running = false;
+        if (data.joinable()) data.join();
+    }
+    void crash() {
+        if (!t) return;
+        freeze();
+        REQUIRE(::shutdown(socket, SHUT_RDWR) == 0);
+        t->stop();
+        control.join();
         t.reset();
     }
     ~backend_fixture() { stop(); }
+
+    std::string notice_log() {
+        std::scoped_lock lock(mutex);
+        std::string all;
+        for (const auto& n : notices) all += n + "\n";
+        return all;
+    }
 
     std::size_t ended_count() {
         std::scoped_lock lock(mutex);
@@ -941,6 +978,380 @@ TEST_CASE("device model: the driver unmaps the ring memory while the rings run",
     CHECK(c.drivers == 2);
     CHECK(c.frontends == 2);
     CHECK(c.disconnects == 2);
+}
+
+// ========================================================================== driver restart
+namespace {
+
+// Something to read on `fd` within `t`?
+bool readable(int fd, std::chrono::milliseconds t = 0ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(t.count())) > 0;
+}
+
+struct rx_message {
+    fr request{};
+    std::uint32_t flags = 0;
+    std::vector<std::byte> bytes;
+    std::uint64_t u64() const { return bytes.size() >= wire::header_size + 8 ? le::load<std::uint64_t>(bytes.data() + wire::header_size) : 0; }
+    std::uint32_t vring() const { return bytes.size() >= wire::header_size + 4 ? le::load<std::uint32_t>(bytes.data() + wire::header_size) : ~0u; }
+    bool is_vring() const {
+        switch (request) {
+        case fr::set_vring_num: case fr::set_vring_addr: case fr::set_vring_base: case fr::set_vring_enable:
+        case fr::set_vring_kick: case fr::set_vring_call: case fr::set_vring_err: return true;
+        default: return false;
+        }
+    }
+};
+
+// Takes rxq messages until none comes for `quiet`; each one that asks for an ack is answered
+// with `ack` (0: success) on the txq, unless `ack_them` is false. The rxq is kept stocked.
+std::vector<rx_message> take_all(raw_driver& d, std::chrono::milliseconds quiet = 300ms, bool ack_them = true,
+                                 std::uint64_t ack = 0) {
+    std::vector<rx_message> out;
+    for (;;) {
+        auto got = d.take_rx(quiet);
+        if (!got) return out;
+        d.post_rx(512);
+        REQUIRE(got->size() >= wire::header_size);
+        const auto h = wire::load_header(*got);
+        out.push_back({static_cast<fr>(h.request), h.flags, *got});
+        if (ack_them && h.need_reply()) {
+            d.post_tx(u64_message(h.request, wire::flags::version | wire::flags::reply, ack));
+            REQUIRE(d.tx_used());
+        }
+    }
+}
+
+std::string names(const std::vector<rx_message>& ms) {
+    std::string all;
+    for (const auto& m : ms) {
+        all.append(wire::name(m.request));
+        if (m.is_vring()) all.append("#").append(std::to_string(m.vring() & 0xff));
+        all.append(" ");
+    }
+    return all;
+}
+
+// A raw driver for a kept session: BACKEND_UP, FRONTEND_UP announced, rxq stocked.
+void raw_backend_up(raw_driver& d) {
+    d.drain_config();
+    CHECK((d.status() & dc::frontend_up) == 0); // a new driver starts from a fresh function
+    for (int i = 0; i < 8; ++i) d.post_rx(512);
+    d.write_status(dc::backend_up);
+    REQUIRE(d.config_irq());
+    REQUIRE((d.status() & dc::frontend_up) != 0);
+}
+
+} // namespace
+
+TEST_CASE("device model: the driver dies mid-session, the front-end's session is replayed to the next one",
+          "[vvu][device_model][restart]") {
+    const bool mem_slots = GENERATE(true, false);
+    CAPTURE(mem_slots);
+    device_fixture dev;
+    device::net::driver_options o;
+    o.memory_regions = mem_slots ? 3 : 2;
+    o.use_mem_slots = mem_slots;
+    std::unique_ptr<net_driver> nd;
+    {
+        backend_fixture be(dev.pci_path);
+        nd = open_driver(dev.fe_path, o);
+        check_echo(*nd, 300);
+        be.crash(); // kill -9: the connection closes, no reset
+        REQUIRE(dev.wait_log("driver detached"));
+        CHECK(be.port.stats().rx_packets == 300);
+    }
+    const int fe_fd = nd->frontend().channel().native_handle();
+    INFO(dev.log());
+    CHECK(dev.count("front-end session kept for the next driver: the driver went away") == 1);
+    CHECK(dev.count("front-end disconnected") == 0);
+    CHECK(still_open(fe_fd, 50ms));
+
+    // A raw driver sees the replay: the front-end's setup, fds turned into the function's
+    // routing again, NEED_REPLY on all but SET_OWNER (REPLY_ACK negotiated); its acks never
+    // reach the front-end.
+    {
+        raw_driver d(dev.pci_path);
+        raw_backend_up(d);
+        const auto replay = take_all(d);
+        INFO(names(replay));
+        REQUIRE(replay.size() >= 10);
+        CHECK(replay.front().request == fr::set_owner);
+        CHECK_FALSE(wire::load_header(replay.front().bytes).need_reply());
+        CHECK(replay[1].request == fr::set_protocol_features);
+        CHECK(replay[1].u64() == nd->frontend().protocol_features());
+        CHECK(replay[2].request == fr::set_features);
+        CHECK(replay[2].u64() == nd->frontend().features());
+        std::map<fr, int> seen;
+        std::map<std::uint32_t, std::vector<fr>> per_vring;
+        for (std::size_t i = 0; i < replay.size(); ++i) {
+            const auto& m = replay[i];
+            ++seen[m.request];
+            if (i > 0) CHECK(wire::load_header(m.bytes).need_reply());
+            CHECK_FALSE(wire::load_header(m.bytes).is_reply());
+            if (m.is_vring()) per_vring[m.vring() & 0xff].push_back(m.request);
+        }
+        CHECK(seen[fr::get_vring_base] == 0);
+        CHECK(seen[fr::get_features] == 0);
+        CHECK(seen[fr::set_mem_table] == 1); // the window as it stands, in one table
+        CHECK(seen[fr::add_mem_reg] == 0);
+        // The table lists the front-end's regions in window order.
+        const auto mt = std::ranges::find_if(replay, [](const auto& m) { return m.request == fr::set_mem_table; });
+        auto decoded = wire::decode<fr>(mt->bytes, {}, wire::fd_policy::stripped);
+        REQUIRE(decoded);
+        const auto* table = std::get_if<wire::message<fr::set_mem_table>>(&*decoded);
+        REQUIRE(table != nullptr);
+        CHECK(table->payload.nregions == o.memory_regions);
+        REQUIRE(per_vring.size() == 2);
+        for (const auto& [i, reqs] : per_vring) {
+            CAPTURE(i);
+            CHECK(reqs.back() == fr::set_vring_kick); // the ring starts once all else is set
+            CHECK(std::ranges::count(reqs, fr::set_vring_num) == 1);
+            CHECK(std::ranges::count(reqs, fr::set_vring_addr) == 1);
+            CHECK(std::ranges::count(reqs, fr::set_vring_base) == 1);
+            CHECK(std::ranges::count(reqs, fr::set_vring_call) == 1);
+        }
+        // The acks were swallowed: nothing for the front-end.
+        CHECK_FALSE(readable(fe_fd, 100ms));
+        CHECK(still_open(fe_fd, 10ms));
+        d.drain_config();
+    } // this one detaches as a driver does (reset, unmap, close): the session is kept again
+    REQUIRE(dev.wait_log("driver detached", 2));
+    CHECK(dev.count("front-end session kept for the next driver") == 2);
+    CHECK(dev.count("front-end disconnected") == 0);
+
+    // A real back-end resumes the session: the rings carry on from where they were.
+    backend_fixture be(dev.pci_path);
+    check_echo(*nd, 300, 300);
+    auto slots = nd->frontend().transact<fr::get_max_mem_slots>({}); // the socket is read again
+    if (!slots) FAIL(slots.error().message());
+    CHECK(slots->payload.value == vvu_device::max_mem_slots);
+    CHECK(be.port.stats().rx_packets == 300);
+    CHECK(be.sessions.load() == 1);
+    if (auto r = nd->close(); !r) FAIL(r.error().message());
+    nd.reset();
+    REQUIRE(be.wait_ended(1));
+    CHECK(be.ended_reason(0) == transport::error(transport::errc::disconnected).message());
+    be.stop();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 1);
+    CHECK(c.disconnects == 1); // the front-end's own close, at the end
+    CHECK(c.drivers == 3);
+    CHECK(c.driver_restarts == 2);
+    CHECK(c.replayed >= 20);
+    CHECK(c.config_interrupts == 4); // FRONTEND_UP for each driver, cleared at the end
+}
+
+TEST_CASE("device model: frames sent while no driver is there are echoed by the next one",
+          "[vvu][device_model][restart]") {
+    device_fixture dev;
+    std::unique_ptr<net_driver> nd;
+    auto be1 = std::make_unique<backend_fixture>(dev.pci_path);
+    nd = open_driver(dev.fe_path);
+    check_echo(*nd, 100);
+    // Frames the first back-end never sees: its data path stops first, then it dies.
+    be1->freeze();
+    std::vector<std::byte> buf(64);
+    std::uint64_t sent = 0;
+    for (; sent < 20; ++sent) {
+        device::net::make_test_frame(buf, 64, 100 + sent, {2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2});
+        const device::net::frame f(buf);
+        REQUIRE(nd->send(0, std::span(&f, 1)) == 1);
+    }
+    be1->crash();
+    be1.reset();
+    REQUIRE(dev.wait_log("front-end session kept for the next driver"));
+
+    backend_fixture be2(dev.pci_path);
+    // The 20 frames waiting in the ring come back first, then new ones.
+    std::vector<std::uint64_t> got;
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (got.size() < 20 && std::chrono::steady_clock::now() < until) {
+        nd->reap_tx(0);
+        nd->receive(0, [&](const device::net::virtio_net_hdr&, std::span<const std::byte> frame) {
+            got.push_back(device::net::test_frame_sequence(frame).value_or(~0ULL));
+        });
+    }
+    REQUIRE(got.size() == 20);
+    for (std::uint64_t i = 0; i < 20; ++i) CHECK(got[i] == 100 + i);
+    check_echo(*nd, 100, 120);
+    // The front-end's SET_VRING_BASE (0) was replayed; the rings went on at their used index.
+    CHECK_THAT(be2.notice_log(), Catch::Contains("vring 0: SET_VRING_BASE 0 but the used ring is at"));
+    CHECK_THAT(be2.notice_log(), Catch::Contains("vring 1: SET_VRING_BASE 0 but the used ring is at"));
+    if (auto r = nd->close(); !r) FAIL(r.error().message());
+    nd.reset();
+    REQUIRE(be2.wait_ended(1));
+    be2.stop();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.disconnects == 1);
+    CHECK(c.driver_restarts == 1);
+}
+
+TEST_CASE("device model: requests the lost driver left unanswered are answered after the replay",
+          "[vvu][device_model][restart]") {
+    device_fixture dev;
+    auto d1 = std::make_unique<raw_driver>(dev.pci_path);
+    d1->write_status(dc::backend_up);
+    auto fe = connect_up(dev, *d1);
+    const auto rf = wire::flags::version | wire::flags::reply;
+    const auto nr = wire::flags::version | wire::flags::need_reply;
+    // REPLY_ACK, acknowledged by the first driver.
+    fe->send(u64_message(static_cast<std::uint32_t>(fr::set_protocol_features), nr, wire::protocol_feature::reply_ack));
+    d1->post_rx();
+    REQUIRE(d1->take_rx());
+    d1->post_tx(u64_message(static_cast<std::uint32_t>(fr::set_protocol_features), rf, 0));
+    REQUIRE(d1->tx_used());
+    auto ack = fe->receive();
+    if (!ack) FAIL(ack.error().message());
+    CHECK(ack->header.request == static_cast<std::uint32_t>(fr::set_protocol_features));
+    // SET_FEATURES (wants an ack) and GET_FEATURES reach the first driver, which dies without
+    // answering either.
+    fe->send(u64_message(static_cast<std::uint32_t>(fr::set_features), nr, 0x1'4000'0000));
+    fe->send(get_features_bytes);
+    d1->post_rx();
+    d1->post_rx();
+    REQUIRE(d1->take_rx());
+    REQUIRE(d1->take_rx());
+    d1->detach();
+    REQUIRE(dev.wait_log("front-end session kept for the next driver"));
+    CHECK_FALSE(readable(fe->fd(), 50ms));
+
+    // The next driver: the replay (SET_PROTOCOL_FEATURES, SET_FEATURES), then GET_FEATURES
+    // again. The SET_FEATURES ack the front-end waits for comes from the device once the replay
+    // is acknowledged; the GET_FEATURES reply from the driver.
+    raw_driver d2(dev.pci_path);
+    raw_backend_up(d2);
+    const auto ms = take_all(d2, 300ms, false);
+    INFO(names(ms));
+    REQUIRE(ms.size() == 3);
+    CHECK(ms[0].request == fr::set_protocol_features);
+    CHECK(ms[1].request == fr::set_features);
+    CHECK(ms[1].u64() == 0x1'4000'0000);
+    CHECK(ms[2].bytes == get_features_bytes);
+    CHECK_FALSE(readable(fe->fd(), 50ms)); // nothing yet: the replay is not acknowledged
+    d2.post_tx(u64_message(static_cast<std::uint32_t>(fr::set_protocol_features), rf, 0));
+    REQUIRE(d2.tx_used());
+    CHECK_FALSE(readable(fe->fd(), 50ms));
+    d2.post_tx(u64_message(static_cast<std::uint32_t>(fr::set_features), rf, 0));
+    REQUIRE(d2.tx_used());
+    auto r1 = fe->receive();
+    if (!r1) FAIL(r1.error().message());
+    CHECK(to_vector(r1->bytes()) == u64_message(static_cast<std::uint32_t>(fr::set_features), rf, 0));
+    d2.post_tx(u64_message(static_cast<std::uint32_t>(fr::get_features), rf, 0x1'4000'0000));
+    REQUIRE(d2.tx_used());
+    auto r2 = fe->receive();
+    if (!r2) FAIL(r2.error().message());
+    CHECK(to_vector(r2->bytes()) == u64_message(static_cast<std::uint32_t>(fr::get_features), rf, 0x1'4000'0000));
+    // And the session goes on.
+    round_trip(*fe, d2, 9);
+    fe.reset();
+    REQUIRE(dev.wait_log("front-end disconnected"));
+    d2.detach();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 1);
+    CHECK(c.disconnects == 1);
+    CHECK(c.driver_restarts == 1);
+    CHECK(c.replayed == 3);
+}
+
+TEST_CASE("device model: a new driver that misbehaves during the replay ends the front-end's session",
+          "[vvu][device_model][restart][hostile]") {
+    const int i = GENERATE(range(0, 3));
+    CAPTURE(i);
+    device_fixture dev;
+    std::unique_ptr<net_driver> nd;
+    {
+        backend_fixture be(dev.pci_path);
+        nd = open_driver(dev.fe_path);
+        check_echo(*nd, 50);
+        be.crash();
+    }
+    REQUIRE(dev.wait_log("front-end session kept for the next driver"));
+    const int fe_fd = nd->frontend().channel().native_handle();
+    const char* expect = "";
+    {
+        raw_driver d(dev.pci_path);
+        raw_backend_up(d);
+        d.drain_config();
+        auto first = d.take_rx();
+        REQUIRE(first);
+        auto second = d.take_rx();
+        REQUIRE(second); // SET_PROTOCOL_FEATURES, NEED_REPLY
+        const auto h = wire::load_header(*second);
+        REQUIRE(h.need_reply());
+        switch (i) {
+        case 0: // refuses it
+            d.post_tx(u64_message(h.request, wire::flags::version | wire::flags::reply, 1));
+            expect = "driver: the replayed SET_PROTOCOL_FEATURES refused (1)";
+            break;
+        case 1: // answers something else
+            d.post_tx(u64_message(static_cast<std::uint32_t>(fr::get_features), wire::flags::version | wire::flags::reply, 0));
+            expect = "driver: a GET_FEATURES reply while the replayed SET_PROTOCOL_FEATURES awaits its ack";
+            break;
+        case 2: // clears BACKEND_UP: it ends the session
+            d.write_status(0);
+            expect = "the driver cleared BACKEND_UP";
+            break;
+        }
+        REQUIRE(wait_eof(fe_fd));
+        if (i != 2) {
+            REQUIRE(d.config_irq());
+        }
+        CHECK((d.status() & dc::frontend_up) == 0);
+        REQUIRE(dev.wait_log("front-end disconnected"));
+    }
+    INFO(dev.log());
+    CHECK_THAT(dev.disconnect_reason(), Catch::Contains(expect));
+    nd.reset();
+    const auto c = dev.finish();
+    CHECK(c.disconnects == 1);
+    CHECK(c.driver_restarts == 1);
+}
+
+TEST_CASE("device model: a session with packed rings ends with its driver; a front-end may leave while kept",
+          "[vvu][device_model][restart]") {
+    device_fixture dev;
+    {
+        backend_fixture be(dev.pci_path);
+        device::net::driver_options o;
+        o.packed = true;
+        auto nd = open_driver(dev.fe_path, o);
+        check_echo(*nd, 50);
+        be.crash();
+        REQUIRE(wait_eof(nd->frontend().channel().native_handle()));
+    }
+    REQUIRE(dev.wait_log("front-end disconnected"));
+    CHECK_THAT(dev.disconnect_reason(), Catch::Contains("the driver went away (a packed ring runs"));
+    {
+        backend_fixture be(dev.pci_path);
+        auto nd = open_driver(dev.fe_path);
+        check_echo(*nd, 50);
+        be.crash();
+        REQUIRE(dev.wait_log("front-end session kept for the next driver"));
+        // The front-end leaves while no driver is there: an ordinary disconnect.
+        nd.reset();
+    }
+    REQUIRE(dev.wait_log("front-end disconnected", 2));
+    CHECK(dev.disconnect_reason(2) == "front-end closed the socket");
+    // The next driver and front-end start afresh: no replay.
+    {
+        backend_fixture be(dev.pci_path);
+        auto nd = open_driver(dev.fe_path);
+        check_echo(*nd, 50);
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+        nd.reset();
+        REQUIRE(be.wait_ended(1));
+    }
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 3);
+    CHECK(c.disconnects == 3);
+    CHECK(c.driver_restarts == 0);
+    CHECK(c.replayed == 0);
 }
 
 // Regression: destroying a device_model while a driver is attached and a front-end is

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The back-end's VM restarts under traffic: vvu-traffic --mode echo (split rings, --rate RATE
+# for about SECONDS s) runs through one vvu-device and `vvu-forward --mode loopback --port
+# vvu:PCI`; mid-stream that vvu-forward is killed with SIGKILL (the child of `timeout`, by the
+# pid this script started, as a crash would) and a new one attaches to the same PCI socket.
+# The device keeps the front-end's session while no driver is there and replays its setup to
+# the new driver (device_model.hpp, "Driver restart"); the front-end never sees a disconnect.
+# Checks: vvu-traffic exits 0, the echo complete up to what the crash lost: the rings resume
+# at their used index, so chains the killed process took and never completed are taken again
+# and nothing is lost that way — but loopback completes a burst of TX chains (up to
+# ring::max_burst, 32) before it writes them to RX chains (net_forward.hpp relay()), and a
+# kill between the two loses that burst. So lost = sent - received must be at most one ring
+# (256, vvu-traffic's echo window; seen: 0, sometimes 32), in at most one gap, with nothing
+# late or duplicated; lost and max_stall_us (the outage) are printed;
+# vvu-device logs the session kept and resumed, and its counters say driver_restarts = 1,
+# drivers = 2, frontends = 1 and disconnects = 1 — the front-end's own close once the echo is
+# done, nothing at the restart (its one disconnect line says "front-end closed the socket" and
+# comes after the resume).
+# Usage: driver-restart.sh --traffic PATH-TO-vvu-traffic --forward PATH-TO-vvu-forward
+#                          --device PATH-TO-vvu-device [--rate PPS] [--seconds S]
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../frontend/lib.sh
+source "$here/../frontend/lib.sh"
+
+traffic="" forward="" rate=200000 seconds=8
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --traffic) traffic=$2; shift 2 ;;
+    --forward) forward=$2; shift 2 ;;
+    --device) VVU_DEVICE=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+VVU_DEVICE=${VVU_DEVICE:-}
+fe_init "vvu.driver-restart"
+need_exe "$traffic"
+need_exe "$forward"
+need_exe "$VVU_DEVICE"
+sock=$work/vhost.sock
+pci=$work/pci.sock
+packets=$((rate * seconds))
+read -r -a pin <<<"$(pin0)"
+cpu=()
+[[ ${#pin[@]} -gt 0 ]] && cpu=(--cpu 1)
+
+# The child of `timeout`: the process to kill with SIGKILL.
+child_of() { pgrep -P "${peer_pid[$1]}" | head -n 1; }
+# rx_packets of vvu-forward's port 0 in its latest periodic counters (stderr, --stats 1).
+forward_rx() { grep -a '^{"port":0,' "$work/$1.log" | tail -n 1 | sed -n 's/.*"rx_packets":\([0-9]*\).*/\1/p'; }
+
+device_start device "$sock" "$pci"
+PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "vvu:$pci" --stats 1 "${cpu[@]}"
+wait_log device "driver ready" 20
+PEER_STDOUT=1 peer_run traffic "${pin[@]}" "$traffic" --connect "$sock" --mode echo --rate "$rate" \
+  --packets "$packets" --size 64 --timeout 10000 --idle 5000
+wait_log forward0 "front-end connected" 20
+
+# Mid-stream: once forward0 has echoed about a third of the frames.
+for ((t = 0; t < 200; t++)); do
+  rx=$(forward_rx forward0)
+  [[ -n $rx ]] && ((rx >= packets / 3)) && break
+  peer_alive forward0 || fail "forward0 ended"
+  peer_alive traffic || fail "vvu-traffic ended before the restart"
+  sleep 0.1
+done
+((${rx:-0} >= packets / 3)) || fail "forward0 echoed ${rx:-0} frames within 20 s, want $((packets / 3))"
+pid=$(child_of forward0)
+[[ -n $pid ]] || fail "no vvu-forward process under forward0"
+kill -KILL "$pid"
+killed_at=$(date +%s%N)
+wait "${peer_pid[forward0]}" 2>/dev/null
+unset "peer_pid[forward0]"
+echo "killed forward0 (pid $pid) with SIGKILL after ~${rx} echoed frames"
+wait_log device "front-end session kept for the next driver" 10
+peer_alive traffic || fail "vvu-traffic ended when its back-end died"
+
+PEER_STDOUT=1 peer_run forward1 "$forward" --mode loopback --port "vvu:$pci" --stats 1 "${cpu[@]}"
+wait_log device "front-end session resumed on a new driver" 20
+echo "the session resumed on forward1 ~$((($(date +%s%N) - killed_at) / 1000000)) ms after the kill (50 ms polls)"
+wait_log forward1 "front-end connected" 20
+grep -a -h "session kept\|session resumed" "$work/device.log" | sed 's/^/  /'
+grep -a "resuming at\|taken again" "$work/forward1.log" | sed 's/^/  /' ||
+  echo "note: forward1 started its rings where SET_VRING_BASE said"
+
+peer_wait traffic $((seconds * 4 + 30))
+((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
+json=$(grep -a '^{' "$work/traffic.out" | tail -n 1)
+echo "vvu-traffic: $json"
+sent=$(json_field "$work/traffic.out" sent)
+received=$(json_field "$work/traffic.out" received)
+lost=$(json_field "$work/traffic.out" lost)
+late=$(json_field "$work/traffic.out" late)
+stall=$(json_field "$work/traffic.out" max_stall_us)
+echo "lost $lost, late $late, max_stall_us $stall"
+expect_eq "vvu-traffic sent" "$sent" "$packets"
+expect_eq "vvu-traffic received + lost" "$((received + lost))" "$packets"
+((lost <= 256)) || fail "vvu-traffic lost $lost frames, more than one ring (256)"
+gaps=$(json_field "$work/traffic.out" gaps)
+((gaps <= 1 && (lost == 0) == (gaps == 0))) || fail "vvu-traffic: $gaps gaps for $lost lost frames (want one gap at most)"
+echo "ok: vvu-traffic lost $lost (<= 256) in $gaps gaps"
+expect_eq "vvu-traffic late" "$late" 0
+expect_eq "vvu-traffic bad_frames" "$(json_field "$work/traffic.out" bad_frames)" 0
+
+peer_stop forward1 TERM 20
+echo "forward1: $(grep -a '^{"port":0,' "$work/forward1.out" | tail -n 1)"
+peer_stop device TERM 20
+echo "vvu-device: $(grep -a '^{' "$work/device.out" | tail -n 1)"
+expect_eq "vvu-device driver_restarts" "$(json_field "$work/device.out" driver_restarts)" 1
+expect_eq "vvu-device drivers" "$(json_field "$work/device.out" drivers)" 2
+expect_eq "vvu-device frontends" "$(json_field "$work/device.out" frontends)" 1
+expect_eq "vvu-device disconnects" "$(json_field "$work/device.out" disconnects)" 1
+replayed=$(json_field "$work/device.out" replayed)
+((replayed > 0)) || fail "vvu-device replayed $replayed messages"
+echo "ok: vvu-device replayed $replayed messages"
+# The one disconnect is the front-end's close at the end, after the resume.
+expect_eq "vvu-device disconnect lines" "$(grep -a -c "front-end disconnected" "$work/device.log")" 1
+grep -a -q "front-end disconnected: front-end closed the socket" "$work/device.log" ||
+  fail "vvu-device's disconnect was not the front-end's close: $(grep -a "front-end disconnected" "$work/device.log")"
+order=$(grep -a -n "session resumed\|front-end disconnected" "$work/device.log" | cut -d: -f1 | tr '\n' ' ')
+read -r resumed_at disconnected_at <<<"$order"
+((resumed_at < disconnected_at)) || fail "vvu-device disconnected the front-end before resuming it (log lines $order)"
+echo "PASS: $test_name"
