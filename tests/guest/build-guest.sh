@@ -126,6 +126,7 @@ read -r -d '' INIT <<'EOF' || true
 #   vvu.timeout=S             role=responder: power off after S seconds (default 120)
 # Console lines for the host (prefix VVU-GUEST-):
 #   VVU-GUEST-READY role=R ip=A iface=I mac=M
+#   VVU-GUEST-RUN count=N interval=S      (role=ping: the measured run starts; ping's own lines follow as they come)
 #   VVU-GUEST-RESULT ping ok|fail sent=N received=M first_reply_s=T
 #   VVU-GUEST-RESULT responder done uptime_s=T
 #   VVU-GUEST-RESULT error <reason>
@@ -212,9 +213,11 @@ if [ $up -eq 0 ]; then
   bye
 fi
 
-# Phase 2: the measured run.
-out=$(ping -c "$count" -i "$interval" -W 1 "$peer" 2>&1)
-echo "$out"
+# Phase 2: the measured run. Its output reaches the console line by line as the replies come
+# (a host can follow the run, e.g. act at a given seq=), and is kept for the result line.
+say "VVU-GUEST-RUN count=$count interval=$interval"
+ping -c "$count" -i "$interval" -W 1 "$peer" 2>&1 | tee /tmp/ping.out
+out=$(cat /tmp/ping.out)
 sent=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
 recv=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
 sent=${sent:-0} recv=${recv:-0}

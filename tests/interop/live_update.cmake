@@ -15,7 +15,19 @@ set(vvu_lu_tools "--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:v
 # name | script | arguments
 set(vvu_lu_tests
   "takeover-echo.split|takeover-echo.sh|${vvu_lu_tools} --ring split --takeovers 20"
-  "takeover-echo.packed|takeover-echo.sh|${vvu_lu_tools} --ring packed --takeovers 20")
+  "takeover-echo.packed|takeover-echo.sh|${vvu_lu_tools} --ring packed --takeovers 20"
+  # DPDK testpmd's virtio-user (txonly) -> vvu-forward rxonly, 3 take-overs under full load.
+  "takeover-testpmd.split|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring split --takeovers 3"
+  "takeover-testpmd.packed|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring packed --takeovers 3"
+  # Two QEMU guests ping through vvu-forward --mode learn, 2 take-overs during 40 pings; the
+  # guest lives in the build tree, as for interop.qemu.ping (tests/interop/qemu.cmake).
+  "takeover-ping|takeover-ping.sh|--forward $<TARGET_FILE:vvu-forward> --guest-dir ${PROJECT_BINARY_DIR}/guest --pings 40 --takeovers 2"
+  # Take-overs that must be refused (other ports, no old process, garbage, another version, a
+  # client that hangs up halfway) while vvu-traffic echoes: nothing lost, the old one serves on.
+  "takeover-refused|takeover-refused.sh|${vvu_lu_tools}"
+  # Crash recovery: vvu-forward --port unix-client: under testpmd (server=1) killed -9, twice.
+  "crash-testpmd.split|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring split"
+  "crash-testpmd.packed|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring packed")
 
 foreach(spec IN LISTS vvu_lu_tests)
   string(REPLACE "|" ";" spec "${spec}")

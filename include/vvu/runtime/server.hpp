@@ -134,7 +134,8 @@ public:
             port_image out;
             byte_writer w;
             std::move(*endpoint).encode(w, out.fds);
-            // A port without a front-end has no session to hand on, only its sockets.
+            // A port without a front-end has no session to hand on, only its sockets and the
+            // device's own state (its counters run on across sessions too).
             const bool has_session = transport_.connected();
             w.put_bool(has_session);
             if (has_session) {
@@ -144,6 +145,10 @@ public:
                 w.put<std::uint32_t>(static_cast<std::uint32_t>(enc.fds.size()));
                 w.put_bytes(enc.bytes);
                 for (auto& fd : enc.fds) out.fds.push_back(std::move(fd));
+            } else {
+                std::vector<std::byte> state;
+                if constexpr (requires { device_.save_state(); }) state = device_.save_state();
+                w.put_bytes(state);
             }
             out.bytes = w.take();
             return out;
@@ -167,8 +172,14 @@ public:
                 auto decoded = protocol::decode_image(image_bytes, fds.subspan(used));
                 if (!decoded) return unexpected(decoded.error());
                 img = std::move(*decoded);
-            } else if (!r.done() || fds.size() != used) {
-                return unexpected(std::string("malformed port record"));
+            } else {
+                const auto state = r.get_bytes(protocol::session_image::max_device_state);
+                if (!r.done() || fds.size() != used) return unexpected(std::string("malformed port record"));
+                if constexpr (requires { device_.load_state(state); }) {
+                    if (!device_.load_state(state)) return unexpected(std::string("the device refused its saved state"));
+                } else if (!state.empty()) {
+                    return unexpected(std::string("the port has device state this device cannot load"));
+                }
             }
             auto adopted = Transport::adopt(std::move(*endpoint));
             if (!adopted) return unexpected("adopting the sockets: " + adopted.error().message());
@@ -299,7 +310,7 @@ private:
         }
         finished_ = true;
         cv_.notify_all();
-        if (!retired) report(session_event::kind::ended, errc::stopped, "server stopped");
+        if (!retired && connected) report(session_event::kind::ended, errc::stopped, "server stopped");
     }
 
     Transport transport_;

@@ -82,6 +82,15 @@ public:
         return true;
     }
     device::net::net_port& port() { return port_->device(); }
+    // Waits (bounded) until `n` sessions have ended on this port.
+    bool wait_sessions_ended(int n, std::chrono::milliseconds timeout) {
+        const auto until = std::chrono::steady_clock::now() + timeout;
+        while (sessions_ended_.load() < n) {
+            if (std::chrono::steady_clock::now() > until) return false;
+            std::this_thread::sleep_for(1ms);
+        }
+        return true;
+    }
     std::vector<std::string> log() {
         std::lock_guard lock(log_mutex_);
         return log_;
@@ -92,6 +101,9 @@ private:
         : port_(std::make_unique<server_type>(std::move(t), device::net::net_port::options{})),
           fwd_({&port_->device()}, device::net::forward_mode::loopback), poller_(fwd_, {}),
           port_path_(std::move(port_path)), control_path_(std::move(control_path)) {
+        port_->on_event([this](const runtime::session_event& e) {
+            if (e.what == runtime::session_event::kind::ended) sessions_ended_.fetch_add(1);
+        });
         if (port_->transport().role() == transport::unix_socket::mode::server) port_->start();
     }
 
@@ -122,6 +134,7 @@ private:
     std::optional<runtime::handover_listener> listener_;
     std::thread control_thread_;
     std::atomic<bool> handed_over_{false};
+    std::atomic<int> sessions_ended_{0};
     bool failed_ = false;
     std::mutex log_mutex_;
     std::vector<std::string> log_;

@@ -159,6 +159,26 @@ TEST_CASE("hostile take-over clients are refused and the back-end serves on", "[
     CHECK(current->port().stats().rx_packets == fe.received());
 }
 
+TEST_CASE("a port between two front-ends is handed over with its counters", "[runtime][takeover]") {
+    temp_dir dir;
+    const std::string port = dir.path + "/port.sock", control = dir.path + "/control.sock";
+    auto first = test::backend_process::fresh(port, control);
+    {
+        test::echo_frontend fe(port, false);
+        REQUIRE(fe.echo(700));
+    } // the front-end goes: the port waits for the next one
+    REQUIRE(first->wait_sessions_ended(1, 5s));
+    std::string why;
+    auto second = test::backend_process::take_over(port, control, &why);
+    if (!second) FAIL("take-over failed: " << why);
+    REQUIRE(first->wait_handed_over(5s));
+    first.reset();
+    CHECK(second->port().stats().rx_packets == 700); // before any new traffic
+    test::echo_frontend fe(port, true);               // the listening socket came along
+    REQUIRE(fe.echo(300));
+    CHECK(second->port().stats().rx_packets == 1000);
+}
+
 TEST_CASE("a take-over with nobody to take from fails cleanly", "[runtime][takeover][hostile]") {
     temp_dir dir;
     std::string why;
