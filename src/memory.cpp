@@ -103,7 +103,7 @@ expected<std::uint64_t, error> page_size_of(int fd) noexcept {
     return static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-expected<region, error> region::map(const wire::memory_region& desc, unique_fd fd) {
+expected<region, error> region::map(const wire::memory_region& desc, unique_fd fd, bool prefault) {
     if (auto e = check_desc(desc, 0)) return unexpected(*e);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return unexpected(error{errc::bad_fd, 0, 0, 0, 0, errno});
@@ -118,7 +118,8 @@ expected<region, error> region::map(const wire::memory_region& desc, unique_fd f
     if (!w || w->length > std::numeric_limits<std::size_t>::max() ||
         w->file_offset > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
         return unexpected(error{errc::region_wraps});
-    auto m = mapping::map(fd.get(), w->file_offset, static_cast<std::size_t>(w->length));
+    auto m = mapping::map(fd.get(), w->file_offset, static_cast<std::size_t>(w->length), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | (prefault ? MAP_POPULATE : 0));
     if (!m) return unexpected(error{errc::mmap_failed, 0, 0, w->length, 0, m.error().value()});
     std::byte* host = m->data() + w->delta;
     auto owner = std::make_shared<fd_mapping>(fd_mapping{std::move(fd), std::move(*m)});

@@ -331,6 +331,7 @@ int main(int argc, char** argv) {
         sigwait(&stop_signals, &sig);
         if (sig != SIGUSR1 || handover_done.load()) break; // a stray SIGUSR1 is not a hand-over
     }
+    if (handover_done.load()) runtime::step_aside(); // winding down must not slow the new process
 
     stats_running = false;
     if (stats.joinable()) stats.join();

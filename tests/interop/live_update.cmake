@@ -27,7 +27,11 @@ set(vvu_lu_tests
   "takeover-refused|takeover-refused.sh|${vvu_lu_tools}"
   # Crash recovery: vvu-forward --port unix-client: under testpmd (server=1) killed -9, twice.
   "crash-testpmd.split|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring split"
-  "crash-testpmd.packed|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring packed")
+  "crash-testpmd.packed|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring packed"
+  # Crash recovery under two pinging QEMU guests that listen (server=on): vvu-forward
+  # --port unix-client: killed -9 and restarted twice during 60 pings; every ping from 2 s
+  # after each restart on must be answered, QEMU logs only the back-end's disconnects.
+  "crash-qemu|crash-qemu.sh|--forward $<TARGET_FILE:vvu-forward> --guest-dir ${PROJECT_BINARY_DIR}/guest --pings 60 --crashes 2 --grace 2")
 
 foreach(spec IN LISTS vvu_lu_tests)
   string(REPLACE "|" ";" spec "${spec}")

@@ -78,7 +78,10 @@ public:
     // file offset below mmap_offset, length rounded to the (huge) page size. Takes ownership
     // of `fd`: it is closed with the mapping (and kept open until then, so that a live update
     // can hand it on). Refuses an fd whose file is smaller than mmap_offset + memory_size.
-    [[nodiscard]] static expected<region, error> map(const wire::memory_region& desc, unique_fd fd);
+    // `prefault`: fill the page tables now (MAP_POPULATE) — a live update maps the memory
+    // before the old process pauses, so the rings' first touches in the new process cost no
+    // page faults during the outage.
+    [[nodiscard]] static expected<region, error> map(const wire::memory_region& desc, unique_fd fd, bool prefault = false);
 
     [[nodiscard]] const wire::memory_region& desc() const noexcept { return desc_; }
     [[nodiscard]] std::uint64_t guest_phys_addr() const noexcept { return desc_.guest_phys_addr; }

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <array>
 #include <functional>
@@ -70,6 +71,8 @@ public:
     ~backend() { stop_all(); }
 
     const session_state& state() const noexcept { return state_; }
+    // The front-end's memory as it stands (null before a memory table).
+    const memory_type::ptr& memory() const noexcept { return memory_; }
     std::uint64_t offered_features() const noexcept { return device_.features() | backend_virtio_features; }
     std::uint64_t offered_protocol_features() const noexcept {
         return device_.protocol_features() | backend_protocol_features;
@@ -194,7 +197,10 @@ public:
     // just ended): maps the memory, makes the notifiers and the back-end channel, restores the
     // device's state and starts each ring that was running where it stopped. Everything in
     // the image is checked as if the front-end had sent it; on failure the session is empty.
-    expected<void, std::string> import_session(session_image img) {
+    // `premapped`: regions mapped ahead of time (a live update maps the memory before the old
+    // process pauses); an image region of the same description and file uses one instead of
+    // being mapped again.
+    expected<void, std::string> import_session(session_image img, std::vector<memory::region> premapped = {}) {
         reset_session();
         auto failed = [&](std::string why) {
             reset_session();
@@ -215,6 +221,10 @@ public:
         if (img.has_memory) {
             std::vector<memory::region> regions;
             for (auto& r : img.regions) {
+                if (auto pre = same_region(premapped, r)) {
+                    regions.push_back(std::move(*pre));
+                    continue;
+                }
                 auto mapped = transport_.map_region(r.desc, std::move(r.fd));
                 if (!mapped) return failed(fmt::format("region at 0x{:x}: {}", r.desc.guest_phys_addr, mapped.error().message()));
                 regions.push_back(std::move(*mapped));
@@ -280,6 +290,18 @@ public:
     }
 
 private:
+    // A premapped region of the same description whose fd is the same file as the image's.
+    static std::optional<memory::region> same_region(const std::vector<memory::region>& premapped, const image_region& r) {
+        struct stat a {};
+        if (::fstat(r.fd.get(), &a) != 0) return std::nullopt;
+        for (const auto& p : premapped) {
+            struct stat b {};
+            if (p.desc() == r.desc && p.fd() >= 0 && ::fstat(p.fd(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+                return p;
+        }
+        return std::nullopt;
+    }
+
     template <auto R>
     result dispatch(const wire::message<R>& m, transport::owned_fds& fds) {
         auto outcome = on(m, fds);

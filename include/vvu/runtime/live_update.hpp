@@ -14,6 +14,9 @@
 // The exchange (records of transport::handover_socket):
 //   new -> old  hello      version is in every record; payload: the new process's port list
 //   old -> new  refuse     why (and the old process serves on), or:
+//   old -> new  memory ×N  each port's memory regions (descriptions and fds), then memory_end
+//   new         maps them with their page tables filled, while the old process still serves
+//   new -> old  ready
 //   old         parks every port's control thread, pauses the data path at a burst boundary,
 //               exports every port (fds duplicated: nothing changes on its side)
 //   old -> new  port ×N    each port's image; its fds, more than fit one record in port_fds
@@ -37,6 +40,8 @@
 #include <fmt/ranges.h>
 
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 
 #include <algorithm>
@@ -76,8 +81,16 @@ struct handover_result {
 };
 
 namespace handover_record {
-enum : std::uint16_t { hello = 1, refuse, port, port_fds, app_state, sent_all, accept, abort, commit };
+enum : std::uint16_t { hello = 1, refuse, port, port_fds, app_state, sent_all, accept, abort, commit, memory, memory_end, ready };
 } // namespace handover_record
+
+// The calling thread runs only when a CPU would otherwise idle (SCHED_IDLE): what the old
+// process does after commit must not delay the new one. The application calls it in its own
+// threads that wind down after a hand-over (vvu-forward: its main thread).
+inline void step_aside() noexcept {
+    sched_param p{};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
+}
 
 namespace detail {
 
@@ -174,6 +187,10 @@ private:
                           fmt::format("port lists differ: this process serves [{}], the new one asks for [{}]",
                                       fmt::join(descriptions_, ", "), fmt::join(theirs, ", ")));
 
+        // The memory first, while everything runs: the new process maps it (page tables filled)
+        // before the outage, which then holds no mmap and no page fault.
+        if (auto m = send_memory(peer); !m) return unexpected(m.error());
+
         // Control threads aside first (no ring starts or stops meanwhile), then the data path.
         const auto parked_from = std::chrono::steady_clock::now();
         std::size_t parked = 0;
@@ -230,9 +247,37 @@ private:
         // From here on the sessions — and the control socket — are the new process's.
         result.paused = since(paused_at);
         result.ports = ports_.size();
+        // What is left to do here — letting go, exiting — must not take a CPU from the new
+        // process resuming the rings (on a small machine it would, for milliseconds).
+        step_aside();
         for (auto* p : ports_) p->retire();
         (void)listener_.release();
         return result;
+    }
+
+    expected<void, error> send_memory(transport::handover_socket& peer) {
+        constexpr auto t = std::chrono::milliseconds(2000);
+        for (std::uint32_t i = 0; i < ports_.size(); ++i) {
+            auto m = ports_[i]->preview_memory(options_.park_timeout);
+            if (!m) return refuse(peer, errc::refused, fmt::format("port {}: {}", i, m.error()));
+            if (m->fds.size() > transport::handover_socket::max_fds) continue; // too many to preview: mapped at import
+            std::vector<int> fds;
+            for (auto& fd : m->fds) fds.push_back(fd.get());
+            byte_writer w;
+            w.put<std::uint32_t>(i);
+            w.put_bytes(m->bytes);
+            if (auto s = peer.send(handover_record::memory, w.bytes(), fds, t); !s)
+                return unexpected(detail::fail(errc::protocol, "sending memory: " + s.error().message()));
+        }
+        if (auto s = peer.send(handover_record::memory_end, {}, {}, t); !s)
+            return unexpected(detail::fail(errc::protocol, "sending memory: " + s.error().message()));
+        auto ready = peer.receive(options_.accept_timeout);
+        if (!ready) return unexpected(detail::fail(errc::protocol, "waiting for ready: " + ready.error().message()));
+        if (ready->type == handover_record::abort)
+            return unexpected(detail::fail(errc::refused, "the new process aborted: " + detail::string_of(ready->payload)));
+        if (ready->type != handover_record::ready || !ready->fds.empty() || !ready->payload.empty())
+            return unexpected(detail::fail(errc::protocol, fmt::format("expected ready, got record type {}", ready->type)));
+        return {};
     }
 
     expected<void, error> send_all(transport::handover_socket& peer, std::vector<port_image>& images) {
@@ -299,6 +344,22 @@ inline expected<handover_result, error> take_over(const std::string& path, std::
         (void)peer->send(handover_record::abort, payload, {}, std::chrono::milliseconds(200));
         return give_up(detail::fail(e, std::move(why)));
     };
+    // The memory, mapped while the old process still serves.
+    for (;;) {
+        auto rec = peer->receive(o.accept_timeout);
+        if (!rec) return abort(errc::protocol, "receiving the memory: " + rec.error().message());
+        if (rec->type == handover_record::refuse) return give_up(detail::fail(errc::refused, detail::string_of(rec->payload)));
+        if (rec->type == handover_record::memory_end) break;
+        if (rec->type != handover_record::memory) return abort(errc::protocol, fmt::format("unexpected record type {}", rec->type));
+        byte_reader r(rec->payload);
+        const auto index = r.get<std::uint32_t>();
+        const auto bytes = r.get_bytes(transport::handover_socket::max_payload);
+        if (!r.done() || index >= ports.size()) return abort(errc::protocol, "malformed memory record");
+        ports[index]->premap(bytes, rec->fds);
+    }
+    if (auto s = peer->send(handover_record::ready, {}, {}, std::chrono::milliseconds(2000)); !s)
+        return give_up(detail::fail(errc::protocol, "sending ready: " + s.error().message()));
+
     // Port records arrive in order; a port's fds may continue in port_fds records.
     std::vector<bool> imported(ports.size(), false);
     bool have_app_state = false;

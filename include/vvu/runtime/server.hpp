@@ -28,6 +28,7 @@
 #include <vvu/runtime/handover_port.hpp>
 #include <vvu/util/unique_fd.hpp>
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -125,6 +126,46 @@ public:
         }
     }
 
+    expected<port_image, std::string> preview_memory(std::chrono::milliseconds timeout) override {
+        if constexpr (!handover_transport<Transport>) {
+            return unexpected(std::string("this transport cannot hand its session over"));
+        } else {
+            // The table is replaced on the control thread: read it while that thread is aside.
+            if (auto p = park(timeout); !p) return unexpected(p.error());
+            memory::guest_memory::ptr table = backend_.memory();
+            unpark();
+            port_image out;
+            byte_writer w;
+            const auto regions = table ? table->regions() : std::span<const memory::region>{};
+            w.put<std::uint32_t>(static_cast<std::uint32_t>(regions.size()));
+            for (const auto& r : regions) {
+                unique_fd fd(r.fd() >= 0 ? ::fcntl(r.fd(), F_DUPFD_CLOEXEC, 0) : -1);
+                if (!fd) return unexpected(std::string("a region without an fd"));
+                for (std::uint64_t v : {r.desc().guest_phys_addr, r.desc().memory_size, r.desc().userspace_addr, r.desc().mmap_offset})
+                    w.put<std::uint64_t>(v);
+                out.fds.push_back(std::move(fd));
+            }
+            out.bytes = w.take();
+            return out;
+        }
+    }
+
+    void premap(std::span<const std::byte> bytes, std::span<unique_fd> fds) override {
+        byte_reader r(bytes);
+        const auto n = r.get<std::uint32_t>();
+        if (!r.ok() || n != fds.size() || n > memory::guest_memory::max_slots) return; // not used then
+        for (std::uint32_t i = 0; i < n; ++i) {
+            wire::memory_region d;
+            d.guest_phys_addr = r.get<std::uint64_t>();
+            d.memory_size = r.get<std::uint64_t>();
+            d.userspace_addr = r.get<std::uint64_t>();
+            d.mmap_offset = r.get<std::uint64_t>();
+            if (!r.ok()) return;
+            // Checked as any region; one that does not map is mapped (and refused) at import.
+            if (auto m = memory::region::map(d, std::move(fds[i]), true)) premapped_.push_back(std::move(*m));
+        }
+    }
+
     expected<port_image, std::string> export_port() override {
         if constexpr (!handover_transport<Transport>) {
             return unexpected(std::string("this transport cannot hand its session over"));
@@ -187,7 +228,8 @@ public:
             transport_ = std::move(*adopted);
             transport_.set_interrupt(interrupt_.get());
             if (img) {
-                if (auto imported = backend_.import_session(std::move(*img)); !imported) return unexpected(imported.error());
+                if (auto imported = backend_.import_session(std::move(*img), std::move(premapped_)); !imported)
+                    return unexpected(imported.error());
                 resumed_ = true;
             }
             return {};
@@ -228,15 +270,19 @@ private:
         [[maybe_unused]] auto n = ::read(interrupt_.get(), &v, sizeof v);
     }
 
-    // At a message boundary: park if asked. Returns false when the thread must end (retired).
+    // At a message boundary: park if asked, for as long as asked — an unpark may be followed
+    // at once by the next park (a live update parks to read the memory, then to export).
+    // Returns false when the thread must end (retired or stopped while parked).
     bool service_park() {
         std::unique_lock lock(mutex_);
         drain_interrupt();
-        if (park_ != park_state::requested) return park_ != park_state::retire;
-        park_ = park_state::parked;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return park_ != park_state::parked; });
-        return park_ == park_state::none;
+        for (;;) {
+            if (park_ == park_state::retire || park_ == park_state::stop) return false;
+            if (park_ != park_state::requested) return true;
+            park_ = park_state::parked;
+            cv_.notify_all();
+            cv_.wait(lock, [&] { return park_ != park_state::parked; });
+        }
     }
 
     // Runs f with the data path held (guard_data_path), or as it is.
@@ -326,6 +372,7 @@ private:
     park_state park_ = park_state::none;
     bool finished_ = false;
     bool resumed_ = false;
+    std::vector<memory::region> premapped_; // new process: the memory mapped before the outage
 };
 
 } // namespace vvu::runtime

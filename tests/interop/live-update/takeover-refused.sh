@@ -60,6 +60,23 @@ elif mode == "version":
     s.sendall(hello(7))
 else:
     s.sendall(hello(1))
+def record():
+    head, anc, _, _ = s.recvmsg(16, socket.CMSG_SPACE(253 * 4))
+    body = b""
+    size = struct.unpack("<IHHII", head)[3] if len(head) == 16 else 0
+    while len(body) < size:
+        chunk = s.recv(size - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return head, anc, body
+if mode == "halfway":
+    # The memory comes first while the old process still runs; "ready" (type 12) lets it pause.
+    while True:
+        head, anc, body = record()
+        if len(head) < 16 or struct.unpack("<IHHII", head)[2] != 10:
+            break
+    s.sendall(struct.pack("<IHHII", 0x4C555656, 1, 12, 0, 0))
 header, ancillary, _, _ = s.recvmsg(16, socket.CMSG_SPACE(253 * 4))
 fds = [fd for level, kind, data in ancillary if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
        for fd in struct.unpack(f"<{len(data) // 4}i", data[: len(data) // 4 * 4])]

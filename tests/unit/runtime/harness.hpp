@@ -174,7 +174,10 @@ public:
             driver_->reap_tx(0);
             driver_->receive(0, [&](const device::net::virtio_net_hdr&, std::span<const std::byte> frame) {
                 const auto seq = device::net::test_frame_sequence(frame);
-                if (!seq || *seq != received_) ++out_of_order_;
+                if (!seq || *seq != received_) {
+                    if (out_of_order_ == 0) first_bad_ = seq.value_or(~0ULL), first_bad_at_ = received_;
+                    ++out_of_order_;
+                }
                 ++received_;
             });
         }
@@ -183,11 +186,13 @@ public:
     std::uint64_t sent() const { return sent_; }
     std::uint64_t received() const { return received_; }
     std::uint64_t out_of_order() const { return out_of_order_; }
+    // The first frame out of order: its sequence number and where it came.
+    std::pair<std::uint64_t, std::uint64_t> first_bad() const { return {first_bad_, first_bad_at_}; }
     driver& nd() { return *driver_; }
 
 private:
     std::unique_ptr<driver> driver_;
-    std::uint64_t sent_ = 0, received_ = 0, out_of_order_ = 0;
+    std::uint64_t sent_ = 0, received_ = 0, out_of_order_ = 0, first_bad_ = 0, first_bad_at_ = 0;
 };
 
 } // namespace vvu::test

@@ -39,8 +39,12 @@ std::unique_ptr<test::backend_process> take_over_under_traffic(test::echo_fronte
         next = test::backend_process::take_over(port, control, &why);
         done = true;
     });
-    while (!done.load()) REQUIRE(fe.echo(16));
-    t.join();
+    bool flowing = true;
+    while (!done.load() && flowing) flowing = fe.echo(16);
+    t.join(); // (before any assertion: a failed REQUIRE must not leave the thread running)
+    INFO("sent " << fe.sent() << ", received " << fe.received() << ", out of order " << fe.out_of_order()
+                  << ", first: seq " << fe.first_bad().first << " as frame " << fe.first_bad().second);
+    REQUIRE(flowing);
     if (!next) FAIL("take-over failed: " << why);
     REQUIRE(old.wait_handed_over(5s));
     return next;
@@ -122,18 +126,38 @@ TEST_CASE("hostile take-over clients are refused and the back-end serves on", "[
         REQUIRE(s.send(runtime::handover_record::hello, hello({"unix:/elsewhere.sock"}), {}, 1s));
         expect_refusal(s, "port lists differ");
     }
+    // The memory comes first, while the back-end still runs; `ready` lets it pause.
+    auto take_memory = [](transport::handover_socket& s) {
+        for (;;) {
+            auto r = s.receive(2s);
+            REQUIRE(r);
+            if (r->type == runtime::handover_record::memory_end) break;
+            REQUIRE(r->type == runtime::handover_record::memory);
+            CHECK(r->fds.size() == 1); // the front-end's one memory region
+        }
+    };
+    SECTION("a client that hangs up after the memory") {
+        auto s = client();
+        REQUIRE(s.send(runtime::handover_record::hello, hello({"unix:" + port}), {}, 1s));
+        take_memory(s);
+        s.close();
+    }
     SECTION("a client that hangs up halfway") {
         auto s = client();
         REQUIRE(s.send(runtime::handover_record::hello, hello({"unix:" + port}), {}, 1s));
+        take_memory(s);
+        REQUIRE(s.send(runtime::handover_record::ready, {}, {}, 1s));
         auto first = s.receive(2s); // the first port's session: the back-end is paused now
         REQUIRE(first);
         CHECK(first->type == runtime::handover_record::port);
-        CHECK(!first->fds.empty());
+        CHECK(first->fds.size() >= 5); // sockets, memory, notifiers
         s.close();
     }
     SECTION("a client that aborts after receiving everything") {
         auto s = client();
         REQUIRE(s.send(runtime::handover_record::hello, hello({"unix:" + port}), {}, 1s));
+        take_memory(s);
+        REQUIRE(s.send(runtime::handover_record::ready, {}, {}, 1s));
         for (;;) {
             auto r = s.receive(2s);
             REQUIRE(r);
