@@ -88,6 +88,30 @@ ssize_t recv_some(int fd, std::byte* buf, std::size_t len, owned_fds& fds, bool&
         fd, buf, len, wire::max_fds, [&](int v) { overflow |= !fds.push_back(unique_fd(v)); }, overflow);
 }
 
+// Reads exactly len bytes of a stream message: `wait(between)` blocks until readable (between:
+// nothing of this message read yet, where an interrupt may stop the wait), `receive(buf, n,
+// mid)` is one recvmsg that may take fds. A peer that goes before the message's first byte is
+// errc::disconnected, inside it errc::truncated. `started`: bytes of the message came before.
+template <class Wait, class Receive>
+expected<void, error> read_exact(std::byte* buf, std::size_t len, bool started, Wait&& wait, Receive&& receive) {
+    std::size_t got = 0;
+    while (got < len) {
+        const bool mid = started || got > 0;
+        if (auto w = wait(!mid); !w) return w;
+        const ssize_t n = receive(buf + got, len - got, mid);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+            if (errno == ECONNRESET) return unexpected(error(mid ? errc::truncated : errc::disconnected));
+            return unexpected(system_error("recvmsg"));
+        }
+        if (n == 0) return unexpected(error(mid ? errc::truncated : errc::disconnected));
+        got += static_cast<std::size_t>(n);
+    }
+    return {};
+}
+
+// framed_socket's reads: fds of any part of the message are kept (vhost-user allows them with
+// any byte); more than wire::max_fds is an error.
 struct reader {
     int fd;
     int wake;
@@ -96,22 +120,12 @@ struct reader {
     owned_fds& fds;
     bool overflow = false;
 
-    // Reads exactly len bytes. `started`: bytes of this message were read before.
     expected<void, error> read_exact(std::byte* buf, std::size_t len, bool started) {
-        std::size_t got = 0;
-        while (got < len) {
-            const bool between_messages = !started && got == 0;
-            if (auto w = wait_ready(fd, POLLIN, wake, dl, between_messages ? interrupt : -1); !w) return w;
-            const ssize_t n = recv_some(fd, buf + got, len - got, fds, overflow);
-            const bool mid = started || got > 0;
-            if (n < 0) {
-                if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-                if (errno == ECONNRESET) return unexpected(error(mid ? errc::truncated : errc::disconnected));
-                return unexpected(system_error("recvmsg"));
-            }
-            if (n == 0) return unexpected(error(mid ? errc::truncated : errc::disconnected));
-            got += static_cast<std::size_t>(n);
-        }
+        auto r = transport::read_exact(
+            buf, len, started,
+            [&](bool between_messages) { return wait_ready(fd, POLLIN, wake, dl, between_messages ? interrupt : -1); },
+            [&](std::byte* b, std::size_t n, bool) { return recv_some(fd, b, n, fds, overflow); });
+        if (!r) return r;
         if (overflow) return unexpected(error(errc::too_many_fds));
         return {};
     }
@@ -246,24 +260,19 @@ expected<handover_socket::record, error> handover_socket::receive(std::chrono::m
         if (rec.fds.size() < max_fds) rec.fds.push_back(std::move(fd));
         else overflow = true;
     };
-    // Reads exactly len bytes; fds may come with the first byte only.
+    // Reads exactly len bytes; fds may come with the record's first byte only.
+    bool fds_inside = false;
     auto read_exact = [&](std::byte* buf, std::size_t len, bool started) -> expected<void, error> {
-        std::size_t got = 0;
-        while (got < len) {
-            if (auto w = wait_ready(fd_.get(), POLLIN, -1, dl); !w) return w;
-            const std::size_t fds_before = rec.fds.size();
-            const ssize_t n = scm::recv_some(fd_.get(), buf + got, len - got, max_fds, take, overflow);
-            const bool mid = started || got > 0;
-            if (n < 0) {
-                if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-                if (errno == ECONNRESET) return unexpected(error(mid ? errc::truncated : errc::disconnected));
-                return unexpected(system_error("recvmsg"));
-            }
-            if (n == 0) return unexpected(error(mid ? errc::truncated : errc::disconnected));
-            if (mid && rec.fds.size() != fds_before)
-                return unexpected(error(errc::malformed, std::string("file descriptors in the middle of a record")));
-            got += static_cast<std::size_t>(n);
-        }
+        auto r = transport::read_exact(
+            buf, len, started, [&](bool) { return wait_ready(fd_.get(), POLLIN, -1, dl); },
+            [&](std::byte* b, std::size_t n, bool mid) {
+                const std::size_t before = rec.fds.size();
+                const ssize_t got = scm::recv_some(fd_.get(), b, n, max_fds, take, overflow);
+                if (mid && rec.fds.size() != before) fds_inside = true;
+                return got;
+            });
+        if (!r) return r;
+        if (fds_inside) return unexpected(error(errc::malformed, std::string("file descriptors in the middle of a record")));
         if (overflow) return unexpected(error(errc::malformed, std::string("more file descriptors than a record may carry")));
         return {};
     };

@@ -12,6 +12,8 @@
 #include <vvu/transport/backend_channel.hpp>
 #include <vvu/transport/eventfd_notifier.hpp>
 
+#include "fuzz_transport.hpp"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -22,23 +24,8 @@ namespace {
 
 using namespace vvu;
 
-struct fuzz_transport {
-    using kick_notifier = transport::eventfd_notifier;
-    using call_notifier = transport::eventfd_notifier;
-    using backend_channel = transport::backend_channel;
+using fuzzing::fuzz_transport;
 
-    expected<void, transport::error> wait_for_frontend() { return {}; }
-    expected<transport::received_message, transport::error> receive() { return unexpected(transport::error(transport::errc::disconnected)); }
-    expected<void, transport::error> send(const wire::frame&) { return {}; }
-    void close_session() noexcept {}
-    expected<memory::region, memory::error> map_region(const wire::memory_region& d, unique_fd fd) {
-        return memory::region::map(d, std::move(fd));
-    }
-    expected<kick_notifier, transport::error> make_kick_notifier(std::uint32_t, unique_fd fd) { return kick_notifier(std::move(fd)); }
-    expected<call_notifier, transport::error> make_call_notifier(std::uint32_t, unique_fd fd) { return call_notifier(std::move(fd)); }
-    expected<call_notifier, transport::error> make_error_notifier(std::uint32_t, unique_fd fd) { return call_notifier(std::move(fd)); }
-    expected<backend_channel, transport::error> make_backend_channel(unique_fd fd) { return backend_channel(std::move(fd)); }
-};
 
 unique_fd sealed_memfd() {
     unique_fd fd(::memfd_create("vvu-fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING));
