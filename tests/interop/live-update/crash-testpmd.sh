@@ -58,9 +58,14 @@ for ((i = 0; i <= crashes; i++)); do
 done
 
 before=$(periodic_max fe TX-packets)
-check_tx() { # testpmd's TX keeps moving with the last back-end
-  sleep 1
-  local now
+check_tx() { # testpmd's TX keeps moving with the last back-end: two more stats blocks (>= 1 s)
+  local n0 now i
+  n0=$(blocks fe)
+  for ((i = 0; i < 100; i++)); do
+    (($(blocks fe) >= n0 + 2)) && break
+    peer_alive fe || fail "testpmd ended"
+    sleep 0.1
+  done
   now=$(periodic_max fe TX-packets)
   ((now > before + 2 * RING)) || fail "testpmd's TX-packets stalled at $now after the last restart"
   echo "ok: testpmd's TX-packets went from $before to $now with forward$crashes"
