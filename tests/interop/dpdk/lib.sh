@@ -229,7 +229,7 @@ backend_start() {
       i=$((i + 1))
     done
     cmd+=(-- --total-num-mbufs=32768 --forward-mode="$fwd" --auto-start --stats-period 1
-          --nb-cores=1 --txd="$RING" --rxd="$RING")
+          --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx)
     peer_run backend "${cmd[@]}"
   else
     [[ -n ${VVU_FORWARD_CPU:-} ]] && cmd=(taskset -c "$VVU_FORWARD_CPU")

@@ -86,7 +86,7 @@ testpmd_vhost_start() {
   # shellcheck disable=SC2054 # the commas belong to DPDK's options
   peer_run "$name" env --ignore-signal=PIPE "$TESTPMD" -l 0,1 --main-lcore 0 -n 1 --file-prefix="$prefix" \
     --no-huge -m 512 --no-pci --vdev "net_vhost0,iface=$sock,queues=1" \
-    -- --total-num-mbufs=32768 --forward-mode="$mode" --auto-start --stats-period 1 --nb-cores=1
+    -- --total-num-mbufs=32768 --forward-mode="$mode" --auto-start --stats-period 1 --nb-cores=1 --no-flush-rx
   wait_socket "$sock" "$name" 30
 }
 
