@@ -1,6 +1,7 @@
 # vvu's front-end against real back-ends: vvu-traffic -> DPDK testpmd net_vhost (both directions,
 # split and packed rings), vvu-traffic echo through vvu-forward loopback, and vvu-blk against
-# qemu-storage-daemon's vhost-user-blk export. The scripts are in tests/interop/frontend/ (lib.sh
+# qemu-storage-daemon's vhost-user-blk export and
+# vvu-blk-server (unix: and vvu: ports). The scripts are in tests/interop/frontend/ (lib.sh
 # says how they work). A missing peer makes a test skip (exit 77), or fail when CI=true.
 # Included from tests/CMakeLists.txt.
 
@@ -22,7 +23,18 @@ set(vvu_fe_tests
 if(TARGET vvu-blk)
   # Split ring only: qemu-storage-daemon (libvhost-user) does not offer VIRTIO_F_RING_PACKED
   # (vvu-blk --packed fails there with "GET_FEATURES: required features 0x400000000 not offered").
-  list(APPEND vvu_fe_tests "blk.qsd.split|blk-qsd.sh|--blk $<TARGET_FILE:vvu-blk>")
+  list(APPEND vvu_fe_tests "blk.qsd.split|blk-verify.sh|--blk $<TARGET_FILE:vvu-blk> --server qsd")
+  if(TARGET vvu-blk-server)
+    # The same checks against vvu's own back-end, on a unix: port and behind vvu-device.
+    list(APPEND vvu_fe_tests
+      "blk.vvu.split|blk-verify.sh|--blk $<TARGET_FILE:vvu-blk> --server $<TARGET_FILE:vvu-blk-server> --queues 2"
+      "blk.vvu.packed|blk-verify.sh|--blk $<TARGET_FILE:vvu-blk> --server $<TARGET_FILE:vvu-blk-server> --packed")
+    if(TARGET vvu-device)
+      list(APPEND vvu_fe_tests
+        "blk.vvu-device.split|blk-verify.sh|--blk $<TARGET_FILE:vvu-blk> --server $<TARGET_FILE:vvu-blk-server> --device $<TARGET_FILE:vvu-device>"
+        "blk.vvu-device.packed|blk-verify.sh|--blk $<TARGET_FILE:vvu-blk> --server $<TARGET_FILE:vvu-blk-server> --device $<TARGET_FILE:vvu-device> --packed")
+    endif()
+  endif()
 endif()
 
 foreach(spec IN LISTS vvu_fe_tests)
