@@ -8,7 +8,7 @@
 //              and back-end requests go out in one txq buffer each.
 //   memory     the front-end's regions are areas of the shared-memory window of BAR 2, at the
 //              offsets pci::vvu_function::window_layout computes from the memory messages —
-//              the transport mirrors that layout as the messages pass, and map_region maps the
+//              the transport mirrors that layout as it hands each message on, and map_region maps the
 //              area (f.map_window: on vfio-user, straight from the front-end's own fd).
 //   kicks      vring i's kick is an MSI-X vector this driver assigns through the notification
 //              structure (notification_select / notification_msix_vector) and wires to an
@@ -353,11 +353,13 @@ struct basic_vvu_pci<F>::shared {
             replies.push_back(std::move(m));
             return;
         }
-        mirror_window(m);
         requests.push_back(std::move(m));
     }
 
-    // The device laid the regions out in its window as the messages say; so does the driver.
+    // The device laid the regions out in its window as the messages say; so does the driver,
+    // as each request is handed to the state machine — the order it maps and unmaps in. (At
+    // reap time a REM_MEM_REG reaped together with the SET_MEM_TABLE before it would take a
+    // region out of the layout before the table is mapped.)
     void mirror_window(const received_message& m) {
         auto decoded = wire::decode<wire::front_request>(m.bytes(), {}, wire::fd_policy::stripped);
         if (!decoded) return; // the state machine will refuse it
@@ -388,6 +390,7 @@ struct basic_vvu_pci<F>::shared {
                 if (!q.empty()) {
                     received_message m = std::move(q.front());
                     q.pop_front();
+                    if (!reply) mirror_window(m);
                     return m;
                 }
                 if (rxq().broken()) return unexpected(protocol("the device broke the rxq"));
