@@ -1,6 +1,6 @@
 // vvu-blk: a vhost-user front-end for virtio-blk back-ends (qemu-storage-daemon, …): device
-// info, reads, writes, and a whole-disk write/read-back check. A thin main over
-// device::blk::blk_driver.
+// info, reads, writes, a whole-disk write/read-back check and a random-I/O load. A thin main
+// over device::blk::blk_driver.
 #include "../common/command_line.hpp"
 
 #include <vvu/device/blk_driver.hpp>
@@ -10,6 +10,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <random>
@@ -41,6 +42,13 @@ Commands (each prints one JSON object on stdout):
                                 random seed is chosen and printed when none is given) over the
                                 whole disk, flush, read it all back and compare; --pattern-out
                                 writes the expected disk image to FILE (cmp it with the image)
+  randio --rw read|write [--block BYTES] [--seconds S | --requests N] [--seed N]
+                                random requests of BYTES (default 4096, a multiple of 512) at
+                                block-aligned offsets drawn uniformly over the whole disk
+                                (mt19937_64, seed default 1), --depth of them in flight, for S
+                                seconds (default 5) or N requests; prints IOPS and the latency
+                                from submission to completion (p50, p99, max, in µs). Writes
+                                overwrite the disk with pseudo-random bytes.
 
 Options:
   --connect PATH     connect to a back-end listening on PATH (retried up to --timeout)
@@ -48,7 +56,7 @@ Options:
   --packed           packed virtqueue instead of split
   --queue-size N     descriptors in the virtqueue (default 128)
   --chunk BYTES      bytes per request (default 262144, a multiple of 512)
-  --depth N          requests in flight (default 16)
+  --depth N          requests in flight (default 16; at most --queue-size / 3)
   --timeout MS       bound of every control-message wait and of every wait for a completion
                      (default 5000)
   --help             this text
@@ -65,6 +73,10 @@ struct options {
     std::uint64_t sector = 0, count = 0;
     std::string in, out, pattern_out;
     std::optional<std::uint64_t> seed;
+    std::string rw;                  // randio: read or write
+    std::uint32_t block = 4096;      // randio
+    double seconds = 0;              // randio: 0 with no --requests means 5
+    std::uint64_t requests = 0;      // randio
 };
 
 std::optional<options> parse(int argc, char** argv) {
@@ -111,6 +123,18 @@ std::optional<options> parse(int argc, char** argv) {
             std::uint64_t s = 0;
             if (!number(s)) return bad("--seed needs a number");
             o.seed = s;
+        } else if (a == "--rw") {
+            if (!text(o.rw) || (o.rw != "read" && o.rw != "write")) return bad("--rw is read or write");
+        } else if (a == "--block") {
+            if (!number(o.block) || o.block == 0 || o.block % 512 != 0) return bad("--block needs a multiple of 512");
+        } else if (a == "--seconds") {
+            std::string v;
+            char* end = nullptr;
+            if (text(v)) o.seconds = std::strtod(v.c_str(), &end);
+            if (v.empty() || end != v.c_str() + v.size() || !(o.seconds > 0 && o.seconds <= 1e6))
+                return bad("--seconds needs a number in (0, 1e6]");
+        } else if (a == "--requests") {
+            if (!number(o.requests) || o.requests == 0) return bad("--requests needs a number >= 1");
         } else if (!a.starts_with("-") && o.command.empty()) {
             o.command = std::string(a);
         } else {
@@ -119,10 +143,15 @@ std::optional<options> parse(int argc, char** argv) {
     }
     if (o.path.empty()) return bad("--connect PATH or --listen PATH is required");
     if (o.command != "info" && o.command != "read" && o.command != "write" && o.command != "flush" &&
-        o.command != "verify")
-        return bad("a command is required: info, read, write, flush or verify");
+        o.command != "verify" && o.command != "randio")
+        return bad("a command is required: info, read, write, flush, verify or randio");
     if (o.command == "read" && o.count == 0) return bad("read needs --count N (sectors)");
     if (o.command == "write" && o.in.empty()) return bad("write needs --in FILE");
+    if (o.command == "randio") {
+        if (o.rw.empty()) return bad("randio needs --rw read or --rw write");
+        if (o.seconds > 0 && o.requests != 0) return bad("randio takes --seconds or --requests, not both");
+        if (o.block > o.driver.chunk) return bad("--block is larger than --chunk");
+    }
     return o;
 }
 
@@ -213,6 +242,29 @@ int verify(driver_type& bd, const options& o) {
     return 0;
 }
 
+int randio(driver_type& bd, const options& o) {
+    device::blk::random_io_options r;
+    r.block = o.block;
+    r.read_percent = o.rw == "read" ? 100 : 0;
+    r.depth = o.driver.depth; // an error when the queue cannot hold that many
+    r.requests = o.requests;
+    if (o.requests == 0)
+        r.duration = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::duration<double>(o.seconds > 0 ? o.seconds : 5.0));
+    r.seed = o.seed.value_or(1);
+    auto rep = bd.random_io(r);
+    if (!rep) {
+        fmt::print(stderr, "vvu-blk: randio: {}\n", rep.error().message());
+        return 1;
+    }
+    fmt::print("{{\"command\":\"randio\",\"rw\":\"{}\",\"block\":{},\"depth\":{},\"seed\":{},\"requests\":{},"
+               "\"bytes\":{},\"seconds\":{:.3f},\"iops\":{:.0f},\"mean_us\":{:.1f},\"p50_us\":{:.1f},"
+               "\"p99_us\":{:.1f},\"max_us\":{:.1f}}}\n",
+               o.rw, rep->block, rep->depth, r.seed, rep->requests, rep->bytes, rep->seconds, rep->iops, rep->mean_us,
+               rep->p50_us, rep->p99_us, rep->max_us);
+    return 0;
+}
+
 int run(const options& o) {
     auto channel = o.listen ? protocol::socket_channel::listen(o.path, o.driver.timeout)
                             : protocol::socket_channel::connect(o.path, o.driver.timeout);
@@ -273,6 +325,8 @@ int run(const options& o) {
     } else if (o.command == "flush") {
         if (auto r = bd.flush(); !r) return fail(r.error());
         fmt::print("{{\"command\":\"flush\",\"supported\":{}}}\n", bd.has_flush());
+    } else if (o.command == "randio") {
+        rc = randio(bd, o);
     } else {
         rc = verify(bd, o);
     }
