@@ -81,12 +81,14 @@ enum class reply_route : std::uint8_t {
     replay,     // the device replayed it to a new driver: the ack is swallowed (0 required)
     device_ack, // the front-end waits for an ack the lost driver never gave: the device gives
                 // it once the replay ahead of it has been acknowledged
+    barrier,    // a GET_FEATURES the device put behind a memory message: the reply is swallowed
 };
 struct awaited_reply {
     front_request request{};
     reply_route route = reply_route::frontend;
     frame_bytes bytes;      // frontend: the request, to send to a new driver again
     std::uint64_t seq = 0;  // when the device took it (record order)
+    bool barrier = false;   // its reply shows the driver has handled the memory message before it
 };
 
 // What the front-end set up in its session, the last of each request, as the messages passed
@@ -143,6 +145,13 @@ struct device_model::impl final : function_owner {
     std::deque<awaited_reply> awaited;
     bool kept = false;
 
+    // A memory message is on its way to the driver and the front-end's socket is not read until
+    // the driver has handled it (the reply to an awaited entry marked `barrier`): the window
+    // already shows the message, and a later one applied to it before the driver maps the
+    // regions of this one would take them away under it (a REM_MEM_REG right behind a
+    // SET_MEM_TABLE without REPLY_ACK).
+    bool memory_barrier = false;
+
     bool backend_up = false;            // the driver set BACKEND_UP (and DRIVER_OK)
     bool awaiting_backend_reack = false; // after a disconnect: BACKEND_UP must drop first
     bool connected = false;
@@ -175,12 +184,13 @@ struct device_model::impl final : function_owner {
         if (fd >= 0) ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
     }
 
-    // Reads the front-end's socket only while CONNECTED and nothing waits for an rxq buffer
-    // (back-pressure: a slow driver slows the front-end instead of growing a queue); otherwise
-    // only its hang-up is watched.
+    // Reads the front-end's socket only while CONNECTED, nothing waits for an rxq buffer
+    // (back-pressure: a slow driver slows the front-end instead of growing a queue) and no
+    // memory message waits for the driver; otherwise only its hang-up is watched. The watch is
+    // level-triggered: messages that arrived meanwhile are reported when reading resumes.
     void update_frontend_interest() {
         if (!frontend.is_open()) return;
-        const bool want = connected && to_driver.empty();
+        const bool want = connected && to_driver.empty() && !memory_barrier;
         if (want == frontend_reading) return;
         frontend_reading = want;
         watch(frontend.native_handle(), want ? EPOLLIN | EPOLLRDHUP : EPOLLRDHUP, tag(source::frontend));
@@ -236,6 +246,7 @@ struct device_model::impl final : function_owner {
         to_driver.clear();
         record = {};
         awaited.clear();
+        memory_barrier = false;
         kept = false;
         connected = false;
         ++counts.disconnects;
@@ -276,11 +287,15 @@ struct device_model::impl final : function_owner {
         function->set_frontend_up(false); // the next driver sees it rise after its BACKEND_UP
         for (auto& k : kick_fds) unwatch(k.get()); // kicks wait in their eventfds
         // Front-end requests not yet on the rxq are in the record (or await replies below);
-        // replies to the lost driver's back-end requests have no one to go to.
+        // replies to the lost driver's back-end requests have no one to go to. A memory
+        // barrier goes too: the replay gives the next driver the window as it stands, and
+        // resume() puts a barrier behind that.
         to_driver.clear();
+        memory_barrier = false;
         std::deque<awaited_reply> still;
         for (auto& a : awaited) {
-            if (a.route == reply_route::replay) continue; // a replay not finished is made again
+            if (a.route == reply_route::replay || a.route == reply_route::barrier) continue; // made again
+            a.barrier = false;
             if (a.route == reply_route::frontend && wire::rules(a.request).reply != wire::reply_rule::always) {
                 a.route = reply_route::device_ack; // its effect is in the record
                 a.bytes.clear();
@@ -293,7 +308,9 @@ struct device_model::impl final : function_owner {
     }
 
     // A new driver set BACKEND_UP for a kept session: FRONTEND_UP, then the replay, then the
-    // requests the lost driver left unanswered, then the front-end's socket again.
+    // requests the lost driver left unanswered, then the front-end's socket again — once the
+    // driver has handled the replayed memory table (a memory barrier, as for the front-end's
+    // own memory messages).
     void resume() {
         kept = false;
         ++counts.driver_restarts;
@@ -312,6 +329,12 @@ struct device_model::impl final : function_owner {
                 order.push_back({r, reply_route::replay, {}, 0});
             to_driver.push_back(std::move(f));
             ++n;
+        }
+        if (!window.areas().empty()) {
+            // The last replayed request comes after the memory messages: its ack will do.
+            if (acks && !order.empty()) order.back().barrier = true;
+            else queue_barrier(order);
+            memory_barrier = true;
         }
         for (auto& a : awaited) {
             if (a.route == reply_route::frontend) {
@@ -373,10 +396,25 @@ struct device_model::impl final : function_owner {
         return out;
     }
 
+    // Puts a GET_FEATURES on the way to the driver, its reply awaited (in `into`) as a memory
+    // barrier: the driver answers in order, so the reply comes once it has handled what is ahead.
+    void queue_barrier(std::deque<awaited_reply>& into) {
+        into.push_back({front_request::get_features, reply_route::barrier, {}, record.seq, true});
+        to_driver.push_back(make_frame<front_request::get_features>({}));
+    }
+
+    // The reply of an awaited entry marked `barrier` has passed (or been given by the device):
+    // the driver has handled the memory message, the front-end is read again.
+    void barrier_passed() {
+        memory_barrier = false;
+        update_frontend_interest();
+    }
+
     // Acks the device owes the front-end, once nothing is ahead of them.
     void flush_device_acks() {
         while (connected && !awaited.empty() && awaited.front().route == reply_route::device_ack) {
             const auto r = awaited.front().request;
+            if (awaited.front().barrier) barrier_passed();
             awaited.pop_front();
             std::array<std::byte, wire::header_size + 8> ack{};
             wire::store_header({static_cast<std::uint32_t>(r), wire::flags::version | wire::flags::reply, 8}, ack);
@@ -561,11 +599,21 @@ struct device_model::impl final : function_owner {
             *decoded);
         if (!r) return r;
         std::visit([&](const auto& msg) { remember(msg, m.bytes()); }, *decoded);
-        if (wire::expects_reply(request, m.header.flags, record.protocol_features_value)) {
+        const bool memory = request == front_request::set_mem_table || request == front_request::add_mem_reg ||
+                            request == front_request::rem_mem_reg;
+        const bool replied = wire::expects_reply(request, m.header.flags, record.protocol_features_value);
+        if (replied || memory) {
             if (awaited.size() >= max_awaited) return fail(fmt::format("more than {} requests await replies", max_awaited));
-            awaited.push_back({request, reply_route::frontend, copy_bytes(m.bytes()), record.seq});
         }
-        queue_for_driver(copy_bytes(m.bytes()));
+        if (replied) awaited.push_back({request, reply_route::frontend, copy_bytes(m.bytes()), record.seq, memory});
+        to_driver.push_back(copy_bytes(m.bytes()));
+        if (memory) {
+            // One memory message at a time: its reply, or else one to a request right behind
+            // it, is the barrier (memory_barrier).
+            if (!replied) queue_barrier(awaited);
+            memory_barrier = true;
+        }
+        deliver_to_driver();
         return {};
     }
 
@@ -690,9 +738,15 @@ struct device_model::impl final : function_owner {
             auto reply = wire::decode_any_reply<front_request>(bytes, {});
             if (!reply) return unexpected(reply.error().message());
             const auto r = static_cast<front_request>(h.request);
+            bool was_barrier = false; // the front-end's own reply to a memory message
             if (!awaited.empty() && awaited.front().request == r) {
                 const awaited_reply a = std::move(awaited.front());
                 awaited.pop_front();
+                if (a.route == reply_route::barrier) {
+                    barrier_passed(); // the device's own question: nothing for the front-end
+                    flush_device_acks();
+                    return {};
+                }
                 if (a.route == reply_route::replay) {
                     // An ack of the replay, for the device alone. A back-end that refuses
                     // the front-end's own setup cannot resume its session (an MTU it refused
@@ -701,10 +755,12 @@ struct device_model::impl final : function_owner {
                         h.size >= 8 ? le::load<std::uint64_t>(bytes.data() + wire::header_size) : 0;
                     if (value != 0 && r != front_request::net_set_mtu)
                         return unexpected(fmt::format("the replayed {} refused ({})", wire::name(r), value));
+                    if (a.barrier) barrier_passed();
                     flush_device_acks();
                     return {};
                 }
                 if (r == front_request::get_vring_base) note_vring_stopped(bytes, a.seq);
+                was_barrier = a.barrier;
             } else if (!awaited.empty() && awaited.front().route == reply_route::replay) {
                 return unexpected(fmt::format("a {} reply while the replayed {} awaits its ack", wire::name(r),
                                               wire::name(awaited.front().request)));
@@ -716,6 +772,7 @@ struct device_model::impl final : function_owner {
                 return {};
             }
             ++counts.to_frontend;
+            if (was_barrier) barrier_passed();
             flush_device_acks();
             return {};
         }
@@ -897,8 +954,13 @@ struct device_model::impl final : function_owner {
                 case source::pci_listener: accept_driver(); break;
                 case source::pci_client: on_driver_event(); break;
                 case source::frontend_listener: accept_frontend(); break;
-                case source::frontend: on_frontend_event(events[i].events); break;
-                case source::backend_channel: on_backend_channel_event(); break;
+                // (An event of this batch may be for a socket an earlier one closed.)
+                case source::frontend:
+                    if (frontend.is_open()) on_frontend_event(events[i].events);
+                    break;
+                case source::backend_channel:
+                    if (backend_channel.is_open()) on_backend_channel_event();
+                    break;
                 case source::kick:
                     if (index_of(t) < kick_fds.size() && kick_fds[index_of(t)]) on_kick(index_of(t));
                     break;

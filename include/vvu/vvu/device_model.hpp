@@ -10,7 +10,13 @@
 //              and go to the socket (replies) or the back-end channel (requests).
 //   memory     SET_MEM_TABLE / ADD_MEM_REG / REM_MEM_REG fds become the shared-memory window
 //              of BAR 2 (pci::vvu_function::window_layout); the driver maps them from the fds
-//              the device hands out with GET_REGION_INFO — no copy.
+//              the device hands out with GET_REGION_INFO — no copy. Memory messages are
+//              forwarded one at a time: the window changes as the device takes one, so it
+//              waits for the driver to handle each before it reads the socket further (else a
+//              REM_MEM_REG right behind a SET_MEM_TABLE would take a region away before the
+//              driver mapped it). The proof is the reply to the memory message when the
+//              front-end asked for one (REPLY_ACK), else the reply to a GET_FEATURES the device
+//              queues right behind it and swallows (the driver answers in order).
 //   kicks      each front-end kick eventfd raises the MSI-X vector the driver chose for that
 //              vring (one hop through the device).
 //   calls      each call eventfd is the ioeventfd of that vring's doorbell (GET_REGION_IO_FDS):
@@ -50,7 +56,10 @@
 // index in ring memory (protocol/vring.hpp), so chains the lost driver took and never
 // completed are taken again. Packed rings have no such rule and their position cannot be read
 // back from ring memory: a session with a running packed ring is disconnected when its driver
-// goes, as before. Requests the lost driver left unanswered are sent to the new driver again
+// goes, as before. A memory message the lost driver had not handled no longer holds the
+// socket: the replay carries the window as it stands, and the device reads the socket again
+// once the new driver has handled it (the replay's last ack, or a GET_FEATURES behind it, as
+// above). Requests the lost driver left unanswered are sent to the new driver again
 // after the replay when they have a reply of their own (GET_*); acks the front-end still waits
 // for are given by the device once the replay has been acknowledged. Other messages the lost
 // driver had not been given yet are not sent again (their effect is in the record; a pending
@@ -101,7 +110,7 @@ struct device_counters {
     std::uint64_t frontends = 0;          // front-ends that reached CONNECTED
     std::uint64_t disconnects = 0;
     std::uint64_t drivers = 0;            // vfio-user clients attached
-    std::uint64_t to_driver = 0;          // messages put on the rxq
+    std::uint64_t to_driver = 0;          // messages put on the rxq (memory barriers included)
     std::uint64_t to_frontend = 0;        // replies written to the socket
     std::uint64_t backend_requests = 0;   // back-end requests written to the back-end channel
     std::uint64_t kicks = 0;              // front-end kicks turned into interrupts

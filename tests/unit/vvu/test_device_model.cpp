@@ -1354,6 +1354,206 @@ TEST_CASE("device model: a session with packed rings ends with its driver; a fro
     CHECK(c.replayed == 0);
 }
 
+// The driver's copy of the window layout follows the messages in the order the state machine
+// handles them, not the order they are reaped from the rxq: without REPLY_ACK a front-end sends
+// REM_MEM_REG right behind SET_MEM_TABLE (or its ADD_MEM_REGs), both can be reaped together,
+// and the table's regions must still be found (and mapped) when SET_MEM_TABLE is handled — the
+// device must not take them out of the window before. Repeated, so that the messages would be
+// reaped together in some rounds.
+TEST_CASE("device model: SET_MEM_TABLE then REM_MEM_REG without REPLY_ACK, mapped in message order",
+          "[vvu][device_model][memory]") {
+    const bool mem_slots = GENERATE(false, true);
+    CAPTURE(mem_slots);
+    device_fixture dev;
+    backend_fixture be(dev.pci_path);
+    for (int round = 0; round < 20; ++round) {
+        CAPTURE(round);
+        auto ch = protocol::socket_channel::connect(dev.fe_path, bound);
+        if (!ch) FAIL(ch.error().message());
+        protocol::frontend_options fo;
+        fo.protocol_features &= ~wire::protocol_feature::reply_ack;
+        fo.use_mem_slots = mem_slots; // ADD_MEM_REG per region, or SET_MEM_TABLE
+        fo.timeout = bound;
+        protocol::frontend<> fe(std::move(*ch), fo);
+        if (auto r = fe.negotiate(); !r) FAIL(r.error().message());
+        REQUIRE_FALSE(fe.negotiated(wire::protocol_feature::reply_ack));
+        REQUIRE(fe.negotiated(wire::protocol_feature::configure_mem_slots));
+        auto mem = protocol::frontend_memory::create({3, 2 << 20, 0x4000'0000, true});
+        if (!mem) FAIL(mem.error().message());
+        const auto second = mem->regions()[1].description();
+        if (auto r = fe.set_memory(std::move(*mem)); !r) FAIL(r.error().message()); // no ack: returns at once
+        if (auto r = fe.request<fr::rem_mem_reg>({0, second}); !r) FAIL(r.error().message());
+        // A request with a reply: answered only after both were handled.
+        auto slots = fe.transact<fr::get_max_mem_slots>({});
+        if (!slots) {
+            be.wait_ended(static_cast<std::size_t>(round) + 1);
+            INFO(dev.log());
+            FAIL(slots.error().message() << "; the back-end: " << be.ended_reason(static_cast<std::size_t>(round)));
+        }
+        CHECK(slots->payload.value == vvu_device::max_mem_slots);
+        CHECK(be.ended_count() == static_cast<std::size_t>(round)); // the session lives
+        if (auto r = fe.stop(); !r) FAIL(r.error().message());
+    }
+    CHECK(be.wait_ended(20));
+    be.stop();
+    INFO(dev.log());
+    CHECK(be.ended.size() == 20);
+    for (const auto& why : be.ended) CHECK(why == transport::error(transport::errc::disconnected).message());
+}
+
+// Memory messages reach the driver one at a time: after each, the device reads no more of the
+// front-end until the driver has handled it — shown by the front-end's own ack (REPLY_ACK) or
+// by the reply to a GET_FEATURES the device puts behind it (swallowed). A driver lost while the
+// device waits does not leave the front-end unread: the replay gives the next driver the window
+// as it stands, behind it the same wait, then the front-end is read again.
+TEST_CASE("device model: memory messages wait for the driver one at a time, across a driver restart",
+          "[vvu][device_model][memory][restart]") {
+    const bool acks = GENERATE(false, true);
+    CAPTURE(acks);
+    device_fixture dev;
+    const auto rf = wire::flags::version | wire::flags::reply;
+    const auto flags = wire::flags::version | (acks ? wire::flags::need_reply : 0u);
+    auto d1 = std::make_unique<raw_driver>(dev.pci_path);
+    for (int i = 0; i < 8; ++i) d1->post_rx(512);
+    d1->write_status(dc::backend_up);
+    auto fe = connect_up(dev, *d1);
+    if (acks) {
+        fe->send(u64_message(static_cast<std::uint32_t>(fr::set_protocol_features),
+                             wire::flags::version | wire::flags::need_reply, wire::protocol_feature::reply_ack));
+        const auto spf = take_all(*d1);
+        REQUIRE(spf.size() == 1);
+        REQUIRE(fe->receive());
+    }
+
+    // Three regions of 2 MiB, each its own memfd.
+    std::vector<unique_fd> fds;
+    std::vector<wire::memory_region> regions;
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        fds.emplace_back(::memfd_create("region", MFD_CLOEXEC));
+        REQUIRE(fds.back());
+        REQUIRE(::ftruncate(fds.back().get(), 2 << 20) == 0);
+        regions.push_back({i << 30, 2 << 20, 0x7f00'0000'0000 + (i << 30), 0});
+    }
+    auto with_flags = [&](wire::frame f) {
+        wire::header h = wire::load_header(f.bytes());
+        h.flags = flags;
+        std::vector<std::byte> b = to_vector(f.bytes());
+        wire::store_header(h, b);
+        return b;
+    };
+    auto add = [&](std::size_t i) {
+        wire::message<fr::add_mem_reg> m;
+        m.payload.region = regions[i];
+        m.fds.push_back(fds[i].get());
+        const int fd = fds[i].get();
+        fe->send(with_flags(encoded(m)), std::span(&fd, 1));
+    };
+    auto rem = [&](std::size_t i) {
+        wire::message<fr::rem_mem_reg> m;
+        m.payload.region = regions[i];
+        fe->send(with_flags(encoded(m)));
+    };
+    // What reaches the driver next: `request`, then (without acks) the device's GET_FEATURES;
+    // nothing behind them until answered.
+    auto expect = [&](raw_driver& d, fr request) {
+        const auto ms = take_all(d, 300ms, false);
+        INFO(names(ms));
+        REQUIRE(ms.size() == (acks ? 1u : 2u));
+        CHECK(ms[0].request == request);
+        if (!acks) CHECK(ms[1].bytes == get_features_bytes);
+        return ms[0];
+    };
+    // The driver handles it: the front-end gets its ack, or nothing (the GET_FEATURES reply is
+    // the device's).
+    auto handle = [&](raw_driver& d, fr request) {
+        if (acks) d.post_tx(u64_message(static_cast<std::uint32_t>(request), rf, 0));
+        else d.post_tx(u64_message(static_cast<std::uint32_t>(fr::get_features), rf, 0x1234));
+        REQUIRE(d.tx_used());
+        if (acks) {
+            auto ack = fe->receive();
+            if (!ack) FAIL(ack.error().message());
+            CHECK(ack->header.request == static_cast<std::uint32_t>(request));
+        }
+    };
+
+    // SET_MEM_TABLE (0, 1) with REM_MEM_REG (1) right behind it.
+    {
+        wire::message<fr::set_mem_table> m;
+        m.payload.nregions = 2;
+        m.payload.regions[0] = regions[0];
+        m.payload.regions[1] = regions[1];
+        m.fds.push_back(fds[0].get());
+        m.fds.push_back(fds[1].get());
+        const std::array<int, 2> both{fds[0].get(), fds[1].get()};
+        fe->send(with_flags(encoded(m)), both);
+    }
+    rem(1);
+    expect(*d1, fr::set_mem_table);
+    handle(*d1, fr::set_mem_table);
+    CHECK(le::load<std::uint64_t>(expect(*d1, fr::rem_mem_reg).bytes.data() + wire::header_size + 8) ==
+          regions[1].guest_phys_addr);
+    handle(*d1, fr::rem_mem_reg);
+    CHECK_FALSE(readable(fe->fd(), 100ms));
+
+    // ADD_MEM_REG (2) with REM_MEM_REG (2) right behind it; the driver dies before handling it.
+    add(2);
+    rem(2);
+    expect(*d1, fr::add_mem_reg);
+    d1->detach();
+    d1.reset();
+    REQUIRE(dev.wait_log("front-end session kept for the next driver"));
+
+    // The next driver: the window as it stands (0, 2) and behind it the same wait; then the
+    // front-end's REM_MEM_REG (2). With acks, the lost driver's ADD_MEM_REG ack comes from the
+    // device once the replay is acknowledged.
+    raw_driver d2(dev.pci_path);
+    raw_backend_up(d2);
+    const auto replay = take_all(d2, 300ms, false);
+    INFO(names(replay));
+    REQUIRE(replay.size() == 2);
+    const auto& table_message = replay[acks ? 1 : 0];
+    CHECK(table_message.request == fr::set_mem_table);
+    auto decoded = wire::decode<fr>(table_message.bytes, {}, wire::fd_policy::stripped);
+    REQUIRE(decoded);
+    const auto* table = std::get_if<wire::message<fr::set_mem_table>>(&*decoded);
+    REQUIRE(table != nullptr);
+    REQUIRE(table->payload.nregions == 2);
+    CHECK(table->payload.regions[0] == regions[0]);
+    CHECK(table->payload.regions[1] == regions[2]);
+    if (acks) {
+        CHECK(replay[0].request == fr::set_protocol_features);
+        d2.post_tx(u64_message(static_cast<std::uint32_t>(fr::set_protocol_features), rf, 0));
+        REQUIRE(d2.tx_used());
+        CHECK_FALSE(readable(fe->fd(), 100ms));
+        CHECK_FALSE(d2.take_rx(100ms)); // REM_MEM_REG still waits
+        // The replayed table acknowledged: the device gives the ADD_MEM_REG ack.
+        d2.post_tx(u64_message(static_cast<std::uint32_t>(fr::set_mem_table), rf, 0));
+        REQUIRE(d2.tx_used());
+        auto ack = fe->receive();
+        if (!ack) FAIL(ack.error().message());
+        CHECK(to_vector(ack->bytes()) == u64_message(static_cast<std::uint32_t>(fr::add_mem_reg), rf, 0));
+    } else {
+        CHECK(replay[1].bytes == get_features_bytes);
+        handle(d2, fr::set_mem_table);
+    }
+    expect(d2, fr::rem_mem_reg);
+    handle(d2, fr::rem_mem_reg);
+    CHECK_FALSE(readable(fe->fd(), 100ms));
+    round_trip(*fe, d2, 9); // the socket is read as before
+    fe.reset();
+    REQUIRE(dev.wait_log("front-end disconnected"));
+    d2.detach();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 1);
+    CHECK(c.disconnects == 1);
+    CHECK(c.driver_restarts == 1);
+    // Without acks the device's GET_FEATURES count as messages to the driver, not as replayed.
+    CHECK(c.replayed == (acks ? 2u : 1u));
+    CHECK(c.to_driver == (acks ? 8u : 11u));
+    CHECK(c.to_frontend == (acks ? 6u : 1u));
+}
+
 // Regression: destroying a device_model while a driver is attached and a front-end is
 // connected (vvu-device getting SIGTERM mid-session). At commit 3dbd831 this was a
 // use-after-free: ~impl destroyed frontend, kick_fds, call_fds, … before `pci` (the
