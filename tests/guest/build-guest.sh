@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the vvu interop test guest: a Debian 12 cloud kernel plus a busybox initramfs whose /init
 # loads the virtio-net driver stack, configures eth0 from the kernel command line, pings a peer
-# (or only answers pings), prints one machine-readable result line and powers off.
+# (or only answers pings), prints one machine-readable result line and powers off. With
+# vvu.job=rng or vvu.job=disk on the kernel command line it drives a virtio-rng or virtio-blk
+# device instead (see the /init below and README.md).
 #
 #   tests/guest/build-guest.sh OUTDIR
 #
@@ -28,6 +30,11 @@ SCRATCH=$OUT/scratch
 
 # Modules /init loads, in dependency order (virtio_net needs net_failover needs failover).
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+# The virtio PCI transport alone (the first five above), and the drivers of the other jobs,
+# loaded after it only by those jobs. rng-core and ext4 (which mounts ext2) are built into
+# Debian's cloud kernel; a kernel where they are modules would need them listed here.
+BASE_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci"
+JOB_MODULES="virtio_rng virtio_blk"
 
 apt_updated=0
 apt_update_once() {
@@ -124,12 +131,22 @@ read -r -d '' INIT <<'EOF' || true
 #   vvu.wait=S                seconds to wait for the first reply (default 60)
 #   vvu.linger=S              role=ping: keep answering S seconds after the result (default 0)
 #   vvu.timeout=S             role=responder: power off after S seconds (default 120)
+#   vvu.job=net|rng|disk      what the guest does (default net: the keys above). rng: read
+#                             vvu.bytes (default 4096) from /dev/hwrng. disk: vvu.phase=format
+#                             makes an ext2 file system on /dev/vda and writes files of random
+#                             bytes; vvu.phase=check mounts it and reads them back.
 # Console lines for the host (prefix VVU-GUEST-):
 #   VVU-GUEST-READY role=R ip=A iface=I mac=M
 #   VVU-GUEST-RUN count=N interval=S      (role=ping: the measured run starts; ping's own lines follow as they come)
 #   VVU-GUEST-RESULT ping ok|fail sent=N received=M first_reply_s=T
 #   VVU-GUEST-RESULT responder done uptime_s=T
 #   VVU-GUEST-RESULT error <reason>
+#   VVU-GUEST-READY job=rng source=virtio_rng.0
+#   VVU-GUEST-RESULT rng ok|fail bytes=N wanted=N distinct=D sha256=H
+#   VVU-GUEST-READY job=disk phase=P sectors=N queues=Q cpus=C
+#   VVU-GUEST-FILE phase=P name=F bytes=N sha256=H [written=H]  (format: sha256 as read back
+#                             through the device, written= from the page cache before)
+#   VVU-GUEST-RESULT disk ok|fail phase=P files=N runs=N[,N...]  (blk-mq runs of each hardware queue)
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -141,6 +158,7 @@ bye() { sync; poweroff -f; sleep 5; }
 fail() { say "VVU-GUEST-RESULT error $*"; bye; }
 
 role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120
+job=net bytes=4096 phase=check
 for kv in $(cat /proc/cmdline); do
   case "$kv" in
     vvu.role=*) role=${kv#*=} ;;
@@ -152,8 +170,105 @@ for kv in $(cat /proc/cmdline); do
     vvu.wait=*) wait=${kv#*=} ;;
     vvu.linger=*) linger=${kv#*=} ;;
     vvu.timeout=*) tmo=${kv#*=} ;;
+    vvu.job=*) job=${kv#*=} ;;
+    vvu.bytes=*) bytes=${kv#*=} ;;
+    vvu.phase=*) phase=${kv#*=} ;;
   esac
 done
+
+# The virtio PCI transport, then the drivers named (modules built into the kernel are absent).
+load_modules() {
+  for m in $(cat /etc/vvu-modules-base) "$@"; do
+    [ -f /lib/vvu-modules/$m.ko ] || continue
+    insmod /lib/vvu-modules/$m.ko || fail "insmod $m"
+  done
+}
+
+# rng: read from the hardware RNG once the virtio one is its current source.
+job_rng() {
+  load_modules virtio_rng
+  i=0 src=
+  while [ $i -lt 100 ]; do
+    src=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+    case "$src" in virtio_rng*) break ;; esac
+    i=$((i+1)); sleep 0.1
+  done
+  case "$src" in virtio_rng*) ;; *) fail "rng: no virtio_rng source (rng_current=${src:-none})" ;; esac
+  say "VVU-GUEST-READY job=rng source=$src"
+  timeout 60 head -c "$bytes" /dev/hwrng > /tmp/rng.bin
+  got=$(($(wc -c < /tmp/rng.bin)))
+  # Distinct byte values: about 256 for a few KiB of random bytes, 1 for a device that
+  # returns zeros.
+  distinct=$(od -An -v -tu1 /tmp/rng.bin | tr -s ' ' '\n' | grep -v '^$' | sort -u | wc -l)
+  sum=$(sha256sum /tmp/rng.bin | cut -d' ' -f1)
+  if [ "$got" -eq "$bytes" ]; then res=ok; else res=fail; fi
+  say "VVU-GUEST-RESULT rng $res bytes=$got wanted=$bytes distinct=$distinct sha256=$sum"
+  bye
+}
+
+# disk: file name:size pairs (a tail shorter than a block, many blocks, a few MiB), each
+# written and read on CPU (index mod cpus), so that with 2 CPUs both of virtio-blk's request
+# queues carry I/O.
+DISK_FILES="a:4097 b:65536 c:1048576 d:3145728"
+sums() { # one VVU-GUEST-FILE line per file; returns 1 if one is missing or differs from written=
+  k=0 rc=0
+  for f in $DISK_FILES; do
+    name=${f%%:*}
+    cpu=$((k % cpus)); k=$((k+1))
+    [ -f /mnt/$name ] || { say "VVU-GUEST-FILE phase=$phase name=$name missing"; rc=1; continue; }
+    sum=$(taskset -c $cpu sha256sum /mnt/$name | cut -d' ' -f1)
+    written=
+    if [ -f /tmp/written.$name ]; then
+      written=" written=$(cat /tmp/written.$name)"
+      [ "$(cat /tmp/written.$name)" = "$sum" ] || rc=1
+    fi
+    say "VVU-GUEST-FILE phase=$phase name=$name bytes=$(($(wc -c < /mnt/$name))) sha256=$sum$written"
+  done
+  return $rc
+}
+job_disk() {
+  load_modules virtio_blk
+  i=0
+  while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done
+  [ -b /dev/vda ] || fail "disk: no /dev/vda"
+  cpus=$(nproc)
+  say "VVU-GUEST-READY job=disk phase=$phase sectors=$(cat /sys/block/vda/size) queues=$(ls /sys/block/vda/mq | wc -l) cpus=$cpus"
+  mkdir -p /mnt
+  case "$phase" in
+    format)
+      mke2fs -q -F /dev/vda >/tmp/mke2fs.out 2>&1 || { cat /tmp/mke2fs.out; fail "disk: mke2fs /dev/vda"; }
+      mount -t ext2 /dev/vda /mnt || fail "disk: mount /dev/vda"
+      k=0
+      for f in $DISK_FILES; do
+        cpu=$((k % cpus)); k=$((k+1))
+        taskset -c $cpu sh -c "head -c ${f#*:} /dev/urandom > /mnt/${f%%:*} && sync -d /mnt/${f%%:*}" ||
+          fail "disk: writing /mnt/${f%%:*}"
+        # What was written, from the page cache (compared with what reads back).
+        sha256sum /mnt/${f%%:*} | cut -d' ' -f1 > /tmp/written.${f%%:*}
+      done
+      sync
+      # Read back through the device, not from the page cache.
+      echo 3 > /proc/sys/vm/drop_caches ;;
+    check)
+      mount -t ext2 -o ro /dev/vda /mnt || fail "disk: mount /dev/vda" ;;
+    *) fail "unknown vvu.phase=$phase" ;;
+  esac
+  if sums; then res=ok; else res=fail; fi
+  umount /mnt || res=fail
+  # How often blk-mq ran each hardware queue this boot (its debugfs; 6.1 counts no requests
+  # per queue): a queue that carried no I/O is never run.
+  mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+  runs=$(cat /sys/kernel/debug/block/vda/hctx*/run 2>/dev/null | tr '\n' ',')
+  say "VVU-GUEST-RESULT disk $res phase=$phase files=$(echo $DISK_FILES | wc -w) runs=${runs%,}"
+  bye
+}
+
+case "$job" in
+  net) ;;
+  rng) job_rng ;;
+  disk) job_disk ;;
+  *) fail "unknown vvu.job=$job" ;;
+esac
 
 for m in $(cat /etc/vvu-modules); do
   [ -f /lib/vvu-modules/$m.ko ] || continue      # built into this kernel
@@ -229,7 +344,7 @@ EOF
 
 # --- initramfs -----------------------------------------------------------------------------------
 # Rebuild when anything that goes into the archive changes, this script included.
-stamp=$( { echo "$KVER"; echo "$MODULES"; sha256sum "$0" "$BUSYBOX" | cut -d" " -f1; } | sha256sum | cut -d" " -f1)
+stamp=$( { echo "$KVER"; echo "$MODULES $JOB_MODULES"; sha256sum "$0" "$BUSYBOX" | cut -d" " -f1; } | sha256sum | cut -d" " -f1)
 if [ -f "$OUT/initramfs.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
   log "initramfs up to date"
 else
@@ -241,7 +356,7 @@ else
   for applet in $("$BUSYBOX" --list); do
     [ "$applet" = busybox ] || ln -sf busybox "$IR/bin/$applet"
   done
-  for m in $MODULES; do
+  for m in $MODULES $JOB_MODULES; do
     # Module file names use '-' or '_' interchangeably in some trees.
     ko=$(find "$MODDIR/kernel" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
           -o -name "$m.ko.gz" -o -name "${m//_/-}.ko" -o -name "${m//_/-}.ko.xz" \) | head -n1)
@@ -259,6 +374,7 @@ else
     esac
   done
   echo "$MODULES" > "$IR/etc/vvu-modules"
+  echo "$BASE_MODULES" > "$IR/etc/vvu-modules-base"
   printf '%s\n' "$INIT" > "$IR/init"
   chmod 755 "$IR/init"
   # No /dev/console node in the archive (that would need mknod): /init mounts devtmpfs and

@@ -74,6 +74,33 @@ vvu_guest_start() {
   echo "$VVU_GUEST_PID" > "$log.pid"
 }
 
+# Starts one guest whose only device is another vhost-user device (a disk, an RNG) on SOCK;
+# the rest as vvu_guest_start. Usage: vvu_guest_start_device GUESTDIR SOCK LOG DEVICE "KERNEL-ARGS"
+#   DEVICE      QEMU's -device value without its chardev, e.g. vhost-user-blk-pci,num-queues=2
+#   KERNEL-ARGS vvu.job=... and its keys (see README.md)
+# VVU_GUEST_SMP (default 1) is the number of guest CPUs. no_timer_check: under TCG on a busy
+# host the kernel's IO-APIC timer check can time out and panic the boot ("IO-APIC + timer
+# doesn't work!", seen while two compilers ran); QEMU's timer is known to work.
+vvu_guest_start_device() {
+  local dir=$1 sock=$2 log=$3 device=$4 args=$5
+  if [ ! -f "$dir/vmlinuz" ] || [ ! -f "$dir/initramfs.cpio.gz" ]; then
+    echo "vvu_guest_start_device: no guest in $dir (run tests/guest/build-guest.sh $dir)" >&2; return 1
+  fi
+  : > "$log"
+  timeout --kill-after=5 "$VVU_GUEST_TIMEOUT" "$VVU_GUEST_QEMU" \
+    -accel tcg -machine pc -cpu max -smp "${VVU_GUEST_SMP:-1}" -m "$VVU_GUEST_MEM" \
+    -nodefaults -nic none -no-reboot -display none -serial "file:$log" \
+    -object "memory-backend-memfd,id=mem,size=$VVU_GUEST_MEM,share=on" -numa node,memdev=mem \
+    -chardev "socket,id=c0,path=$sock" \
+    -device "$device,chardev=c0" \
+    -kernel "$dir/vmlinuz" -initrd "$dir/initramfs.cpio.gz" \
+    -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check $args" \
+    ${VVU_GUEST_EXTRA[@]+"${VVU_GUEST_EXTRA[@]}"} \
+    >"$log.qemu" 2>&1 </dev/null &
+  VVU_GUEST_PID=$!
+  echo "$VVU_GUEST_PID" > "$log.pid"
+}
+
 # Bounded poll of a console log for the first line containing PATTERN (fixed string).
 # Usage: vvu_guest_wait LOG PATTERN SECONDS [PID]
 # Prints the line and returns 0; returns 1 on timeout, 2 if PID exited without the line.
