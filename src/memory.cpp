@@ -1,4 +1,4 @@
-// OS glue of the memory layer: mmap, fstat/fstatfs, and the error category.
+// OS glue of the memory layer: mmap, fstat/fstatfs, and the errors' messages.
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/memory/mapping.hpp>
 
@@ -19,27 +19,6 @@
 
 namespace vvu::memory {
 namespace {
-
-const char* describe(errc e) noexcept {
-    switch (e) {
-    case errc::too_many_regions: return "too many memory regions";
-    case errc::fd_count_mismatch: return "not one fd per memory region";
-    case errc::empty_region: return "memory region of size 0";
-    case errc::region_wraps: return "memory region wraps around 2^64";
-    case errc::overlap: return "memory regions overlap";
-    case errc::bad_fd: return "cannot inspect the region's fd";
-    case errc::fd_too_small: return "fd too small for region";
-    case errc::mmap_failed: return "mmap failed";
-    case errc::no_such_region: return "no such memory region";
-    }
-    return "unknown memory error";
-}
-
-class category final : public std::error_category {
-public:
-    const char* name() const noexcept override { return "vvu.memory"; }
-    std::string message(int ev) const override { return describe(static_cast<errc>(ev)); }
-};
 
 // What keeps an fd-backed region alive: its fd and its mapping, released together.
 struct fd_mapping {
@@ -66,11 +45,6 @@ bool overlaps(const wire::memory_region& a, const wire::memory_region& b) noexce
 }
 
 } // namespace
-
-const std::error_category& memory_category() noexcept {
-    static const category instance;
-    return instance;
-}
 
 std::string error::message() const {
     switch (code) {

@@ -1,4 +1,4 @@
-// The transport layer's framing (framed_socket) and error category: recvmsg/sendmsg with
+// The transport layer's framing (framed_socket) and error messages: recvmsg/sendmsg with
 // SCM_RIGHTS, shared by the main socket and the back-end channel.
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/handover_socket.hpp>
@@ -19,29 +19,6 @@
 
 namespace vvu::transport {
 namespace {
-
-const char* describe(errc e) noexcept {
-    switch (e) {
-    case errc::disconnected: return "peer closed the connection";
-    case errc::truncated: return "peer closed the connection in the middle of a message";
-    case errc::too_many_fds: return "more file descriptors than a vhost-user message may carry";
-    case errc::stopped: return "transport stopped";
-    case errc::timed_out: return "timed out";
-    case errc::not_connected: return "no front-end connected";
-    case errc::address_in_use: return "another server is listening on the socket path";
-    case errc::bad_fd: return "unusable file descriptor";
-    case errc::interrupted: return "interrupted between messages";
-    case errc::malformed: return "malformed hand-over record";
-    case errc::unsupported_version: return "hand-over record of an unsupported version";
-    }
-    return "unknown transport error";
-}
-
-class category final : public std::error_category {
-public:
-    const char* name() const noexcept override { return "vvu.transport"; }
-    std::string message(int ev) const override { return describe(static_cast<errc>(ev)); }
-};
 
 using clock = std::chrono::steady_clock;
 
@@ -133,16 +110,18 @@ struct reader {
 
 } // namespace
 
-const std::error_category& transport_category() noexcept {
-    static const category instance;
-    return instance;
-}
-
 std::string error::message() const {
     if (code.category() == wire::wire_category()) return wire.message();
     if (!detail.empty()) return detail;
     if (op != nullptr) return fmt::format("{}: {}", op, code.message());
     return code.message();
+}
+
+expected<framed_socket_pair, error> open_framed_socket_pair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return unexpected(error(std::error_code(errno, std::system_category()), "socketpair"));
+    return framed_socket_pair{framed_socket(unique_fd(sv[0])), unique_fd(sv[1])};
 }
 
 expected<received_message, error> framed_socket::receive(wire::channel chan, std::chrono::milliseconds timeout) {

@@ -8,7 +8,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -164,13 +163,12 @@ expected<unix_socket::endpoint, error> unix_socket::export_endpoint() const {
     endpoint e;
     e.role = impl_->role;
     e.path = impl_->path;
-    auto dup = [](int fd) { return unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); };
     if (impl_->listener) {
-        e.listener = dup(impl_->listener->native_handle());
+        e.listener = dup_cloexec(impl_->listener->native_handle());
         if (!e.listener) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
     }
     if (impl_->session.is_open()) {
-        e.session = dup(impl_->session.native_handle());
+        e.session = dup_cloexec(impl_->session.native_handle());
         if (!e.session) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
     }
     return e;

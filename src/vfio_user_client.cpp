@@ -1,9 +1,9 @@
 // vfio_user::client (include/vvu/vfio_user/client.hpp).
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/memory/mapping.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/vfio_user/client.hpp>
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -256,7 +256,7 @@ expected<client::region, error> client::region_info(std::uint32_t index) {
                 for (std::uint32_t i = 0; i < cap.nr_areas; ++i) {
                     const auto a = load<sparse_mmap_area>(
                         std::span(bytes).subspan(at + sizeof(cap) + i * sizeof(sparse_mmap_area)));
-                    if (a.offset > info.size || a.size > info.size - a.offset)
+                    if (!range_within(a.offset, a.size, info.size))
                         return fail(EPROTO, fmt::format("{}: sparse area [{:#x}, +{:#x}) outside the region", what,
                                                         a.offset, a.size));
                     out.areas.push_back({a.offset, a.size});
@@ -448,7 +448,7 @@ expected<pci::window, error> client::map_window(std::uint32_t bar, std::uint64_t
     std::vector<sparse_area> areas = reg->areas;
     if (areas.empty()) areas.push_back({0, reg->size}); // mappable as a whole
     const auto it = std::find_if(areas.begin(), areas.end(), [&](const sparse_area& a) {
-        return off >= a.offset && off - a.offset <= a.size && len <= a.size - (off - a.offset);
+        return off >= a.offset && range_within(off - a.offset, len, a.size);
     });
     if (it == areas.end()) return fail(EINVAL, what + ": not inside one mappable area of the region");
     const std::size_t area = static_cast<std::size_t>(it - areas.begin());
@@ -493,7 +493,7 @@ expected<pci::doorbell, error> client::doorbell(std::uint32_t bar, std::uint64_t
             if (s.type != io_fd_type_ioeventfd || s.offset != off) continue;
             if ((s.flags & ~ioeventfd_flag_datamatch) != 0) continue; // PIO, CCW: not a memory write
             if ((s.flags & ioeventfd_flag_datamatch) && s.datamatch != value) continue;
-            auto fd = std::make_shared<unique_fd>(::fcntl(io->fds[s.fd_index].get(), F_DUPFD_CLOEXEC, 0));
+            auto fd = std::make_shared<unique_fd>(dup_cloexec(io->fds[s.fd_index].get()));
             if (!*fd) return fail(errno, what + ": dup of the ioeventfd");
             return pci::doorbell([fd] {
                 const std::uint64_t one = 1;
@@ -505,7 +505,7 @@ expected<pci::doorbell, error> client::doorbell(std::uint32_t bar, std::uint64_t
     // No ioeventfd for this register: a REGION_WRITE per ring, checked once here.
     auto reg = region_info(bar);
     if (!reg) return unexpected(reg.error());
-    if (!(reg->flags & region_flags::write) || off > reg->size || reg->size - off < sizeof(value))
+    if (!(reg->flags & region_flags::write) || !range_within(off, sizeof(value), reg->size))
         return fail(EINVAL, fmt::format("{}: not a writable 16-bit register (region size {:#x})", what, reg->size));
     const std::uint64_t chunk = std::min(version_.server.max_data_xfer_size, max_chunk);
     return pci::doorbell([conn = conn_, bar, off, value, chunk] {

@@ -2,6 +2,7 @@
 // client (protocol.hpp, detail::read_exact / send_message).
 #include <vvu/vfio_user/server.hpp>
 
+#include <vvu/util/range.hpp>
 #include <vvu/util/scm_rights.hpp>
 
 #include <fmt/format.h>
@@ -489,7 +490,7 @@ server::outcome server::on_region_io_fds(request& rq) {
     const std::uint64_t region_size = dev_.describe_region(p.index).size;
     const std::vector<io_eventfd> subs = dev_.region_io_fds(p.index);
     for (const auto& s : subs)
-        if (s.fd < 0 || s.offset > region_size || s.size > region_size - s.offset || subs.size() > 1024)
+        if (s.fd < 0 || !range_within(s.offset, s.size, region_size) || subs.size() > 1024)
             return unexpected(rejection{EIO, fmt::format("region {}: the device described an ioeventfd inconsistently",
                                                          p.index)});
     const std::size_t needed = sizeof(region_io_fds_payload) + subs.size() * sizeof(sub_region_ioeventfd);
@@ -584,7 +585,7 @@ server::outcome server::on_region_read(request& rq) {
         return unexpected(rejection{EINVAL, fmt::format("{}: count must be 1..{}", where, opts_.max_data_xfer_size)});
     const region_info info = dev_.describe_region(p.region);
     if (!(info.flags & region_flags::read)) return unexpected(rejection{EINVAL, where + ": the region is not readable"});
-    if (p.offset > info.size || p.count > info.size - p.offset)
+    if (!range_within(p.offset, p.count, info.size))
         return unexpected(rejection{EINVAL, fmt::format("{}: outside the region (size {:#x})", where, info.size)});
     reply r;
     r.payload.resize(sizeof(region_access_payload) + p.count);
@@ -608,7 +609,7 @@ server::outcome server::on_region_write(request& rq) {
         return unexpected(rejection{EINVAL, fmt::format("{}: count must be 1..{}", where, opts_.max_data_xfer_size)});
     const region_info info = dev_.describe_region(p.region);
     if (!(info.flags & region_flags::write)) return unexpected(rejection{EINVAL, where + ": the region is not writable"});
-    if (p.offset > info.size || p.count > info.size - p.offset)
+    if (!range_within(p.offset, p.count, info.size))
         return unexpected(rejection{EINVAL, fmt::format("{}: outside the region (size {:#x})", where, info.size)});
     if (const int e = dev_.region_write(p.region, p.offset, rq.payload.subspan(sizeof(p))); e != 0)
         return unexpected(rejection{e, where + ": the device failed the write"});

@@ -3,6 +3,7 @@
 #include <vvu/vvu/function_model.hpp>
 
 #include <vvu/util/endian.hpp>
+#include <vvu/util/range.hpp>
 
 #include <linux/vfio.h>
 
@@ -256,9 +257,7 @@ vfio_user::region_info function_model::describe_region(std::uint32_t index) {
         info.size = vf::vvu_bar::size;
         // Only well-formed areas inside the window are offered; areas and fds stay paired.
         for (const auto& a : owner_.window_areas()) {
-            if (a.fd < 0 || a.size == 0 || a.offset > bar2_.shared_memory_size ||
-                a.size > bar2_.shared_memory_size - a.offset)
-                continue;
+            if (a.fd < 0 || a.size == 0 || !range_within(a.offset, a.size, bar2_.shared_memory_size)) continue;
             info.areas.push_back({bar2_.shared_memory + a.offset, a.size});
             info.fds.push_back(a.fd);
         }
@@ -421,7 +420,7 @@ int function_model::set_msix_irqs_locked(const vfio_user::irq_set& s, bool& chan
 
 int function_model::region_read(std::uint32_t index, std::uint64_t offset, std::span<std::byte> out) {
     const std::uint64_t size = describe_region_size(index);
-    if (offset > size || out.size() > size - offset) return EINVAL;
+    if (!range_within(offset, out.size(), size)) return EINVAL;
     if (out.empty()) return 0;
     if (index == vf::vvu_bar::bar && offset >= bar2_.shared_memory)
         return owner_.window_read(offset - bar2_.shared_memory, out);
@@ -438,7 +437,7 @@ int function_model::region_read(std::uint32_t index, std::uint64_t offset, std::
 
 int function_model::region_write(std::uint32_t index, std::uint64_t offset, std::span<const std::byte> in) {
     const std::uint64_t size = describe_region_size(index);
-    if (offset > size || in.size() > size - offset) return EINVAL;
+    if (!range_within(offset, in.size(), size)) return EINVAL;
     if (in.empty()) return 0;
     if (index == vf::vvu_bar::bar && offset >= bar2_.shared_memory)
         return owner_.window_write(offset - bar2_.shared_memory, in);

@@ -7,7 +7,7 @@
 #include <vvu/device/net_port.hpp>
 #include <vvu/protocol/backend.hpp>
 #include <vvu/transport/backend_channel.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include "fuzz_transport.hpp"
 

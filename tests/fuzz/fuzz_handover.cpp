@@ -10,7 +10,7 @@
 #include <vvu/protocol/backend.hpp>
 #include <vvu/protocol/session_image.hpp>
 #include <vvu/transport/backend_channel.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include "fuzz_transport.hpp"
 

@@ -5,14 +5,14 @@
 
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/transport/backend_channel.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
 #include <vvu/transport/transport.hpp>
+#include <vvu/util/eventfd.hpp>
 
 namespace vvu::fuzzing {
 
 struct fuzz_transport {
-    using kick_notifier = transport::eventfd_notifier;
-    using call_notifier = transport::eventfd_notifier;
+    using kick_notifier = eventfd_notifier;
+    using call_notifier = eventfd_notifier;
     using backend_channel = transport::backend_channel;
 
     expected<void, transport::error> wait_for_frontend() { return {}; }

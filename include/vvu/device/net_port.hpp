@@ -9,6 +9,7 @@
 #include <vvu/device/net.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/util/byte_io.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/wire/features.hpp>
 
 #include <array>
@@ -66,7 +67,7 @@ public:
         const std::uint16_t mtu = mtu_.load(std::memory_order_relaxed);
         image[10] = static_cast<std::uint8_t>(mtu & 0xff);
         image[11] = static_cast<std::uint8_t>(mtu >> 8);
-        if (offset > image.size() || out.size() > image.size() - offset) return false;
+        if (!range_within(offset, out.size(), image.size())) return false;
         std::copy_n(image.begin() + offset, out.size(), out.begin());
         return true;
     }

@@ -3,6 +3,8 @@
 // "region 2 overlaps region 0" or "region 0: mmap failed: Cannot allocate memory".
 #pragma once
 
+#include <vvu/util/error_category.hpp>
+
 #include <cstdint>
 #include <string>
 #include <system_error>
@@ -21,7 +23,24 @@ enum class errc : int {
     no_such_region,       // REM_MEM_REG for a region that is not in the table
 };
 
-[[nodiscard]] const std::error_category& memory_category() noexcept;
+[[nodiscard]] constexpr const char* describe(errc e) noexcept {
+    switch (e) {
+    case errc::too_many_regions: return "too many memory regions";
+    case errc::fd_count_mismatch: return "not one fd per memory region";
+    case errc::empty_region: return "memory region of size 0";
+    case errc::region_wraps: return "memory region wraps around 2^64";
+    case errc::overlap: return "memory regions overlap";
+    case errc::bad_fd: return "cannot inspect the region's fd";
+    case errc::fd_too_small: return "fd too small for region";
+    case errc::mmap_failed: return "mmap failed";
+    case errc::no_such_region: return "no such memory region";
+    }
+    return "unknown memory error";
+}
+
+[[nodiscard]] inline const std::error_category& memory_category() noexcept {
+    return enum_category<errc, "vvu.memory">::instance();
+}
 
 [[nodiscard]] inline std::error_code make_error_code(errc e) noexcept {
     return {static_cast<int>(e), memory_category()};

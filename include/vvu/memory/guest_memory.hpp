@@ -29,6 +29,7 @@
 #include <vvu/memory/mapping.hpp>
 #include <vvu/ring/memory_policy.hpp>
 #include <vvu/util/expected.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/util/unique_fd.hpp>
 #include <vvu/wire/payload.hpp>
 
@@ -93,7 +94,7 @@ public:
 
     // Pointer to [off, off + len) of the region, or nullptr when that leaves the region.
     [[nodiscard]] std::byte* at(std::uint64_t off, std::uint64_t len) const noexcept {
-        if (off > desc_.memory_size || len > desc_.memory_size - off) return nullptr;
+        if (!range_within(off, len, desc_.memory_size)) return nullptr;
         return host_ + off;
     }
     [[nodiscard]] bool contains_gpa(std::uint64_t a) const noexcept {

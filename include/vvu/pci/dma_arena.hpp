@@ -19,6 +19,7 @@
 #include <vvu/pci/function.hpp>
 #include <vvu/ring/memory_policy.hpp>
 #include <vvu/util/expected.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/util/unique_fd.hpp>
 
 #include <fcntl.h>
@@ -102,7 +103,7 @@ public:
     std::byte* translate(std::uint64_t iova, std::uint64_t len) noexcept {
         if (!attached() || iova < iova_) return nullptr;
         const std::uint64_t off = iova - iova_;
-        if (off > size_ || len > size_ - off) return nullptr;
+        if (!range_within(off, len, size_)) return nullptr;
         return host_ + off;
     }
 
@@ -113,7 +114,7 @@ public:
         if (align == 0 || (align & (align - 1)) != 0 || align > page_size)
             return unexpected(invalid("DMA arena: alignment " + std::to_string(align) + " is not a power of two <= 4096"));
         const std::uint64_t start = (used_ + align - 1) & ~(align - 1);
-        if (start > size_ || bytes > size_ - start)
+        if (!range_within(start, bytes, size_))
             return unexpected(error{std::make_error_code(std::errc::not_enough_memory),
                                     "DMA arena exhausted: " + std::to_string(bytes) + " bytes wanted, " +
                                         std::to_string(size_ - std::min(start, size_)) + " free"});

@@ -31,9 +31,10 @@
 #include <vvu/pci/virtio_pci.hpp>
 #include <vvu/ring/chain.hpp>
 #include <vvu/ring/split.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
 #include <vvu/util/endian.hpp>
+#include <vvu/util/eventfd.hpp>
 #include <vvu/util/expected.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/wire/features.hpp>
 
 #include <array>
@@ -88,7 +89,7 @@ public:
     using ring_type = ring::split_driver<dma_arena>;
 
     virtqueue(std::uint16_t index, ring_type r, const ring::split_config& layout, pci::doorbell bell,
-              std::uint64_t notify_offset, transport::eventfd_notifier interrupt, std::uint16_t vector)
+              std::uint64_t notify_offset, eventfd_notifier interrupt, std::uint16_t vector)
         : index_(index), ring_(std::move(r)), layout_(layout), bell_(std::move(bell)),
           notify_offset_(notify_offset), interrupt_(std::move(interrupt)), vector_(vector) {}
 
@@ -128,7 +129,7 @@ public:
     [[nodiscard]] const pci::doorbell& doorbell() const noexcept { return bell_; }
     // Offset of the notify address in the notify capability's BAR.
     [[nodiscard]] std::uint64_t notify_offset() const noexcept { return notify_offset_; }
-    [[nodiscard]] const transport::eventfd_notifier& interrupt() const noexcept { return interrupt_; }
+    [[nodiscard]] const eventfd_notifier& interrupt() const noexcept { return interrupt_; }
     [[nodiscard]] int eventfd() const noexcept { return interrupt_.native_handle(); }
     [[nodiscard]] std::uint16_t msix_vector() const noexcept { return vector_; } // msix::no_vector without MSI-X
     [[nodiscard]] bool broken() const noexcept { return ring_.broken(); }
@@ -140,7 +141,7 @@ private:
     ring::split_config layout_;
     pci::doorbell bell_;
     std::uint64_t notify_offset_;
-    transport::eventfd_notifier interrupt_;
+    eventfd_notifier interrupt_;
     std::uint16_t vector_;
 };
 
@@ -179,12 +180,12 @@ public:
     [[nodiscard]] virtqueue& queue(std::uint16_t q) { return s_->queues.at(q); }
     bool notify(std::uint16_t q) { return queue(q).notify(); }
     [[nodiscard]] int queue_eventfd(std::uint16_t q) { return queue(q).eventfd(); }
-    [[nodiscard]] const transport::eventfd_notifier& queue_interrupt(std::uint16_t q) { return queue(q).interrupt(); }
+    [[nodiscard]] const eventfd_notifier& queue_interrupt(std::uint16_t q) { return queue(q).interrupt(); }
 
     // ---- interrupts
     [[nodiscard]] bool msix() const noexcept { return s_->opts.use_msix; }
     // Vector 0: device configuration changes (invalid without MSI-X).
-    [[nodiscard]] const transport::eventfd_notifier& config_interrupt() const noexcept { return s_->config_irq; }
+    [[nodiscard]] const eventfd_notifier& config_interrupt() const noexcept { return s_->config_irq; }
     [[nodiscard]] int config_eventfd() const noexcept { return s_->config_irq.native_handle(); }
     // INTx mode: reads (and so clears, §4.1.4.5) the ISR status — isr::queue, isr::config.
     [[nodiscard]] expected<std::uint8_t, error> read_isr() {
@@ -255,7 +256,7 @@ private:
         bool device_live = false;         // the device left reset: reset before unmapping
         std::uint32_t vectors_attached = 0;
         std::unique_ptr<dma_arena> arena; // by pointer: the rings point into it across moves
-        transport::eventfd_notifier config_irq;
+        eventfd_notifier config_irq;
         std::vector<virtqueue> queues;
     };
 
@@ -380,7 +381,7 @@ private:
     expected<std::uint64_t, error> device_config_range(std::uint64_t off, std::uint64_t len) const {
         if (!s_->device) return unexpected(missing("device config: the device has no device configuration capability"));
         const std::uint64_t size = s_->device->length;
-        if (off > size || len > size - off)
+        if (!range_within(off, len, size))
             return unexpected(invalid("device config: [" + std::to_string(off) + ", +" + std::to_string(len) +
                                       ") lies outside the " + std::to_string(size) + "-byte structure"));
         return s_->device->offset + off;
@@ -433,7 +434,7 @@ private:
         s.arena = std::make_unique<dma_arena>(std::move(*arena));
         if (auto r = s.arena->attach(f, s.opts.arena_iova); !r) return r;
 
-        std::vector<transport::eventfd_notifier> queue_irqs(nq);
+        std::vector<eventfd_notifier> queue_irqs(nq);
         if (s.opts.use_msix) {
             if (auto r = setup_msix(queue_irqs); !r) return r;
         }
@@ -514,14 +515,14 @@ private:
     // Vector 0 for configuration changes, 1 + q for queue q (§4.1.5.1.2). The eventfds go to
     // the function first (that enables MSI-X), then the device is told which vector is which
     // and must read it back: NO_VECTOR means it could not allocate it.
-    expected<void, error> setup_msix(std::vector<transport::eventfd_notifier>& queue_irqs) {
+    expected<void, error> setup_msix(std::vector<eventfd_notifier>& queue_irqs) {
         state& s = *s_;
-        auto config_irq = transport::eventfd_notifier::create();
+        auto config_irq = eventfd_notifier::create();
         if (!config_irq) return unexpected(error{config_irq.error(), "creating the config eventfd"});
         s.config_irq = std::move(*config_irq);
         std::vector<int> fds{s.config_irq.native_handle()};
         for (auto& irq : queue_irqs) {
-            auto e = transport::eventfd_notifier::create();
+            auto e = eventfd_notifier::create();
             if (!e) return unexpected(error{e.error(), "creating a queue eventfd"});
             irq = std::move(*e);
             fds.push_back(irq.native_handle());
@@ -547,7 +548,7 @@ private:
     }
 
     // §4.1.5.1.3: select, size, areas, vector, notify address, enable.
-    expected<void, error> setup_queue(std::uint16_t q, transport::eventfd_notifier irq) {
+    expected<void, error> setup_queue(std::uint16_t q, eventfd_notifier irq) {
         state& s = *s_;
         const std::string who = queue_prefix(q);
         const auto step = [&](const error& e) { return unexpected(error{e.code, who + e.what}); };

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <vvu/pci/virtio_pci.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/wire/payload.hpp>
 
 #include <algorithm>
@@ -162,8 +163,8 @@ public:
 
 private:
     [[nodiscard]] bool fits(const wire::memory_region& r, std::uint64_t at) const noexcept {
-        if (r.memory_size == 0 || r.mmap_offset > capacity_ || r.memory_size > capacity_ - r.mmap_offset) return false;
-        return at <= capacity_ && r.mmap_offset + r.memory_size <= capacity_ - at;
+        if (r.memory_size == 0 || !range_within(r.mmap_offset, r.memory_size, capacity_)) return false;
+        return range_within(at, r.mmap_offset + r.memory_size, capacity_);
     }
 
     std::uint64_t capacity_;

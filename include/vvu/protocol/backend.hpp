@@ -14,12 +14,12 @@
 #include <vvu/protocol/session_image.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/transport/transport.hpp>
+#include <vvu/util/unique_fd.hpp>
 #include <vvu/wire/codec.hpp>
 #include <vvu/wire/features.hpp>
 
 #include <fmt/format.h>
 
-#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -153,7 +153,7 @@ public:
             auto dup_of = [&](bool present, int fd, const char* what) -> expected<unique_fd, std::string> {
                 if (!present) return unique_fd{};
                 if (fd < 0) return unexpected(fmt::format("vring {}: the {} notifier has no fd to hand on", i, what));
-                unique_fd d(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+                unique_fd d = dup_cloexec(fd);
                 if (!d) return unexpected(fmt::format("vring {}: dup of the {} fd: {}", i, what, std::strerror(errno)));
                 return d;
             };
@@ -172,7 +172,7 @@ public:
             img.has_memory = true;
             for (const auto& r : memory_->regions()) {
                 if (r.fd() < 0) return unexpected(fmt::format("region at 0x{:x} has no fd to hand on", r.guest_phys_addr()));
-                unique_fd d(::fcntl(r.fd(), F_DUPFD_CLOEXEC, 0));
+                unique_fd d = dup_cloexec(r.fd());
                 if (!d) return unexpected(fmt::format("dup of a region fd: {}", std::strerror(errno)));
                 img.regions.push_back({r.desc(), std::move(d)});
             }
@@ -181,12 +181,12 @@ public:
             int fd = -1;
             if constexpr (requires { backend_channel_->native_handle(); }) fd = backend_channel_->native_handle();
             if (fd < 0) return unexpected(std::string("the back-end channel has no fd to hand on"));
-            img.backend_channel = unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+            img.backend_channel = dup_cloexec(fd);
             if (!img.backend_channel) return unexpected(fmt::format("dup of the back-end channel: {}", std::strerror(errno)));
         }
         if (inflight_) {
             img.inflight = inflight_->description();
-            img.inflight_fd = unique_fd(::fcntl(inflight_->fd(), F_DUPFD_CLOEXEC, 0));
+            img.inflight_fd = dup_cloexec(inflight_->fd());
             if (!img.inflight_fd) return unexpected(fmt::format("dup of the inflight fd: {}", std::strerror(errno)));
         }
         if constexpr (requires { device_.save_state(); }) img.device_state = device_.save_state();

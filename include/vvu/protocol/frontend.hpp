@@ -4,7 +4,7 @@
 // serves the back-end channel. Device drivers (device::net::net_driver, device::blk::blk_driver)
 // sit on top and run the rings.
 //
-//   auto ch = protocol::socket_channel::connect("/tmp/vhost.sock", 5s);
+//   auto ch = transport::frontend_socket::connect("/tmp/vhost.sock", 5s);
 //   protocol::frontend fe(std::move(*ch), {.features = version_1 | mrg_rxbuf});
 //   fe.negotiate();                                  // GET/SET_FEATURES, protocol features, owner
 //   fe.set_memory(*protocol::frontend_memory::create({}));   // SET_MEM_TABLE or ADD_MEM_REG
@@ -31,11 +31,11 @@
 #include <vvu/protocol/frontend_memory.hpp>
 #include <vvu/protocol/frontend_vring.hpp>
 #include <vvu/transport/framed_socket.hpp>
+#include <vvu/util/eventfd.hpp>
 #include <vvu/wire/codec.hpp>
 #include <vvu/wire/features.hpp>
 
 #include <poll.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -210,8 +210,8 @@ public:
             if (!a) return unexpected(a.error());
             ind = {*a, o.indirect_entries};
         }
-        auto kick = transport::eventfd_notifier::create();
-        auto call = transport::eventfd_notifier::create();
+        auto kick = eventfd_notifier::create();
+        auto call = eventfd_notifier::create();
         if (!kick || !call)
             return fail(frontend_errc::transport, fr::set_vring_kick, "eventfd: " + (kick ? call.error() : kick.error()).message());
 
@@ -447,14 +447,12 @@ private:
     }
 
     result<void> open_backend_channel() {
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-            return fail(frontend_errc::transport, wire::front_request::set_backend_req_fd,
-                        "socketpair: " + std::error_code(errno, std::system_category()).message());
-        unique_fd ours(sv[0]), theirs(sv[1]);
+        auto ends = transport::open_framed_socket_pair();
+        if (!ends)
+            return fail(frontend_errc::transport, wire::front_request::set_backend_req_fd, ends.error().message());
         // The back-end's end is closed here once sent: the back-end holds its own copy.
-        if (auto r = request<wire::front_request::set_backend_req_fd>({}, {theirs.get()}); !r) return r;
-        backend_ = transport::framed_socket(std::move(ours));
+        if (auto r = request<wire::front_request::set_backend_req_fd>({}, {ends->remote.get()}); !r) return r;
+        backend_ = std::move(ends->local);
         return {};
     }
 

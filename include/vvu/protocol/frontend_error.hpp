@@ -6,6 +6,7 @@
 #pragma once
 
 #include <vvu/transport/error.hpp>
+#include <vvu/util/error_category.hpp>
 #include <vvu/wire/error.hpp>
 #include <vvu/wire/request.hpp>
 
@@ -32,32 +33,27 @@ enum class frontend_errc : int {
     bad_state,        // a call out of order (a queue before memory, a stopped queue)
 };
 
-class frontend_category_impl final : public std::error_category {
-public:
-    const char* name() const noexcept override { return "vvu.frontend"; }
-    std::string message(int ev) const override {
-        switch (static_cast<frontend_errc>(ev)) {
-        case frontend_errc::disconnected: return "back-end closed the connection";
-        case frontend_errc::timed_out: return "no reply within the time limit";
-        case frontend_errc::transport: return "transport error";
-        case frontend_errc::malformed_reply: return "malformed reply";
-        case frontend_errc::wrong_reply_size: return "reply of the wrong size";
-        case frontend_errc::mismatched_reply: return "reply to another request";
-        case frontend_errc::rejected: return "request rejected by the back-end";
-        case frontend_errc::not_offered: return "feature not offered by the back-end";
-        case frontend_errc::invalid_argument: return "invalid argument";
-        case frontend_errc::out_of_memory: return "shared memory unavailable or too small";
-        case frontend_errc::ring_setup: return "ring setup failed";
-        case frontend_errc::backend_channel: return "back-end channel error";
-        case frontend_errc::bad_state: return "call out of order";
-        }
-        return "unknown front-end error";
+[[nodiscard]] constexpr const char* describe(frontend_errc e) noexcept {
+    switch (e) {
+    case frontend_errc::disconnected: return "back-end closed the connection";
+    case frontend_errc::timed_out: return "no reply within the time limit";
+    case frontend_errc::transport: return "transport error";
+    case frontend_errc::malformed_reply: return "malformed reply";
+    case frontend_errc::wrong_reply_size: return "reply of the wrong size";
+    case frontend_errc::mismatched_reply: return "reply to another request";
+    case frontend_errc::rejected: return "request rejected by the back-end";
+    case frontend_errc::not_offered: return "feature not offered by the back-end";
+    case frontend_errc::invalid_argument: return "invalid argument";
+    case frontend_errc::out_of_memory: return "shared memory unavailable or too small";
+    case frontend_errc::ring_setup: return "ring setup failed";
+    case frontend_errc::backend_channel: return "back-end channel error";
+    case frontend_errc::bad_state: return "call out of order";
     }
-};
+    return "unknown front-end error";
+}
 
 [[nodiscard]] inline const std::error_category& frontend_category() noexcept {
-    static const frontend_category_impl instance;
-    return instance;
+    return enum_category<frontend_errc, "vvu.frontend">::instance();
 }
 
 [[nodiscard]] inline std::error_code make_error_code(frontend_errc e) noexcept {

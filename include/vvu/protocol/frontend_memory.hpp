@@ -18,6 +18,7 @@
 
 #include <vvu/protocol/frontend_error.hpp>
 #include <vvu/util/expected.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/util/unique_fd.hpp>
 #include <vvu/wire/payload.hpp>
 
@@ -101,7 +102,7 @@ public:
         for (const region& r : regions_) {
             if (gpa < r.gpa) continue;
             const std::uint64_t off = gpa - r.gpa;
-            if (off > r.size || len > r.size - off) continue;
+            if (!range_within(off, len, r.size)) continue;
             return r.host + off;
         }
         return nullptr;
@@ -112,7 +113,7 @@ public:
     [[nodiscard]] expected<std::uint64_t, frontend_error> allocate(std::uint64_t bytes, std::uint64_t align = 64) {
         for (region& r : regions_) {
             const std::uint64_t start = (r.used + align - 1) & ~(align - 1);
-            if (start > r.size || bytes > r.size - start) continue;
+            if (!range_within(start, bytes, r.size)) continue;
             r.used = start + bytes;
             std::memset(r.host + start, 0, bytes);
             return r.gpa + start;

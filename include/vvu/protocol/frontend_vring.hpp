@@ -13,7 +13,7 @@
 #include <vvu/protocol/frontend_memory.hpp>
 #include <vvu/ring/packed.hpp>
 #include <vvu/ring/split.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -28,9 +28,9 @@ public:
     using split_ring = ring::split_driver<frontend_memory>;
     using packed_ring = ring::packed_driver<frontend_memory>;
 
-    driver_vring(std::uint32_t index, split_ring r, transport::eventfd_notifier kick, transport::eventfd_notifier call)
+    driver_vring(std::uint32_t index, split_ring r, eventfd_notifier kick, eventfd_notifier call)
         : index_(index), ring_(std::move(r)), kick_(std::move(kick)), call_(std::move(call)) {}
-    driver_vring(std::uint32_t index, packed_ring r, transport::eventfd_notifier kick, transport::eventfd_notifier call)
+    driver_vring(std::uint32_t index, packed_ring r, eventfd_notifier kick, eventfd_notifier call)
         : index_(index), ring_(std::move(r)), kick_(std::move(kick)), call_(std::move(call)) {}
 
     // Calls f with the split_driver or packed_driver.
@@ -78,8 +78,8 @@ public:
 private:
     std::uint32_t index_;
     std::variant<split_ring, packed_ring> ring_;
-    transport::eventfd_notifier kick_;
-    transport::eventfd_notifier call_;
+    eventfd_notifier kick_;
+    eventfd_notifier call_;
 };
 
 } // namespace vvu::protocol

@@ -3,6 +3,8 @@
 // the error travels as std::error_code (category "vvu.ring").
 #pragma once
 
+#include <vvu/util/error_category.hpp>
+
 #include <string>
 #include <system_error>
 
@@ -40,44 +42,39 @@ enum class errc {
     inflight_region_corrupt,   // the inflight region holds what no back-end could have written
 };
 
-class ring_category_impl final : public std::error_category {
-public:
-    const char* name() const noexcept override { return "vvu.ring"; }
-    std::string message(int ev) const override {
-        switch (static_cast<errc>(ev)) {
-        case errc::bad_queue_size: return "invalid queue size for this ring layout";
-        case errc::ring_out_of_memory: return "ring area outside guest memory";
-        case errc::ring_misaligned: return "ring area misaligned";
-        case errc::avail_index_too_far: return "available index moved more than the queue size";
-        case errc::head_out_of_range: return "available ring entry out of range";
-        case errc::next_out_of_range: return "next descriptor index out of range";
-        case errc::chain_loops: return "descriptor chain loops";
-        case errc::chain_too_long: return "descriptor chain too long";
-        case errc::buffer_out_of_memory: return "buffer outside guest memory";
-        case errc::length_overflow: return "descriptor chain total length overflows";
-        case errc::readable_after_writable: return "readable descriptor after a writable one";
-        case errc::indirect_not_negotiated: return "indirect descriptor not negotiated";
-        case errc::nested_indirect: return "indirect descriptor inside an indirect table";
-        case errc::indirect_with_next: return "indirect descriptor chained to other descriptors";
-        case errc::bad_indirect_length: return "indirect table length not a non-zero multiple of 16";
-        case errc::indirect_too_long: return "indirect table too long";
-        case errc::indirect_out_of_memory: return "indirect table outside guest memory";
-        case errc::head_in_use: return "descriptor chain already in flight";
-        case errc::id_out_of_range: return "buffer id out of range";
-        case errc::chain_unavailable: return "chained descriptor not available";
-        case errc::used_index_too_far: return "used index moved more than the queue size";
-        case errc::bad_used_id: return "used element names a buffer not in flight";
-        case errc::inflight_region_too_small: return "inflight region too small for the ring";
-        case errc::inflight_region_mismatch: return "inflight region of another version or ring size";
-        case errc::inflight_region_corrupt: return "inflight region corrupt";
-        }
-        return "unknown ring error";
+[[nodiscard]] constexpr const char* describe(errc e) noexcept {
+    switch (e) {
+    case errc::bad_queue_size: return "invalid queue size for this ring layout";
+    case errc::ring_out_of_memory: return "ring area outside guest memory";
+    case errc::ring_misaligned: return "ring area misaligned";
+    case errc::avail_index_too_far: return "available index moved more than the queue size";
+    case errc::head_out_of_range: return "available ring entry out of range";
+    case errc::next_out_of_range: return "next descriptor index out of range";
+    case errc::chain_loops: return "descriptor chain loops";
+    case errc::chain_too_long: return "descriptor chain too long";
+    case errc::buffer_out_of_memory: return "buffer outside guest memory";
+    case errc::length_overflow: return "descriptor chain total length overflows";
+    case errc::readable_after_writable: return "readable descriptor after a writable one";
+    case errc::indirect_not_negotiated: return "indirect descriptor not negotiated";
+    case errc::nested_indirect: return "indirect descriptor inside an indirect table";
+    case errc::indirect_with_next: return "indirect descriptor chained to other descriptors";
+    case errc::bad_indirect_length: return "indirect table length not a non-zero multiple of 16";
+    case errc::indirect_too_long: return "indirect table too long";
+    case errc::indirect_out_of_memory: return "indirect table outside guest memory";
+    case errc::head_in_use: return "descriptor chain already in flight";
+    case errc::id_out_of_range: return "buffer id out of range";
+    case errc::chain_unavailable: return "chained descriptor not available";
+    case errc::used_index_too_far: return "used index moved more than the queue size";
+    case errc::bad_used_id: return "used element names a buffer not in flight";
+    case errc::inflight_region_too_small: return "inflight region too small for the ring";
+    case errc::inflight_region_mismatch: return "inflight region of another version or ring size";
+    case errc::inflight_region_corrupt: return "inflight region corrupt";
     }
-};
+    return "unknown ring error";
+}
 
-inline const std::error_category& ring_category() noexcept {
-    static const ring_category_impl instance;
-    return instance;
+[[nodiscard]] inline const std::error_category& ring_category() noexcept {
+    return enum_category<errc, "vvu.ring">::instance();
 }
 
 inline std::error_code make_error_code(errc e) noexcept {

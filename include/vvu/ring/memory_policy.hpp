@@ -23,12 +23,14 @@
 //     struct one_region {
 //         std::byte* base; std::uint64_t gpa, size;
 //         std::byte* translate(std::uint64_t a, std::uint64_t len) noexcept {
-//             if (a < gpa || a - gpa > size || len > size - (a - gpa)) return nullptr;
+//             if (a < gpa || !vvu::range_within(a - gpa, len, size)) return nullptr; // util/range.hpp
 //             return base + (a - gpa);
 //         }
 //     };
 //     static_assert(vvu::ring::memory_policy<one_region>);
 #pragma once
+
+#include <vvu/util/range.hpp>
 
 #include <concepts>
 #include <cstddef>
@@ -54,7 +56,7 @@ public:
     std::byte* translate(std::uint64_t addr, std::uint64_t len) noexcept {
         if (addr < base_) return nullptr;
         const std::uint64_t off = addr - base_;
-        if (off > size_ || len > size_ - off) return nullptr;
+        if (!range_within(off, len, size_)) return nullptr;
         return data_ + off;
     }
 

@@ -3,6 +3,8 @@
 // and why a live update did not happen.
 #pragma once
 
+#include <vvu/util/error_category.hpp>
+
 #include <string>
 #include <system_error>
 
@@ -19,29 +21,22 @@ enum class errc : int {
     protocol,         // the other side of a hand-over broke the hand-over protocol
 };
 
-namespace detail {
-class runtime_category final : public std::error_category {
-public:
-    const char* name() const noexcept override { return "vvu.runtime"; }
-    std::string message(int ev) const override {
-        switch (static_cast<errc>(ev)) {
-        case errc::disconnected: return "the front-end disconnected";
-        case errc::violation: return "the front-end broke the protocol";
-        case errc::stopped: return "the server was stopped";
-        case errc::transport_failed: return "the transport failed";
-        case errc::handed_over: return "the session was handed over to another process";
-        case errc::not_supported: return "this transport cannot hand its session over";
-        case errc::refused: return "the hand-over was refused";
-        case errc::protocol: return "the hand-over protocol was broken";
-        }
-        return "unknown runtime error";
+[[nodiscard]] constexpr const char* describe(errc e) noexcept {
+    switch (e) {
+    case errc::disconnected: return "the front-end disconnected";
+    case errc::violation: return "the front-end broke the protocol";
+    case errc::stopped: return "the server was stopped";
+    case errc::transport_failed: return "the transport failed";
+    case errc::handed_over: return "the session was handed over to another process";
+    case errc::not_supported: return "this transport cannot hand its session over";
+    case errc::refused: return "the hand-over was refused";
+    case errc::protocol: return "the hand-over protocol was broken";
     }
-};
-} // namespace detail
+    return "unknown runtime error";
+}
 
 [[nodiscard]] inline const std::error_category& runtime_category() noexcept {
-    static const detail::runtime_category instance;
-    return instance;
+    return enum_category<errc, "vvu.runtime">::instance();
 }
 [[nodiscard]] inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), runtime_category()}; }
 

@@ -28,7 +28,6 @@
 #include <vvu/runtime/handover_port.hpp>
 #include <vvu/util/unique_fd.hpp>
 
-#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -139,7 +138,7 @@ public:
             const auto regions = table ? table->regions() : std::span<const memory::region>{};
             w.put<std::uint32_t>(static_cast<std::uint32_t>(regions.size()));
             for (const auto& r : regions) {
-                unique_fd fd(r.fd() >= 0 ? ::fcntl(r.fd(), F_DUPFD_CLOEXEC, 0) : -1);
+                unique_fd fd = dup_cloexec(r.fd());
                 if (!fd) return unexpected(std::string("a region without an fd"));
                 for (std::uint64_t v : {r.desc().guest_phys_addr, r.desc().memory_size, r.desc().userspace_addr, r.desc().mmap_offset})
                     w.put<std::uint64_t>(v);

@@ -33,11 +33,11 @@
 #include <vvu/pci/virtio_driver.hpp>
 #include <vvu/pci/vvu_function.hpp>
 #include <vvu/transport/error.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/message.hpp>
 #include <vvu/transport/transport.hpp>
 #include <vvu/util/endian.hpp>
+#include <vvu/util/eventfd.hpp>
 #include <vvu/wire/codec.hpp>
 
 #include <poll.h>

@@ -4,6 +4,7 @@
 // wire::check_header, with the details in `wire`) — and prints one readable line.
 #pragma once
 
+#include <vvu/util/error_category.hpp>
 #include <vvu/wire/error.hpp>
 
 #include <string>
@@ -25,7 +26,26 @@ enum class errc : int {
     unsupported_version, // a hand-over record of a version this build does not speak
 };
 
-[[nodiscard]] const std::error_category& transport_category() noexcept;
+[[nodiscard]] constexpr const char* describe(errc e) noexcept {
+    switch (e) {
+    case errc::disconnected: return "peer closed the connection";
+    case errc::truncated: return "peer closed the connection in the middle of a message";
+    case errc::too_many_fds: return "more file descriptors than a vhost-user message may carry";
+    case errc::stopped: return "transport stopped";
+    case errc::timed_out: return "timed out";
+    case errc::not_connected: return "no front-end connected";
+    case errc::address_in_use: return "another server is listening on the socket path";
+    case errc::bad_fd: return "unusable file descriptor";
+    case errc::interrupted: return "interrupted between messages";
+    case errc::malformed: return "malformed hand-over record";
+    case errc::unsupported_version: return "hand-over record of an unsupported version";
+    }
+    return "unknown transport error";
+}
+
+[[nodiscard]] inline const std::error_category& transport_category() noexcept {
+    return enum_category<errc, "vvu.transport">::instance();
+}
 
 [[nodiscard]] inline std::error_code make_error_code(errc e) noexcept {
     return {static_cast<int>(e), transport_category()};

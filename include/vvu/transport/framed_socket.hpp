@@ -71,4 +71,12 @@ private:
     int interrupt_ = -1;
 };
 
+// A connected pair of UNIX stream sockets: one end framed here, the other an fd for the peer
+// (the back-end channel that a front-end hands over with SET_BACKEND_REQ_FD).
+struct framed_socket_pair {
+    framed_socket local;
+    unique_fd remote;
+};
+[[nodiscard]] expected<framed_socket_pair, error> open_framed_socket_pair();
+
 } // namespace vvu::transport

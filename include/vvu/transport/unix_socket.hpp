@@ -21,11 +21,11 @@
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/transport/backend_channel.hpp>
 #include <vvu/transport/error.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/message.hpp>
 #include <vvu/transport/transport.hpp>
 #include <vvu/util/byte_io.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include <chrono>
 #include <memory>

@@ -1,6 +1,7 @@
 // unique_fd: sole owner of a file descriptor (closed on destruction).
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <utility>
@@ -35,5 +36,11 @@ public:
 private:
     int fd_ = -1;
 };
+
+// A second descriptor for the same open file, close-on-exec (an fd handed on must not leak into
+// children). Invalid on failure, with errno saying why (EBADF for an invalid `fd`).
+[[nodiscard]] inline unique_fd dup_cloexec(int fd) noexcept {
+    return unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
 
 } // namespace vvu

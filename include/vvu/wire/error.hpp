@@ -3,6 +3,8 @@
 // name the request and the reason ("SET_MEM_TABLE: 3 fds where 2 are expected").
 #pragma once
 
+#include <vvu/util/error_category.hpp>
+
 #include <cstdint>
 #include <string>
 #include <system_error>
@@ -28,7 +30,31 @@ enum class errc : int {
     too_many_fds,          // more fds than the message allows
 };
 
-[[nodiscard]] const std::error_category& wire_category() noexcept;
+[[nodiscard]] constexpr const char* describe(errc e) noexcept {
+    switch (e) {
+    case errc::short_header: return "message shorter than the 12-byte header";
+    case errc::bad_version: return "unsupported version in flags (must be 0x1)";
+    case errc::unknown_request: return "unknown request";
+    case errc::unexpected_reply_flag: return "REPLY flag set on a request";
+    case errc::missing_reply_flag: return "reply without the REPLY flag";
+    case errc::mismatched_reply: return "reply to another request";
+    case errc::payload_too_large: return "payload size above the maximum";
+    case errc::truncated_payload: return "payload shorter than its header announces";
+    case errc::trailing_bytes: return "bytes after the announced payload";
+    case errc::bad_payload_size: return "payload size does not match the request";
+    case errc::bad_count: return "count in payload out of range";
+    case errc::empty_region: return "memory region of size 0";
+    case errc::region_wraps: return "address range wraps around 2^64";
+    case errc::unexpected_fds: return "file descriptors where none are allowed";
+    case errc::missing_fd: return "missing file descriptor";
+    case errc::too_many_fds: return "too many file descriptors";
+    }
+    return "unknown wire error";
+}
+
+[[nodiscard]] inline const std::error_category& wire_category() noexcept {
+    return enum_category<errc, "vvu.wire">::instance();
+}
 
 [[nodiscard]] inline std::error_code make_error_code(errc e) noexcept {
     return {static_cast<int>(e), wire_category()};

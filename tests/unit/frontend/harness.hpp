@@ -7,8 +7,8 @@
 #include <vvu/protocol/backend.hpp>
 #include <vvu/protocol/frontend.hpp>
 #include <vvu/transport/backend_channel.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
 #include <vvu/transport/framed_socket.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include <sys/socket.h>
 
@@ -32,8 +32,8 @@ inline std::pair<unique_fd, unique_fd> socket_pair() {
 
 // The Transport concept over an already connected socket (one session).
 struct pair_transport {
-    using kick_notifier = transport::eventfd_notifier;
-    using call_notifier = transport::eventfd_notifier;
+    using kick_notifier = eventfd_notifier;
+    using call_notifier = eventfd_notifier;
     using backend_channel = transport::backend_channel;
 
     transport::framed_socket socket;
@@ -48,10 +48,10 @@ struct pair_transport {
         return memory::region::map(d, std::move(fd));
     }
     expected<kick_notifier, transport::error> make_kick_notifier(std::uint32_t, unique_fd fd) {
-        return transport::eventfd_notifier(std::move(fd));
+        return eventfd_notifier(std::move(fd));
     }
     expected<call_notifier, transport::error> make_call_notifier(std::uint32_t, unique_fd fd) {
-        return transport::eventfd_notifier(std::move(fd));
+        return eventfd_notifier(std::move(fd));
     }
     expected<call_notifier, transport::error> make_error_notifier(std::uint32_t q, unique_fd fd) {
         return make_call_notifier(q, std::move(fd));

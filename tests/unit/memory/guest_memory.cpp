@@ -26,7 +26,7 @@ unique_fd make_memfd(std::uint64_t size, const char* name = "vvu-test") {
     return fd;
 }
 
-unique_fd dup_fd(const unique_fd& fd) { return unique_fd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); }
+unique_fd dup_fd(const unique_fd& fd) { return dup_cloexec(fd.get()); }
 
 wire::memory_region desc(std::uint64_t gpa, std::uint64_t size, std::uint64_t uaddr, std::uint64_t off = 0) {
     return {gpa, size, uaddr, off};

@@ -3,7 +3,7 @@
 // table replacement, and every protocol violation ending the session.
 #include <vvu/protocol/backend.hpp>
 #include <vvu/transport/backend_channel.hpp>
-#include <vvu/transport/eventfd_notifier.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
@@ -44,8 +44,8 @@ scripted_message make_message(std::span<const std::byte> bytes, std::vector<uniq
 // A transport that replays a script and records what the back-end sends; resources are made
 // the way the UNIX transport makes them (mmap of the fd, eventfds).
 struct scripted_transport {
-    using kick_notifier = transport::eventfd_notifier;
-    using call_notifier = transport::eventfd_notifier;
+    using kick_notifier = eventfd_notifier;
+    using call_notifier = eventfd_notifier;
     using backend_channel = transport::backend_channel;
 
     std::deque<scripted_message> script;
@@ -95,7 +95,7 @@ struct shared_memory {
         REQUIRE(data != MAP_FAILED);
     }
     ~shared_memory() { ::munmap(data, size); }
-    unique_fd dup() const { return unique_fd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); }
+    unique_fd dup() const { return dup_cloexec(fd.get()); }
 };
 
 template <auto R>
@@ -531,10 +531,10 @@ TEST_CASE("backend: INFLIGHT_SHMFD — a restarted back-end takes the chains in 
         CHECK(area.queue_size == 256);
         CHECK(area.mmap_size >= 4 * (16 + 16 * 256));
         REQUIRE((*r)->fds.span().size() == 1);
-        area_fd.reset(::fcntl((*r)->fds[0], F_DUPFD_CLOEXEC, 0)); // what the front-end keeps
+        area_fd = dup_cloexec((*r)->fds[0]); // what the front-end keeps
         CHECK((::fcntl(area_fd.get(), F_GET_SEALS) & F_SEAL_SHRINK) != 0);
         std::vector<unique_fd> fds;
-        fds.push_back(unique_fd(::fcntl(area_fd.get(), F_DUPFD_CLOEXEC, 0)));
+        fds.push_back(dup_cloexec(area_fd.get()));
         f.expect_ok(msg<fr::set_inflight_fd>(area, std::move(fds)));
         fill_ring(mem, gpa, 0, 4, 0);
         start_vring1(f, mem, gpa, 0);
@@ -561,7 +561,7 @@ TEST_CASE("backend: INFLIGHT_SHMFD — a restarted back-end takes the chains in 
     g.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
     g.expect_ok(msg<fr::set_protocol_features>({protocol_feature::inflight_shmfd}));
     std::vector<unique_fd> fds;
-    fds.push_back(unique_fd(::fcntl(area_fd.get(), F_DUPFD_CLOEXEC, 0)));
+    fds.push_back(dup_cloexec(area_fd.get()));
     g.expect_ok(msg<fr::set_inflight_fd>(area, std::move(fds)));
     start_vring1(g, mem, gpa, 4); // what QEMU sends after a crash: the used index
     REQUIRE(notices.size() == 1);

@@ -6,7 +6,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
 #include <sys/eventfd.h>
 
 using namespace vvu;
@@ -48,7 +47,7 @@ protocol::session_image sample() {
 // The received side of an encoded image: the fds as the kernel would hand them over (dups).
 std::vector<unique_fd> received(const protocol::encoded_image& e) {
     std::vector<unique_fd> out;
-    for (const auto& fd : e.fds) out.emplace_back(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    for (const auto& fd : e.fds) out.push_back(dup_cloexec(fd.get()));
     return out;
 }
 

@@ -1,6 +1,6 @@
 #include <vvu/transport/framed_socket.hpp>
 
-#include <vvu/transport/eventfd_notifier.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -85,7 +85,7 @@ TEST_CASE("messages with 0, 1 and 8 fds; fd contents survive", "[transport]") {
         CHECK(wire::decode<wire::front_request>(m->bytes(), m->fds.span()));
     }
     SECTION("one eventfd: a signal on one side is seen on the other") {
-        auto kick = transport::eventfd_notifier::create();
+        auto kick = eventfd_notifier::create();
         REQUIRE(kick);
         wire::message<wire::front_request::set_vring_kick> msg;
         msg.payload.value = 3;
@@ -99,7 +99,7 @@ TEST_CASE("messages with 0, 1 and 8 fds; fd contents survive", "[transport]") {
         auto decoded = wire::decode<wire::front_request>(m->bytes(), m->fds.span());
         REQUIRE(decoded);
         CHECK(m->fds[0] != kick->native_handle());
-        transport::eventfd_notifier received(m->fds.take(0));
+        eventfd_notifier received(m->fds.take(0));
         CHECK_FALSE(received.drain());
         kick->signal();
         CHECK(received.wait(2s));
@@ -137,7 +137,7 @@ TEST_CASE("no fd leaks across many messages", "[transport]") {
         auto sockets = socket_pair();
         auto& a = sockets.first;
         auto& b = sockets.second;
-        auto ev = transport::eventfd_notifier::create();
+        auto ev = eventfd_notifier::create();
         REQUIRE(ev);
         for (int i = 0; i < 50; ++i) {
             wire::message<wire::front_request::set_vring_call> msg;
@@ -224,7 +224,7 @@ TEST_CASE("partial reads: header and payload in pieces with pauses, fds mid-mess
     auto sockets = socket_pair();
     auto& a = sockets.first;
     auto& b = sockets.second;
-    auto ev = transport::eventfd_notifier::create();
+    auto ev = eventfd_notifier::create();
     REQUIRE(ev);
     wire::message<wire::front_request::set_vring_addr> msg;
     msg.payload.index = 1;
@@ -354,7 +354,7 @@ TEST_CASE("a wake fd interrupts a blocked receive", "[transport]") {
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     unique_fd peer(sv[0]);
-    auto wake = transport::eventfd_notifier::create();
+    auto wake = eventfd_notifier::create();
     REQUIRE(wake);
     framed_socket s(unique_fd(sv[1]), wake->native_handle());
     std::thread stopper([&] { wake->signal(); });
@@ -369,7 +369,7 @@ TEST_CASE("partial writes: a large frame goes out in pieces, its fds only once",
     auto& b = sockets.second;
     std::vector<std::byte> big(256 * 1024);
     for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 7);
-    auto ev = transport::eventfd_notifier::create();
+    auto ev = eventfd_notifier::create();
     REQUIRE(ev);
     const int efd = ev->native_handle();
     bool sent = false;

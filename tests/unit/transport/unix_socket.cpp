@@ -110,7 +110,7 @@ TEST_CASE("server mode: request, reply, fds, and a second front-end after a disc
         CHECK(d->payload.value == 0x1234u + static_cast<unsigned>(round));
 
         // SET_VRING_CALL with an eventfd: the back-end's call reaches the front-end.
-        auto call = transport::eventfd_notifier::create();
+        auto call = eventfd_notifier::create();
         REQUIRE(call);
         wire::message<wire::front_request::set_vring_call> sc;
         sc.fds = {call->native_handle()};

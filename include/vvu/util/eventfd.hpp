@@ -1,6 +1,7 @@
 // eventfd_notifier: a kick or call notifier over an eventfd (what SET_VRING_KICK and
-// SET_VRING_CALL carry on the UNIX transport). Models kick_notifier, call_notifier and
-// pollable_notifier (transport.hpp).
+// SET_VRING_CALL carry on the UNIX transport, and what MSI-X vectors fire in the PCI driver).
+// Models kick_notifier, call_notifier and pollable_notifier (transport/transport.hpp); it sits
+// in util/ so that pci/ and transport/ can both use it without one reaching into the other.
 //
 //   kick.wait(std::chrono::milliseconds(100));  // blocks until the front-end kicks (or timeout)
 //   call.signal();                              // interrupts the guest (via KVM's irqfd)
@@ -23,7 +24,7 @@
 #include <cstdint>
 #include <system_error>
 
-namespace vvu::transport {
+namespace vvu {
 
 class eventfd_notifier {
 public:
@@ -68,4 +69,4 @@ private:
     unique_fd fd_;
 };
 
-} // namespace vvu::transport
+} // namespace vvu

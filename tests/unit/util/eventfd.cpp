@@ -1,4 +1,4 @@
-#include <vvu/transport/eventfd_notifier.hpp>
+#include <vvu/util/eventfd.hpp>
 
 #include <vvu/transport/transport.hpp>
 
@@ -7,13 +7,13 @@
 #include <thread>
 
 using namespace std::chrono_literals;
-using vvu::transport::eventfd_notifier;
+using vvu::eventfd_notifier;
 
 static_assert(vvu::transport::kick_notifier<eventfd_notifier>);
 static_assert(vvu::transport::call_notifier<eventfd_notifier>);
 static_assert(vvu::transport::pollable_notifier<eventfd_notifier>);
 
-TEST_CASE("eventfd_notifier: signal, drain, wait", "[transport]") {
+TEST_CASE("eventfd_notifier: signal, drain, wait", "[util]") {
     auto n = eventfd_notifier::create();
     REQUIRE(n);
     CHECK(n->valid());
