@@ -38,6 +38,7 @@ namespace vvu::device::blk {
 // virtio_blk_config offsets past num_queues (§5.2.4).
 namespace config_offset {
 inline constexpr std::size_t capacity = 0;
+inline constexpr std::size_t size_max = 8;
 inline constexpr std::size_t seg_max = 12;
 inline constexpr std::size_t blk_size = 20;
 inline constexpr std::size_t num_queues = 34;
@@ -69,6 +70,7 @@ public:
         std::uint32_t queues = 1;
         std::string serial = "vvu-blk";     // GET_ID (at most 20 bytes are sent)
         std::uint32_t seg_max = 126;        // data segments per request the driver may use
+        std::uint32_t size_max = 1u << 20;  // bytes per segment the driver may use
         std::uint32_t max_discard_sectors = 1u << 22; // per range (2 GiB)
         std::uint32_t max_ranges = 1;       // per DISCARD / WRITE_ZEROES request
     };
@@ -77,7 +79,7 @@ public:
 
     // ---------------------------------------------------------------- protocol::device
     std::uint64_t features() const noexcept {
-        std::uint64_t f = feature::seg_max | feature::blk_size | feature::flush;
+        std::uint64_t f = feature::size_max | feature::seg_max | feature::blk_size | feature::flush;
         if (options_.queues > 1) f |= feature::mq;
         if (image_.read_only()) f |= feature::ro;
         else f |= feature::discard | feature::write_zeroes;
@@ -96,6 +98,7 @@ public:
             for (std::size_t i = 0; i < sizeof v; ++i) image[at + i] = static_cast<std::uint8_t>(v >> (8 * i));
         };
         put(config_offset::capacity, image_.capacity_sectors());
+        put(config_offset::size_max, options_.size_max);
         put(config_offset::seg_max, options_.seg_max);
         put(config_offset::blk_size, std::uint32_t{512});
         put(config_offset::num_queues, static_cast<std::uint16_t>(options_.queues));

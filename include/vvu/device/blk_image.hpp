@@ -5,6 +5,7 @@
 #pragma once
 
 #include <vvu/util/expected.hpp>
+#include <vvu/util/range.hpp>
 #include <vvu/util/unique_fd.hpp>
 
 #include <fcntl.h>
@@ -54,9 +55,7 @@ public:
     int native_handle() const noexcept { return fd_.get(); }
 
     // Whether [offset, offset + length) lies inside the image (overflow-safe).
-    bool holds(std::uint64_t offset, std::uint64_t length) const noexcept {
-        return offset <= bytes_ && length <= bytes_ - offset;
-    }
+    bool holds(std::uint64_t offset, std::uint64_t length) const noexcept { return range_within(offset, length, bytes_); }
 
     // Reads into / writes from the buffers, in order, starting at `offset`; all or an error.
     std::error_code read(std::uint64_t offset, std::span<const iovec> buffers) const noexcept {

@@ -257,6 +257,8 @@ TEST_CASE("blk_device: the config space says capacity, queues and limits", "[dev
     CHECK(parsed->capacity == image_bytes / 512);
     CHECK(parsed->num_queues == 4);
     CHECK(parsed->blk_size == 512);
+    CHECK(parsed->size_max == 1u << 20);
+    CHECK(parsed->seg_max == 126);
     CHECK(le::load<std::uint32_t>(reinterpret_cast<const std::byte*>(cfg.data()) + config_offset::max_discard_seg) == 1);
     std::array<std::uint8_t, 8> tail{};
     CHECK(d.read_config(248, tail));
