@@ -135,6 +135,9 @@ read -r -d '' INIT <<'EOF' || true
 #                             vvu.bytes (default 4096) from /dev/hwrng. disk: vvu.phase=format
 #                             makes an ext2 file system on /dev/vda and writes files of random
 #                             bytes; vvu.phase=check mounts it and reads them back.
+#   vvu.files=N               disk job: N files f1..fN of vvu.bytes each instead of the four
+#                             fixed ones; phase=format then keeps the guest's writeback going
+#                             while it writes (small dirty limits) and prints a line per file
 # Console lines for the host (prefix VVU-GUEST-):
 #   VVU-GUEST-READY role=R ip=A iface=I mac=M
 #   VVU-GUEST-RUN count=N interval=S      (role=ping: the measured run starts; ping's own lines follow as they come)
@@ -147,6 +150,8 @@ read -r -d '' INIT <<'EOF' || true
 #   VVU-GUEST-FILE phase=P name=F bytes=N sha256=H [written=H]  (format: sha256 as read back
 #                             through the device, written= from the page cache before)
 #   VVU-GUEST-RESULT disk ok|fail phase=P files=N runs=N[,N...]  (blk-mq runs of each hardware queue)
+#   VVU-GUEST-WRITING files=N bytes=N     (phase=format with vvu.files: the writes start)
+#   VVU-GUEST-WROTE k=K name=F            (phase=format with vvu.files: file K of N is on the disk)
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -158,7 +163,7 @@ bye() { sync; poweroff -f; sleep 5; }
 fail() { say "VVU-GUEST-RESULT error $*"; bye; }
 
 role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120
-job=net bytes=4096 phase=check
+job=net bytes=4096 phase=check files=
 for kv in $(cat /proc/cmdline); do
   case "$kv" in
     vvu.role=*) role=${kv#*=} ;;
@@ -173,6 +178,7 @@ for kv in $(cat /proc/cmdline); do
     vvu.job=*) job=${kv#*=} ;;
     vvu.bytes=*) bytes=${kv#*=} ;;
     vvu.phase=*) phase=${kv#*=} ;;
+    vvu.files=*) files=${kv#*=} ;;
   esac
 done
 
@@ -210,6 +216,11 @@ job_rng() {
 # written and read on CPU (index mod cpus), so that with 2 CPUs both of virtio-blk's request
 # queues carry I/O.
 DISK_FILES="a:4097 b:65536 c:1048576 d:3145728"
+# vvu.files=N: f1..fN of vvu.bytes each (a write phase as long as a test needs).
+if [ -n "$files" ]; then
+  DISK_FILES= k=1
+  while [ $k -le "$files" ]; do DISK_FILES="$DISK_FILES f$k:$bytes"; k=$((k+1)); done
+fi
 sums() { # one VVU-GUEST-FILE line per file; returns 1 if one is missing or differs from written=
   k=0 rc=0
   for f in $DISK_FILES; do
@@ -238,6 +249,13 @@ job_disk() {
     format)
       mke2fs -q -F /dev/vda >/tmp/mke2fs.out 2>&1 || { cat /tmp/mke2fs.out; fail "disk: mke2fs /dev/vda"; }
       mount -t ext2 /dev/vda /mnt || fail "disk: mount /dev/vda"
+      if [ -n "$files" ]; then
+        # Writeback from the first MiB dirty on, so the disk sees requests all along the writes
+        # (not only at each file's sync).
+        echo 1048576 > /proc/sys/vm/dirty_background_bytes
+        echo 4194304 > /proc/sys/vm/dirty_bytes
+        say "VVU-GUEST-WRITING files=$files bytes=$bytes"
+      fi
       k=0
       for f in $DISK_FILES; do
         cpu=$((k % cpus)); k=$((k+1))
@@ -245,6 +263,7 @@ job_disk() {
           fail "disk: writing /mnt/${f%%:*}"
         # What was written, from the page cache (compared with what reads back).
         sha256sum /mnt/${f%%:*} | cut -d' ' -f1 > /tmp/written.${f%%:*}
+        [ -n "$files" ] && say "VVU-GUEST-WROTE k=$k name=${f%%:*}"
       done
       sync
       # Read back through the device, not from the page cache.

@@ -1,8 +1,9 @@
 # QEMU 7.2 guests (Linux drivers, TCG) on vhost-user devices other than a NIC
 # (tests/interop/devices/): a disk on qemu-storage-daemon and on vvu-blk-server (two boots: write
-# files, read them back; 1 and 2 request queues), and a hardware RNG on vvu-rng-server, on a
-# unix: port and behind vvu-device. The guest
-# is built into the build tree by tests/guest/build-guest.sh, as for interop.qemu.*.
+# files, read them back; 1 and 2 request queues; and vvu-blk-server killed and restarted under a
+# guest that writes: crash recovery through the inflight area), and a hardware RNG on
+# vvu-rng-server, on a unix: port and behind vvu-device. The guest is built into the build tree
+# by tests/guest/build-guest.sh, as for interop.qemu.*.
 # A missing peer makes a test skip (exit 77), or fail when CI=true.
 # Included from tests/CMakeLists.txt.
 
@@ -16,9 +17,12 @@ set(vvu_devices_tests
 if(TARGET vvu-blk-server)
   list(APPEND vvu_devices_tests
     "guest-disk.vvu-blk-server.q1|guest-disk.sh|--server vvu-blk-server:$<TARGET_FILE:vvu-blk-server> --queues 1 ${vvu_devices_guest}"
-    "guest-disk.vvu-blk-server.q2|guest-disk.sh|--server vvu-blk-server:$<TARGET_FILE:vvu-blk-server> --queues 2 ${vvu_devices_guest}")
+    "guest-disk.vvu-blk-server.q2|guest-disk.sh|--server vvu-blk-server:$<TARGET_FILE:vvu-blk-server> --queues 2 ${vvu_devices_guest}"
+    # Boot 1 writes while vvu-blk-server is killed (SIGKILL) and started again 3 times; QEMU
+    # reconnects (reconnect=1) and hands the new one the inflight area.
+    "guest-disk-crash.vvu-blk-server|guest-disk-crash.sh|--server $<TARGET_FILE:vvu-blk-server> ${vvu_devices_guest}")
 else()
-  message(STATUS "vvu: interop.devices.guest-disk.vvu-blk-server.* tests need the vvu-blk-server example")
+  message(STATUS "vvu: interop.devices.guest-disk*.vvu-blk-server tests need the vvu-blk-server example")
 endif()
 if(TARGET vvu-rng-server)
   list(APPEND vvu_devices_tests
