@@ -2,6 +2,7 @@
 // runtime::server running device::blk::blk_device over a UNIX socket or a VVU function, and a
 // runtime::poller running its data path.
 #include "../common/command_line.hpp"
+#include "../common/stop_signals.hpp"
 
 #include <vvu/device/blk_device.hpp>
 #include <vvu/runtime/poller.hpp>
@@ -11,8 +12,6 @@
 
 #include <fmt/format.h>
 
-#include <pthread.h>
-#include <signal.h>
 
 #include <cstdio>
 #include <memory>
@@ -93,7 +92,7 @@ std::optional<options> parse(int argc, char** argv) {
 
 // Serves until SIGINT/SIGTERM, then prints the counters.
 template <class Transport>
-int serve(Transport t, device::blk::image img, const options& o) {
+int serve(Transport t, device::blk::image img, const options& o, const sigset_t& stop_signals) {
     using device::blk::blk_device;
     runtime::server<Transport, blk_device> port(std::move(t), std::move(img), o.device);
     port.on_event([](const runtime::session_event& e) {
@@ -111,10 +110,6 @@ int serve(Transport t, device::blk::image img, const options& o) {
     if (auto w = data_path.start(); !w.empty()) fmt::print(stderr, "vvu-blk-server: {}\n", w);
     port.start();
 
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
     int sig = 0;
     sigwait(&stop_signals, &sig);
 
@@ -133,13 +128,7 @@ int serve(Transport t, device::blk::image img, const options& o) {
 int main(int argc, char** argv) {
     const auto opts = parse(argc, argv);
     if (!opts) return 2;
-    // Every thread inherits the blocked signals; main waits for them with sigwait.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    ::signal(SIGPIPE, SIG_IGN); // a front-end that vanishes mid-reply is a closed session
+    const sigset_t stop_signals = examples::block_stop_signals();
 
     auto img = device::blk::image::open(opts->image, opts->read_only);
     if (!img) {
@@ -154,12 +143,12 @@ int main(int argc, char** argv) {
             fmt::print(stderr, "vvu-blk-server: {}: {}\n", path, t.error().message());
             return 1;
         }
-        return serve(std::move(*t), std::move(*img), *opts);
+        return serve(std::move(*t), std::move(*img), *opts, stop_signals);
     }
     auto t = transport::vvu_pci::connect(path);
     if (!t) {
         fmt::print(stderr, "vvu-blk-server: {}: {}\n", path, t.error().message());
         return 1;
     }
-    return serve(std::move(*t), std::move(*img), *opts);
+    return serve(std::move(*t), std::move(*img), *opts, stop_signals);
 }

@@ -5,6 +5,7 @@
 #include <vvu/vvu/device_model.hpp>
 
 #include "../common/command_line.hpp"
+#include "../common/stop_signals.hpp"
 
 #include <fmt/format.h>
 
@@ -75,12 +76,7 @@ int main(int argc, char** argv) {
     if (!quiet) o.log = [](std::string_view line) { fmt::print(stderr, "vvu-device: {}\n", line); };
 
     // Signals are taken by a waiting thread, not a handler: the device loop is told to stop.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    ::signal(SIGPIPE, SIG_IGN); // a peer that vanishes mid-write is a disconnect, not a crash
+    const sigset_t stop_signals = vvu::examples::block_stop_signals();
 
     auto device = vvu::vvu_device::device_model::create(std::move(o));
     if (!device) {

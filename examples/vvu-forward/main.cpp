@@ -3,6 +3,7 @@
 // the state machine over the port's transport), one runtime::poller running the forwarding
 // engine (device::net::forwarder), live update (runtime/live_update.hpp), stats on exit.
 #include "../common/command_line.hpp"
+#include "../common/stop_signals.hpp"
 
 #include <vvu/device/net_forward.hpp>
 #include <vvu/device/net_port.hpp>
@@ -209,13 +210,7 @@ int main(int argc, char** argv) {
 
     // Every thread inherits the blocked signals; main waits for them with sigwait. SIGUSR1 is
     // how the hand-over thread says the ports are gone to a new process.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    ::signal(SIGPIPE, SIG_IGN); // a front-end that vanishes mid-reply is a closed session, not a crash
+    const sigset_t stop_signals = examples::block_stop_signals({SIGUSR1});
 
     const bool taking_over = !opts->takeover.empty();
     std::vector<std::unique_ptr<port>> ports;

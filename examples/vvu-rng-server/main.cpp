@@ -3,6 +3,7 @@
 // (runtime::server: transport + device + state machine, on its control thread), the data path
 // (runtime::poller calling device::rng::poll), and the handshake between them.
 #include "../common/command_line.hpp"
+#include "../common/stop_signals.hpp"
 
 #include <vvu/device/rng.hpp>
 #include <vvu/runtime/poller.hpp>
@@ -83,12 +84,7 @@ int main(int argc, char** argv) {
     }
 
     // Blocked in every thread (they inherit it); main takes them with sigtimedwait.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    ::signal(SIGPIPE, SIG_IGN); // a front-end that goes away mid-reply ends its session, not us
+    const sigset_t stop_signals = examples::block_stop_signals();
 
     const auto colon = port.find(':');
     const std::string kind = port.substr(0, colon), path = colon == std::string::npos ? "" : port.substr(colon + 1);

@@ -10,6 +10,8 @@
 #                                    NAME.log, QEMU's stderr NAME.out)
 #   guest_done NAME SECS             waits for NAME's VVU-GUEST-RESULT line (prints it) and for
 #                                    QEMU to exit after the guest powers off; fails otherwise
+#   host_check_files IMG SUMS        reads each file of SUMS ("name size sha256" lines) out of
+#                                    the ext2 image IMG with debugfs and compares its sha256
 
 here_devices=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 guest_src=$(cd "$here_devices/../../guest" && pwd)
@@ -54,4 +56,21 @@ guest_done() {
   peer_wait "$name" 30
   ((peer_rc == 0)) || fail "$name: QEMU exited with status $peer_rc"
   echo "$name: QEMU start to exit $(awk -v a="${guest_t0[$name]}" -v b="$(vvu_now)" 'BEGIN{printf "%.1f", b-a}') s"
+}
+
+# The image on the host, read with e2fsprogs' debugfs: the bytes really are in the file.
+host_check_files() {
+  local img=$1 sums=$2 name sum got n=0
+  if ! command -v debugfs >/dev/null 2>&1; then
+    [[ ${CI:-} == true ]] && fail "debugfs (e2fsprogs) is not installed: the image cannot be read on the host"
+    echo "note: debugfs (e2fsprogs) not installed: the image was not read on the host"
+    return 0
+  fi
+  while read -r name _ sum; do
+    debugfs -R "dump /$name $work/host.$name" "$img" >/dev/null 2>&1 || fail "debugfs cannot dump /$name from the image"
+    got=$(sha256sum "$work/host.$name" | cut -d' ' -f1)
+    [[ $got == "$sum" ]] || fail "/$name in the image on the host: sha256 $got, the guest read $sum"
+    n=$((n + 1))
+  done <"$sums"
+  echo "ok: the $n files dumped from the image on the host (debugfs) have the guest's sha256"
 }
