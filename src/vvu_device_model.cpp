@@ -776,7 +776,8 @@ struct device_model::impl final : function_owner {
             flush_device_acks();
             return {};
         }
-        auto request = wire::decode<wire::back_request>(bytes, {}, wire::fd_policy::stripped);
+        // No fd travels from the driver: a back-end request that names one cannot be passed on.
+        auto request = wire::decode<wire::back_request>(bytes, {});
         if (!request) return unexpected(request.error().message());
         if (!backend_channel.is_open()) return unexpected(std::string("a back-end request without a back-end channel"));
         if (auto s = backend_channel.send(bytes, {}, opt.message_timeout); !s) {

@@ -283,7 +283,7 @@ public:
     // Handles one received message; returns the reply to send, if any. Takes the fds it keeps
     // out of the message; the others are closed with it.
     result handle(transport::received_message& msg) {
-        auto decoded = wire::decode<wire::front_request>(msg.bytes(), msg.fds.span(), msg.fd_policy);
+        auto decoded = wire::decode<wire::front_request>(msg.bytes(), msg.fds.span());
         if (!decoded)
             return unexpected(violation{static_cast<wire::front_request>(decoded.error().request), decoded.error().message()});
         return std::visit([&](const auto& m) { return dispatch(m, msg.fds); }, *decoded);

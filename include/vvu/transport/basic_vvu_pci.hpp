@@ -20,8 +20,8 @@
 //              a config interrupt with FRONTEND_UP clear ends the session (receive returns
 //              errc::disconnected); close_session clears BACKEND_UP and recycles the rxq.
 //
-// Messages arrive with wire::fd_policy::stripped; the state machine hands the transport an
-// invalid fd wherever a message named one, and the transport finds the resource itself.
+// The device keeps every fd a message names: an invalid fd stands in for each (wire::named_fds),
+// the state machine hands it back, and the transport finds the resource itself.
 //
 // Threads: the control thread calls wait_for_frontend/receive/send/close_session and the
 // make_* calls; kick notifiers and call notifiers are used by ring threads; back-end channel
@@ -348,11 +348,12 @@ struct basic_vvu_pci<F>::shared {
         m.header = wire::load_header(std::span(data, len));
         if (wire::header_size + std::size_t{m.header.size} != len) return;
         std::memcpy(m.storage.data(), data, len);
-        m.fd_policy = wire::fd_policy::stripped;
         if (m.header.is_reply()) {
             replies.push_back(std::move(m));
             return;
         }
+        if (auto named = wire::named_fds<wire::front_request>(m.bytes()))
+            for (std::size_t i = 0; i < *named; ++i) m.fds.push_back(unique_fd{});
         requests.push_back(std::move(m));
     }
 
@@ -361,7 +362,7 @@ struct basic_vvu_pci<F>::shared {
     // reap time a REM_MEM_REG reaped together with the SET_MEM_TABLE before it would take a
     // region out of the layout before the table is mapped.)
     void mirror_window(const received_message& m) {
-        auto decoded = wire::decode<wire::front_request>(m.bytes(), {}, wire::fd_policy::stripped);
+        auto decoded = wire::decode<wire::front_request>(m.bytes(), m.fds.span());
         if (!decoded) return; // the state machine will refuse it
         if (auto* t = std::get_if<wire::message<wire::front_request::set_mem_table>>(&*decoded)) {
             (void)window.set_table(std::span(t->payload.regions).first(t->payload.nregions));

@@ -73,10 +73,9 @@ private:
 struct received_message {
     wire::header header;
     std::array<std::byte, wire::max_message_size> storage{}; // header, then header.size bytes
+    // The fds that came with it. A transport that keeps the resources itself (VVU) puts an
+    // invalid fd wherever the message names one (wire::named_fds).
     owned_fds fds;
-    // How the message's fds are to be checked: as_sent on a UNIX socket; stripped when the
-    // transport kept them (VVU), so the state machine asks the transport for the resources.
-    wire::fd_policy fd_policy = wire::fd_policy::as_sent;
 
     // Header and payload: exactly what wire::decode / decode_reply take.
     [[nodiscard]] std::span<const std::byte> bytes() const noexcept {

@@ -23,7 +23,8 @@
 // (SET_VRING_KICK with the NOFD flag means "no notifier, poll the ring": the state machine
 // then calls nothing.) Fds the state machine does not take are closed with the
 // received_message. A transport that keeps the fds itself (VVU: the device consumed them)
-// delivers messages with fd_policy::stripped, and the state machine hands it an invalid fd.
+// delivers an invalid fd wherever a message names one (wire::named_fds), and the state
+// machine hands it back like any other.
 //
 // Requirements on a type T modelling `transport`, for an lvalue t of type T, a wire::frame f,
 // a unique_fd fd, a wire::memory_region d, and a vring index q (std::uint32_t):

@@ -29,15 +29,6 @@ struct frame {
     [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {storage.data(), size}; }
 };
 
-// Whether the fds a message names are checked against the fds that came with it. A transport
-// that carries resources its own way hands over messages whose fds were consumed on the way:
-// on virtio-vhost-user the device keeps every fd (memory regions become its shared-memory
-// window, eventfds its doorbells and notifications), so the back-end sees the message alone.
-enum class fd_policy : std::uint8_t {
-    as_sent,  // the fds must be exactly those the request's rule asks for (UNIX socket)
-    stripped, // the fds were taken by the transport: none may arrive
-};
-
 namespace detail {
 
 template <request_id R>
@@ -142,6 +133,23 @@ void store_payload(const T& p, std::byte* out) noexcept {
     }
 }
 
+// How many fds a payload names under its rule (an optional fd: none).
+template <class T>
+constexpr std::size_t fds_named(fd_rule rule, const T& p) noexcept {
+    switch (rule) {
+    case fd_rule::none:
+    case fd_rule::optional: return 0;
+    case fd_rule::one: return 1;
+    case fd_rule::per_region:
+        if constexpr (std::same_as<T, memory_table>) return p.nregions;
+        break;
+    case fd_rule::unless_nofd:
+        if constexpr (requires { p.no_fd(); }) return p.no_fd() ? 0 : 1;
+        break;
+    }
+    return 0;
+}
+
 template <payload T>
 constexpr error check_fds(fd_rule rule, const T& p, std::size_t n) noexcept {
     auto exactly = [n](std::size_t want) -> error {
@@ -181,7 +189,7 @@ expected<header, error> check_framing(std::span<const std::byte> bytes) noexcept
 
 template <class Msg>
 expected<Msg, error> decode_body(const header& h, std::span<const std::byte> payload_bytes, std::span<const int> fds,
-                                 payload_kind, fd_rule rule, fd_policy policy = fd_policy::as_sent) noexcept {
+                                 payload_kind, fd_rule rule) noexcept {
     constexpr channel chan = channel_of<typename Msg::request_type>;
     auto with_context = [&](error e) {
         e.chan = chan;
@@ -190,11 +198,7 @@ expected<Msg, error> decode_body(const header& h, std::span<const std::byte> pay
     };
     auto p = load_payload<typename Msg::payload_type>(payload_bytes);
     if (!p) return with_context(p.error());
-    if (policy == fd_policy::stripped) {
-        if (!fds.empty()) return with_context({errc::unexpected_fds, {}, 0, fds.size(), 0});
-    } else if (error e = check_fds(rule, *p, fds.size()); e.code != errc{}) {
-        return with_context(e);
-    }
+    if (error e = check_fds(rule, *p, fds.size()); e.code != errc{}) return with_context(e);
     Msg m;
     m.flags = h.flags;
     m.payload = *p;
@@ -203,13 +207,12 @@ expected<Msg, error> decode_body(const header& h, std::span<const std::byte> pay
 }
 
 template <request_id R>
-using decoder = expected<any_message<R>, error> (*)(const header&, std::span<const std::byte>, std::span<const int>,
-                                                    fd_policy);
+using decoder = expected<any_message<R>, error> (*)(const header&, std::span<const std::byte>, std::span<const int>);
 
 template <auto Id>
 expected<any_message<decltype(Id)>, error> decode_as(const header& h, std::span<const std::byte> payload_bytes,
-                                                     std::span<const int> fds, fd_policy policy) noexcept {
-    auto m = decode_body<message<Id>>(h, payload_bytes, fds, rules(Id).payload, rules(Id).fds, policy);
+                                                     std::span<const int> fds) noexcept {
+    auto m = decode_body<message<Id>>(h, payload_bytes, fds, rules(Id).payload, rules(Id).fds);
     if (!m) return unexpected(m.error());
     return any_message<decltype(Id)>(std::in_place_index<static_cast<std::size_t>(Id) - 1>, std::move(*m));
 }
@@ -231,6 +234,25 @@ constexpr auto make_decoders(std::index_sequence<I...>) {
 }
 template <request_id R>
 inline constexpr auto decoders = make_decoders<R>(std::make_index_sequence<request_count<R>>{});
+
+template <auto Id>
+expected<std::size_t, error> fds_named_as(const header& h, std::span<const std::byte> payload_bytes) noexcept {
+    auto p = load_payload<typename message<Id>::payload_type>(payload_bytes);
+    if (!p) {
+        error e = p.error();
+        e.chan = channel_of<decltype(Id)>;
+        e.request = h.request;
+        return unexpected(e);
+    }
+    return fds_named(rules(Id).fds, *p);
+}
+template <request_id R, std::size_t... I>
+constexpr auto make_fd_counters(std::index_sequence<I...>) {
+    using counter = expected<std::size_t, error> (*)(const header&, std::span<const std::byte>);
+    return std::array<counter, sizeof...(I)>{&fds_named_as<static_cast<R>(I + 1)>...};
+}
+template <request_id R>
+inline constexpr auto fd_counters = make_fd_counters<R>(std::make_index_sequence<request_count<R>>{});
 
 template <class Msg>
 expected<frame, error> encode_any(const Msg& m, payload_kind, fd_rule rule, bool is_reply_msg) noexcept {
@@ -269,14 +291,26 @@ template <request_id R>
 }
 
 // Decodes one request of channel R from exactly one message's bytes and the fds received
-// with it (fd_policy::stripped: the transport kept them, see fd_policy).
+// with it: exactly the fds the request names.
 template <request_id R>
-[[nodiscard]] expected<any_message<R>, error> decode(std::span<const std::byte> bytes, std::span<const int> fds,
-                                                     fd_policy policy = fd_policy::as_sent) noexcept {
+[[nodiscard]] expected<any_message<R>, error> decode(std::span<const std::byte> bytes, std::span<const int> fds) noexcept {
     auto h = detail::check_framing<R>(bytes);
     if (!h) return unexpected(h.error());
     if (h->is_reply()) return unexpected(error{errc::unexpected_reply_flag, detail::channel_of<R>, h->request});
-    return detail::decoders<R>[h->request - 1](*h, bytes.subspan(header_size), fds, policy);
+    return detail::decoders<R>[h->request - 1](*h, bytes.subspan(header_size), fds);
+}
+
+// How many fds one request of channel R names (SET_MEM_TABLE: one per region; SET_VRING_KICK:
+// none with the NOFD flag, else one; …) — an optional fd counts as none. A transport that
+// carries the resources its own way (virtio-vhost-user: the device keeps them) stands in for
+// them with as many invalid fds, and resolves each resource itself when the state machine
+// hands one back.
+template <request_id R>
+[[nodiscard]] expected<std::size_t, error> named_fds(std::span<const std::byte> bytes) noexcept {
+    auto h = detail::check_framing<R>(bytes);
+    if (!h) return unexpected(h.error());
+    if (h->is_reply()) return unexpected(error{errc::unexpected_reply_flag, detail::channel_of<R>, h->request});
+    return detail::fd_counters<R>[h->request - 1](*h, bytes.subspan(header_size));
 }
 
 // Decodes the reply to request R.
