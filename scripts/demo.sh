@@ -12,14 +12,19 @@
 #      vvu-device on a vvu: port (io forwarding): frames circulate A -> port 0 -> port 1 -> B
 #      -> port 1 -> port 0 -> A; every count printed.
 #   3. Two QEMU 7.2 guests (Linux virtio-net) ping each other through vvu-forward's L2 switch.
-#   4. The real opening sessions of QEMU and DPDK, decoded message by message (vvu-decode).
+#   4. Devices other than a NIC: vvu-blk verify against vvu-blk-server behind vvu-device; a QEMU
+#      guest writing files to a vhost-user-blk disk on vvu-blk-server while the server is killed
+#      with SIGKILL three times (inflight requests taken again), a second boot reading them back;
+#      a guest reading /dev/hwrng from vvu-rng-server.
+#   5. The real opening sessions of QEMU and DPDK, decoded message by message (vvu-decode).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${VVU_BUILD_ROOT:-$root/build}/gcc-release
 
 bash "$root/scripts/install-deps.sh" all
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
-cmake --build "$build" -j "${VVU_JOBS:-$(nproc)}" --target vvu-forward vvu-device vvu-traffic vvu-decode
+cmake --build "$build" -j "${VVU_JOBS:-$(nproc)}" --target vvu-forward vvu-device vvu-traffic vvu-decode \
+  vvu-blk vvu-blk-server vvu-rng-server
 ex=$build/examples
 
 printf '\n==== live update: vvu-traffic echo at 1 Mpps, vvu-forward taken over 5 times mid-stream\n'
@@ -43,6 +48,16 @@ bash "$root/tests/interop/dpdk/xconnect.sh" --backend "$ex/vvu-forward" --via mi
 
 printf '\n==== two QEMU guests ping each other through vvu-forward --mode learn\n'
 bash "$root/tests/guest/check-guest.sh" vvu-forward:learn "$build/guest" "$ex/vvu-forward"
+
+printf '\n==== vvu-blk verify -> vvu-device -> vvu-blk-server --port vvu:PCI (64 MiB image)\n'
+bash "$root/tests/interop/frontend/blk-verify.sh" --blk "$ex/vvu-blk" --server "$ex/vvu-blk-server" \
+  --device "$ex/vvu-device"
+
+printf '\n==== a QEMU guest writes 12 files to a vhost-user-blk disk; vvu-blk-server killed -9 three times\n'
+bash "$root/tests/interop/devices/guest-disk-crash.sh" --server "$ex/vvu-blk-server" --guest-dir "$build/guest"
+
+printf '\n==== a QEMU guest reads /dev/hwrng from vvu-rng-server\n'
+bash "$root/tests/interop/devices/guest-rng.sh" --server "$ex/vvu-rng-server" --guest-dir "$build/guest"
 
 printf '\n==== the opening sessions of QEMU 7.2 and DPDK 22.11, decoded\n'
 "$ex/vvu-decode" "$root"/tests/captures/qemu-7.2-net-opening.vhu \
