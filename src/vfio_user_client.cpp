@@ -193,6 +193,37 @@ expected<client, error> client::over(unique_fd connected, std::chrono::milliseco
     return c;
 }
 
+expected<client::handover, error> client::export_connection() const {
+    if (!conn_) return fail(ENOTCONN, "export_connection: not connected");
+    std::lock_guard lock(conn_->mu);
+    if (!conn_->sock) return fail(ENOTCONN, "export_connection: not connected (closed after an earlier failure)");
+    handover h;
+    h.socket = dup_cloexec(conn_->sock.get());
+    if (!h.socket) return fail(errno, "export_connection: dup");
+    h.next_id = conn_->next_id;
+    h.version = version_;
+    return h;
+}
+
+expected<client, error> client::resume(handover h, std::chrono::milliseconds timeout) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (!h.socket || ::getsockopt(h.socket.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+        return fail(EBADF, "resume: not a stream socket");
+    const auto& caps = h.version.server;
+    if (h.version.major != version_major || h.version.minor > version_minor || caps.max_data_xfer_size == 0 ||
+        caps.max_msg_fds == 0)
+        return fail(EPROTO, "resume: a version or capabilities this client did not negotiate");
+    auto conn = std::make_shared<connection>();
+    conn->sock = std::move(h.socket);
+    conn->timeout = timeout;
+    conn->next_id = h.next_id;
+    conn->server_caps = caps;
+    client c(std::move(conn));
+    c.version_ = h.version;
+    return c;
+}
+
 expected<client::device_info, error> client::get_device_info() {
     std::array<std::byte, sizeof(device_info_payload)> p{};
     store(p, device_info_payload{});

@@ -117,7 +117,6 @@ std::optional<options> parse(int argc, char** argv) {
             if (path.empty()) return fail(fmt::format("--port {}: expected KIND:PATH", *v));
             using k = options::port_spec::kind;
             if (kind == "unix") o.ports.push_back({k::unix_server, path});
-            // (--takeover with vvu: ports is refused after parsing.)
             else if (kind == "unix-client") o.ports.push_back({k::unix_client, path});
             else if (kind == "vvu") o.ports.push_back({k::vvu, path});
             else return fail(fmt::format("--port {}: unknown kind '{}' (unix, unix-client, vvu)", *v, kind));
@@ -150,9 +149,6 @@ std::optional<options> parse(int argc, char** argv) {
         }
     }
     if (o.ports.empty()) return fail("at least one --port is needed");
-    for (const auto& p : o.ports)
-        if (!o.takeover.empty() && p.how == options::port_spec::kind::vvu)
-            return fail("--takeover: vvu: ports cannot be taken over (their session lives in vvu-device)");
     return o;
 }
 
@@ -232,6 +228,9 @@ int main(int argc, char** argv) {
                 return 1;
             }
             ports.push_back(std::make_unique<server_port<transport::unix_socket>>(std::move(*t), o, index));
+        } else if (taking_over) {
+            // The hand-over brings the vfio-user connection and the driver's state.
+            ports.push_back(std::make_unique<server_port<transport::vvu_pci>>(transport::vvu_pci::unattached(spec.path), o, index));
         } else {
             auto t = transport::vvu_pci::connect(spec.path);
             if (!t) {

@@ -24,6 +24,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,6 +87,33 @@ public:
         iova_ = iova;
         unmap_ = [fp = &f](std::uint64_t at, std::uint64_t len) { return fp->dma_unmap(at, len); };
         return {};
+    }
+
+    // Live update: the arena of another process, which the function can reach already at
+    // [iova, iova + size) (its DMA mapping outlives the process that made it). `used` bytes
+    // are allocated. Maps the fd; no dma_map is sent.
+    template <pci_function F>
+    [[nodiscard]] static expected<dma_arena, error> adopt(F& f, unique_fd fd, std::uint64_t size, std::uint64_t iova,
+                                                          std::uint64_t used) {
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != size || size == 0 ||
+            size % page_size != 0 || used > size || iova % page_size != 0 || iova > ~std::uint64_t{0} - size)
+            return unexpected(invalid("DMA arena: the adopted arena's fd, size, iova or use do not agree"));
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+        if (p == MAP_FAILED) return unexpected(system_failure("DMA arena: mmap"));
+        dma_arena a;
+        a.fd_ = std::move(fd);
+        a.host_ = static_cast<std::byte*>(p);
+        a.size_ = size;
+        a.iova_ = iova;
+        a.used_ = used;
+        a.unmap_ = [fp = &f](std::uint64_t at, std::uint64_t len) { return fp->dma_unmap(at, len); };
+        return a;
+    }
+    // Live update, the old process: forget the function without unmapping it (the arena lives
+    // on in the process that adopted it). Its memory stays readable here until destruction.
+    void abandon() noexcept {
+        if (attached()) unmap_ = [](std::uint64_t, std::uint64_t) -> expected<void, error> { return {}; };
     }
 
     // Withdraws the function's access. The arena counts as detached even when the unmap

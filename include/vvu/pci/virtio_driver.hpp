@@ -31,6 +31,7 @@
 #include <vvu/pci/virtio_pci.hpp>
 #include <vvu/ring/chain.hpp>
 #include <vvu/ring/split.hpp>
+#include <vvu/util/byte_io.hpp>
 #include <vvu/util/endian.hpp>
 #include <vvu/util/eventfd.hpp>
 #include <vvu/util/expected.hpp>
@@ -88,9 +89,9 @@ class virtqueue {
 public:
     using ring_type = ring::split_driver<dma_arena>;
 
-    virtqueue(std::uint16_t index, ring_type r, const ring::split_config& layout, pci::doorbell bell,
-              std::uint64_t notify_offset, eventfd_notifier interrupt, std::uint16_t vector)
-        : index_(index), ring_(std::move(r)), layout_(layout), bell_(std::move(bell)),
+    virtqueue(std::uint16_t index, ring_type r, const ring::split_config& layout, ring::indirect_area indirect,
+              pci::doorbell bell, std::uint64_t notify_offset, eventfd_notifier interrupt, std::uint16_t vector)
+        : index_(index), ring_(std::move(r)), layout_(layout), indirect_(indirect), bell_(std::move(bell)),
           notify_offset_(notify_offset), interrupt_(std::move(interrupt)), vector_(vector) {}
 
     // Post buffers (ring::request: readable, writable, token); element addresses are iovas
@@ -124,8 +125,10 @@ public:
     [[nodiscard]] std::uint16_t index() const noexcept { return index_; }
     [[nodiscard]] std::uint32_t size() const noexcept { return ring_.size(); }
     [[nodiscard]] ring_type& ring() noexcept { return ring_; }
+    [[nodiscard]] const ring_type& ring() const noexcept { return ring_; }
     // Where the areas are (iovas), as written to queue_desc / queue_driver / queue_device.
     [[nodiscard]] const ring::split_config& layout() const noexcept { return layout_; }
+    [[nodiscard]] const ring::indirect_area& indirect() const noexcept { return indirect_; }
     [[nodiscard]] const pci::doorbell& doorbell() const noexcept { return bell_; }
     // Offset of the notify address in the notify capability's BAR.
     [[nodiscard]] std::uint64_t notify_offset() const noexcept { return notify_offset_; }
@@ -139,6 +142,7 @@ private:
     std::uint16_t index_;
     ring_type ring_;
     ring::split_config layout_;
+    ring::indirect_area indirect_;
     pci::doorbell bell_;
     std::uint64_t notify_offset_;
     eventfd_notifier interrupt_;
@@ -160,6 +164,125 @@ public:
             return unexpected(r.error());
         }
         return d;
+    }
+
+    // ---- live update: the driver handed to another process as it runs
+    // save() writes what the new process needs to drive the device on — negotiated features,
+    // the arena, each queue's layout, vector and ring state — and appends the fds (the arena,
+    // the config and queue interrupt eventfds) to `fds`. Call it with no queue in use. False
+    // when an fd could not be duplicated.
+    [[nodiscard]] bool save(byte_writer& w, std::vector<unique_fd>& fds) const {
+        const state& s = *s_;
+        bool all_fds = true;
+        auto dup_of = [&](int fd) {
+            unique_fd d = dup_cloexec(fd);
+            if (!d) return all_fds = false;
+            fds.push_back(std::move(d));
+            return true;
+        };
+        w.put<std::uint64_t>(s.device_features);
+        w.put<std::uint64_t>(s.features);
+        w.put<std::uint8_t>(s.status);
+        w.put<std::uint32_t>(s.vectors_attached);
+        w.put<std::uint64_t>(s.arena->size());
+        w.put<std::uint64_t>(s.arena->iova());
+        w.put<std::uint64_t>(s.arena->used());
+        w.put_bool(dup_of(s.arena->fd()));
+        w.put_bool(s.config_irq.valid() && dup_of(s.config_irq.native_handle()));
+        w.put<std::uint16_t>(static_cast<std::uint16_t>(s.queues.size()));
+        for (const virtqueue& q : s.queues) {
+            const auto& c = q.layout();
+            w.put<std::uint32_t>(c.size);
+            for (std::uint64_t a : {c.desc_addr, c.avail_addr, c.used_addr, q.indirect().addr}) w.put<std::uint64_t>(a);
+            w.put<std::uint32_t>(q.indirect().entries);
+            w.put<std::uint32_t>(c.max_chain_len);
+            w.put_bool(c.features.event_idx);
+            w.put_bool(c.features.indirect);
+            w.put_bool(c.features.in_order);
+            w.put<std::uint64_t>(q.notify_offset());
+            w.put<std::uint16_t>(q.msix_vector());
+            w.put_bool(q.interrupt().valid() && dup_of(q.eventfd()));
+            q.ring().save(w);
+        }
+        return all_fds;
+    }
+    // The new process: a driver for a device another process brought up and drives no more.
+    // Reads the capabilities again (no side effect) and sends nothing that changes the
+    // device — no reset, no status, no DMA or interrupt setup: those live on in the device.
+    // Takes the fds save() listed, in order, from `fds`.
+    [[nodiscard]] static expected<virtio_driver, error> adopt(F& f, const options& o, byte_reader& r,
+                                                              std::span<unique_fd> fds) {
+        if (auto v = validate(o); !v) return unexpected(v.error());
+        virtio_driver d(std::make_unique<state>(f, o));
+        state& s = *d.s_;
+        std::size_t next_fd = 0;
+        auto take_fd = [&](bool present) -> unique_fd {
+            if (!present) return {};
+            if (next_fd >= fds.size()) {
+                r.fail();
+                return {};
+            }
+            return std::move(fds[next_fd++]);
+        };
+        const auto malformed = [](const std::string& what) { return unexpected(protocol("adopting the driver: " + what)); };
+        s.device_features = r.get<std::uint64_t>();
+        s.features = r.get<std::uint64_t>();
+        s.status = r.get<std::uint8_t>();
+        s.vectors_attached = r.get<std::uint32_t>();
+        const auto arena_size = r.get<std::uint64_t>(), arena_iova = r.get<std::uint64_t>(), arena_used = r.get<std::uint64_t>();
+        unique_fd arena_fd = take_fd(r.get_bool());
+        unique_fd config_fd = take_fd(r.get_bool());
+        const auto nq = r.get<std::uint16_t>();
+        if (!r.ok() || nq != o.queues.size()) return malformed("another queue count or a short record");
+        if (s.features & ~s.device_features || (s.features & virtio_driver_unsupported_features) != 0)
+            return malformed("features the device did not offer or this driver does not run");
+
+        auto caps = read_capabilities(f);
+        if (!caps) return unexpected(caps.error());
+        s.caps = std::move(*caps);
+        if (auto l = d.locate_structures(nq); !l) return unexpected(l.error());
+        auto arena = dma_arena::adopt(f, std::move(arena_fd), arena_size, arena_iova, arena_used);
+        if (!arena) return unexpected(arena.error());
+        s.arena = std::make_unique<dma_arena>(std::move(*arena));
+        s.device_live = true;
+        if (config_fd) s.config_irq = eventfd_notifier(std::move(config_fd));
+
+        s.queues.reserve(nq);
+        for (std::uint16_t q = 0; q < nq && r.ok(); ++q) {
+            ring::split_config cfg;
+            ring::indirect_area ind;
+            cfg.size = r.get<std::uint32_t>();
+            cfg.desc_addr = r.get<std::uint64_t>();
+            cfg.avail_addr = r.get<std::uint64_t>();
+            cfg.used_addr = r.get<std::uint64_t>();
+            ind.addr = r.get<std::uint64_t>();
+            ind.entries = r.get<std::uint32_t>();
+            cfg.max_chain_len = r.get<std::uint32_t>();
+            cfg.features.event_idx = r.get_bool();
+            cfg.features.indirect = r.get_bool();
+            cfg.features.in_order = r.get_bool();
+            const auto notify_at = r.get<std::uint64_t>();
+            const auto vector = r.get<std::uint16_t>();
+            unique_fd irq = take_fd(r.get_bool());
+            if (!r.ok()) break;
+            if (notify_at < s.notify.offset || !range_within(notify_at - s.notify.offset, std::uint64_t{2}, s.notify.length))
+                return malformed("queue " + std::to_string(q) + ": a notify address outside the notify structure");
+            auto ring = virtqueue::ring_type::restore(*s.arena, cfg, ind, r);
+            if (!ring) return unexpected(error{ring.error(), queue_prefix(q) + "restoring the ring: " + ring.error().message()});
+            auto bell = f.doorbell(s.notify.bar, notify_at, q);
+            if (!bell) return unexpected(detail::in_step(queue_prefix(q) + "doorbell", bell.error()));
+            s.queues.emplace_back(q, std::move(*ring), cfg, ind, std::move(*bell), notify_at,
+                                  irq ? eventfd_notifier(std::move(irq)) : eventfd_notifier{}, vector);
+        }
+        if (!r.ok()) return malformed("a short or malformed record");
+        return d;
+    }
+    // Live update, the old process: let go of the device without a trace — no reset, no
+    // interrupt or DMA withdrawn (they are the new process's now).
+    void abandon() noexcept {
+        s_->device_live = false;
+        s_->vectors_attached = 0;
+        if (s_->arena) s_->arena->abandon();
     }
 
     virtio_driver(virtio_driver&&) noexcept = default;
@@ -615,7 +738,7 @@ private:
         if (!bell) return unexpected(detail::in_step(who + "doorbell", bell.error()));
 
         if (auto w = write_common16(common::queue_enable, 1, "writing queue_enable"); !w) return step(w.error());
-        s.queues.emplace_back(q, std::move(*r), cfg, std::move(*bell), notify_at, std::move(irq), vector);
+        s.queues.emplace_back(q, std::move(*r), cfg, ind, std::move(*bell), notify_at, std::move(irq), vector);
         return {};
     }
 

@@ -148,6 +148,16 @@ public:
         return true;
     }
     void clear() noexcept { areas_.clear(); }
+    // Puts a region at a known offset (a live update restores a driver's layout): false when
+    // it does not fit the window or overlaps an area already placed.
+    [[nodiscard]] bool place(const wire::memory_region& r, std::uint64_t at) {
+        if (!fits(r, at)) return false;
+        const std::uint64_t end = at + r.mmap_offset + r.memory_size;
+        for (const auto& a : areas_)
+            if (at < a.offset + a.size() && a.offset < end) return false;
+        areas_.push_back({r, at});
+        return true;
+    }
 
     [[nodiscard]] std::optional<area> find(const wire::memory_region& r) const {
         auto it = std::ranges::find_if(areas_, [&](const area& a) { return same(a.region, r); });

@@ -127,8 +127,11 @@ public:
     // duplicates: this back-end is unchanged and keeps serving if the hand-over fails. Call it
     // with the data path paused at a burst boundary (no vring in use by another thread). Fails
     // when a ring has chains in flight (the device must complete them before pausing) or a
-    // notifier has no fd to hand on (a transport whose notifiers are not fds).
+    // notifier has no fd to hand on — unless the transport makes its regions, notifiers and
+    // back-end channel again from the session alone (Transport::remakes_resources, the VVU
+    // transport): those cross "made by the transport", with no fd.
     expected<session_image, std::string> export_session() {
+        constexpr bool remakes = transport::remakes_resources<Transport>;
         session_image img;
         img.owner = state_.owner;
         img.features = state_.features;
@@ -150,16 +153,20 @@ public:
                 has_kick = static_cast<bool>(running->kick());
                 has_call = static_cast<bool>(running->call());
             }
-            auto dup_of = [&](bool present, int fd, const char* what) -> expected<unique_fd, std::string> {
+            auto dup_of = [&](bool present, int fd, const char* what, bool& by_transport) -> expected<unique_fd, std::string> {
                 if (!present) return unique_fd{};
+                if (fd < 0 && remakes) {
+                    by_transport = true;
+                    return unique_fd{};
+                }
                 if (fd < 0) return unexpected(fmt::format("vring {}: the {} notifier has no fd to hand on", i, what));
                 unique_fd d = dup_cloexec(fd);
                 if (!d) return unexpected(fmt::format("vring {}: dup of the {} fd: {}", i, what, std::strerror(errno)));
                 return d;
             };
-            auto k = dup_of(has_kick, kick, "kick");
-            auto c = dup_of(has_call, call, "call");
-            auto e = dup_of(static_cast<bool>(errs_[i]), errs_[i].native_handle(), "error");
+            auto k = dup_of(has_kick, kick, "kick", v.kick_by_transport);
+            auto c = dup_of(has_call, call, "call", v.call_by_transport);
+            auto e = dup_of(static_cast<bool>(errs_[i]), errs_[i].native_handle(), "error", v.err_by_transport);
             if (!k) return unexpected(k.error());
             if (!c) return unexpected(c.error());
             if (!e) return unexpected(e.error());
@@ -171,6 +178,10 @@ public:
         if (memory_) {
             img.has_memory = true;
             for (const auto& r : memory_->regions()) {
+                if (r.fd() < 0 && remakes) {
+                    img.regions.push_back({r.desc(), unique_fd{}, true});
+                    continue;
+                }
                 if (r.fd() < 0) return unexpected(fmt::format("region at 0x{:x} has no fd to hand on", r.guest_phys_addr()));
                 unique_fd d = dup_cloexec(r.fd());
                 if (!d) return unexpected(fmt::format("dup of a region fd: {}", std::strerror(errno)));
@@ -180,9 +191,10 @@ public:
         if (backend_channel_) {
             int fd = -1;
             if constexpr (requires { backend_channel_->native_handle(); }) fd = backend_channel_->native_handle();
-            if (fd < 0) return unexpected(std::string("the back-end channel has no fd to hand on"));
-            img.backend_channel = dup_cloexec(fd);
-            if (!img.backend_channel) return unexpected(fmt::format("dup of the back-end channel: {}", std::strerror(errno)));
+            if (fd < 0 && remakes) img.backend_channel_by_transport = true;
+            else if (fd < 0) return unexpected(std::string("the back-end channel has no fd to hand on"));
+            if (fd >= 0) img.backend_channel = dup_cloexec(fd);
+            if (fd >= 0 && !img.backend_channel) return unexpected(fmt::format("dup of the back-end channel: {}", std::strerror(errno)));
         }
         if (inflight_) {
             img.inflight = inflight_->description();
@@ -240,17 +252,17 @@ public:
             if (v.settings.size > ring::max_queue_size) return failed(fmt::format("vring {}: size {}", i, v.settings.size));
             state_.vrings[i] = v.settings;
             state_.vrings[i].started = false;
-            if (v.kick) {
+            if (v.kick || v.kick_by_transport) {
                 auto kick = transport_.make_kick_notifier(i, std::move(v.kick));
                 if (!kick) return failed(fmt::format("vring {} kick: {}", i, kick.error().message()));
                 kicks_[i] = any_kick_notifier(std::move(*kick));
             }
-            if (v.call) {
+            if (v.call || v.call_by_transport) {
                 auto call = transport_.make_call_notifier(i, std::move(v.call));
                 if (!call) return failed(fmt::format("vring {} call: {}", i, call.error().message()));
                 calls_[i] = any_call_notifier(std::move(*call));
             }
-            if (v.err) {
+            if (v.err || v.err_by_transport) {
                 auto err = transport_.make_error_notifier(i, std::move(v.err));
                 if (!err) return failed(fmt::format("vring {} error: {}", i, err.error().message()));
                 errs_[i] = any_call_notifier(std::move(*err));
@@ -261,7 +273,7 @@ public:
             if (!area) return failed("inflight area: " + area.error());
             inflight_ = std::move(*area);
         }
-        if (img.backend_channel) {
+        if (img.backend_channel || img.backend_channel_by_transport) {
             auto channel = transport_.make_backend_channel(std::move(img.backend_channel));
             if (!channel) return failed(fmt::format("back-end channel: {}", channel.error().message()));
             backend_channel_.emplace(std::move(*channel));

@@ -10,7 +10,11 @@
 // encode() turns an image into bytes and a list of fds (borrowed from the image); decode()
 // rebuilds it from bytes and received fds, and trusts nothing: every count is bounded, every fd
 // index must name a received fd and name it once, and a trailing or missing byte is an error.
-// The bytes carry a version; a decoder refuses any version it does not know.
+// The bytes carry a version; a decoder refuses any version it does not know. Version 2 adds one
+// thing: a resource "made by the transport" — a region, notifier or back-end channel with no fd
+// of its own, which the importing transport makes again from the session (a VVU port maps its
+// regions from the BAR window and rings doorbells). An image without such a resource is
+// written as version 1, so an older reader takes it.
 #pragma once
 
 #include <vvu/memory/guest_memory.hpp>
@@ -34,6 +38,7 @@ namespace vvu::protocol {
 struct image_region {
     wire::memory_region desc{};
     unique_fd fd;
+    bool by_transport = false; // no fd: the transport maps it from `desc`
 };
 
 // One vring: its settings (with `base` the ring's exact position, see below) and its fds
@@ -46,11 +51,13 @@ struct image_region {
 struct image_vring {
     vring_settings settings{};
     unique_fd kick, call, err;
+    bool kick_by_transport = false, call_by_transport = false, err_by_transport = false; // no fd: made again
 };
 
 struct session_image {
-    // Version 1: the layout in docs/live-update.md. Bump it for any change of the bytes.
-    static constexpr std::uint32_t version = 1;
+    // The layout in docs/live-update.md. Bump it for any change of the bytes.
+    static constexpr std::uint32_t version = 2;
+    static constexpr std::uint32_t oldest_version = 1; // read too: version 2 without transport-made resources
     static constexpr std::uint32_t magic = 0x56565553; // "SUVV" little-endian: "vvu session"
     static constexpr std::size_t max_vrings = 2 * 128 + 1;
     static constexpr std::size_t max_device_state = 1 << 20;
@@ -64,6 +71,7 @@ struct session_image {
     std::vector<image_region> regions; // empty: no memory table yet
     bool has_memory = false;           // a table was set (possibly empty after REM_MEM_REG)
     unique_fd backend_channel;
+    bool backend_channel_by_transport = false;
     wire::inflight_description inflight{}; // INFLIGHT_SHMFD: the area, when inflight_fd is valid
     unique_fd inflight_fd;
     std::vector<std::byte> device_state;
@@ -89,8 +97,10 @@ struct encoded_image {
 
 namespace detail {
 inline constexpr std::uint32_t no_fd_index = 0xffffffffu;
+inline constexpr std::uint32_t by_transport_index = 0xfffffffeu; // version 2: made by the transport
 
-inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
+inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd, bool by_transport = false) {
+    if (by_transport) return by_transport_index;
     if (!fd) return no_fd_index;
     fds.push_back(std::move(fd));
     return static_cast<std::uint32_t>(fds.size() - 1);
@@ -101,8 +111,11 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
 [[nodiscard]] inline encoded_image encode(session_image&& img) {
     encoded_image out;
     byte_writer w;
+    bool by_transport = img.backend_channel_by_transport;
+    for (const auto& v : img.vrings) by_transport |= v.kick_by_transport || v.call_by_transport || v.err_by_transport;
+    for (const auto& r : img.regions) by_transport |= r.by_transport;
     w.put<std::uint32_t>(session_image::magic);
-    w.put<std::uint32_t>(session_image::version);
+    w.put<std::uint32_t>(by_transport ? session_image::version : session_image::oldest_version);
     w.put_bool(img.owner);
     w.put<std::uint64_t>(img.features);
     w.put_bool(img.features_set);
@@ -124,9 +137,9 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
         w.put_bool(s.enabled);
         w.put_bool(s.kick_set);
         w.put_bool(s.started);
-        w.put<std::uint32_t>(detail::add_fd(out.fds, v.kick));
-        w.put<std::uint32_t>(detail::add_fd(out.fds, v.call));
-        w.put<std::uint32_t>(detail::add_fd(out.fds, v.err));
+        w.put<std::uint32_t>(detail::add_fd(out.fds, v.kick, v.kick_by_transport));
+        w.put<std::uint32_t>(detail::add_fd(out.fds, v.call, v.call_by_transport));
+        w.put<std::uint32_t>(detail::add_fd(out.fds, v.err, v.err_by_transport));
     }
     w.put_bool(img.has_memory);
     w.put<std::uint32_t>(static_cast<std::uint32_t>(img.regions.size()));
@@ -135,9 +148,9 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
         w.put<std::uint64_t>(r.desc.memory_size);
         w.put<std::uint64_t>(r.desc.userspace_addr);
         w.put<std::uint64_t>(r.desc.mmap_offset);
-        w.put<std::uint32_t>(detail::add_fd(out.fds, r.fd));
+        w.put<std::uint32_t>(detail::add_fd(out.fds, r.fd, r.by_transport));
     }
-    w.put<std::uint32_t>(detail::add_fd(out.fds, img.backend_channel));
+    w.put<std::uint32_t>(detail::add_fd(out.fds, img.backend_channel, img.backend_channel_by_transport));
     w.put<std::uint64_t>(img.inflight.mmap_size);
     w.put<std::uint64_t>(img.inflight.mmap_offset);
     w.put<std::uint16_t>(img.inflight.num_queues);
@@ -154,13 +167,20 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
                                                                         std::span<unique_fd> fds) {
     byte_reader r(bytes);
     if (r.get<std::uint32_t>() != session_image::magic || !r.ok()) return unexpected(std::string("not a session image"));
-    if (const auto v = r.get<std::uint32_t>(); v != session_image::version)
-        return unexpected(fmt::format("session image version {} (this build reads version {})", v, session_image::version));
+    const auto version = r.get<std::uint32_t>();
+    if (version < session_image::oldest_version || version > session_image::version)
+        return unexpected(fmt::format("session image version {} (this build reads versions {} to {})", version,
+                                      session_image::oldest_version, session_image::version));
 
     std::vector<bool> taken(fds.size(), false);
     std::string bad_fd;
-    auto take_fd = [&](std::uint32_t index) -> unique_fd {
+    // An fd index: a received fd, none, or (version 2) one the transport makes: `by_transport`.
+    auto take_fd = [&](std::uint32_t index, bool* by_transport = nullptr) -> unique_fd {
         if (index == detail::no_fd_index) return {};
+        if (index == detail::by_transport_index && version >= 2 && by_transport != nullptr) {
+            *by_transport = true;
+            return {};
+        }
         if (index >= fds.size() || taken[index] || !fds[index]) {
             if (bad_fd.empty()) bad_fd = fmt::format("fd index {} is not one received fd ({} received)", index, fds.size());
             r.fail();
@@ -195,9 +215,9 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
         s.enabled = r.get_bool();
         s.kick_set = r.get_bool();
         s.started = r.get_bool();
-        v.kick = take_fd(r.get<std::uint32_t>());
-        v.call = take_fd(r.get<std::uint32_t>());
-        v.err = take_fd(r.get<std::uint32_t>());
+        v.kick = take_fd(r.get<std::uint32_t>(), &v.kick_by_transport);
+        v.call = take_fd(r.get<std::uint32_t>(), &v.call_by_transport);
+        v.err = take_fd(r.get<std::uint32_t>(), &v.err_by_transport);
         if (s.size > ring::max_queue_size) r.fail();
         img.vrings.push_back(std::move(v));
     }
@@ -213,14 +233,14 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd) {
         region.desc.memory_size = r.get<std::uint64_t>();
         region.desc.userspace_addr = r.get<std::uint64_t>();
         region.desc.mmap_offset = r.get<std::uint64_t>();
-        region.fd = take_fd(r.get<std::uint32_t>());
-        if (r.ok() && !region.fd) {
+        region.fd = take_fd(r.get<std::uint32_t>(), &region.by_transport);
+        if (r.ok() && !region.fd && !region.by_transport) {
             if (bad_fd.empty()) bad_fd = fmt::format("region {} has no fd", i);
             r.fail();
         }
         img.regions.push_back(std::move(region));
     }
-    img.backend_channel = take_fd(r.get<std::uint32_t>());
+    img.backend_channel = take_fd(r.get<std::uint32_t>(), &img.backend_channel_by_transport);
     img.inflight.mmap_size = r.get<std::uint64_t>();
     img.inflight.mmap_offset = r.get<std::uint64_t>();
     img.inflight.num_queues = r.get<std::uint16_t>();

@@ -40,6 +40,8 @@ enum class errc {
     inflight_region_too_small, // the inflight region cannot hold this ring's entries
     inflight_region_mismatch,  // the inflight region is of another version or ring size
     inflight_region_corrupt,   // the inflight region holds what no back-end could have written
+    // live update (split_driver::restore)
+    bad_saved_state,           // a driver's saved state does not describe a ring of this size
 };
 
 [[nodiscard]] constexpr const char* describe(errc e) noexcept {
@@ -69,6 +71,7 @@ enum class errc {
     case errc::inflight_region_too_small: return "inflight region too small for the ring";
     case errc::inflight_region_mismatch: return "inflight region of another version or ring size";
     case errc::inflight_region_corrupt: return "inflight region corrupt";
+    case errc::bad_saved_state: return "saved driver state is inconsistent";
     }
     return "unknown ring error";
 }

@@ -17,6 +17,7 @@
 #include "vvu/ring/error.hpp"
 #include "vvu/ring/memory_policy.hpp"
 #include "vvu/ring/notify.hpp"
+#include "vvu/util/byte_io.hpp"
 #include "vvu/util/endian.hpp"
 #include "vvu/util/expected.hpp"
 
@@ -379,6 +380,69 @@ public:
         std::memset(r->avail, 0, L::avail_bytes(cfg.size));
         std::memset(r->used, 0, L::used_bytes(cfg.size));
         return split_driver(cfg, *r, ind, *ind_p);
+    }
+
+    // Live update of a driver (the VVU driver handed to a new process): save() writes the
+    // driver's private state — indices, the free list, each head's token and length — and
+    // restore() rebuilds a driver over the same ring memory (not cleared: the device is using
+    // it) from those bytes. restore() trusts nothing: every index must lie in the ring, the
+    // free list and the heads in flight must account for each descriptor exactly once.
+    void save(byte_writer& w) const {
+        w.put<std::uint32_t>(size_);
+        for (std::uint16_t v : {avail_idx_, kick_old_, last_used_, used_seen_, avail_flags_, free_head_, free_tail_,
+                                fifo_head_, pending_id_})
+            w.put<std::uint16_t>(v);
+        w.put<std::uint32_t>(num_free_);
+        w.put_bool(pending_);
+        w.put<std::uint32_t>(pending_len_);
+        for (std::uint32_t i = 0; i < size_; ++i) {
+            w.put<std::uint16_t>(next_free_[i]);
+            w.put<std::uint64_t>(token_[i]);
+            w.put<std::uint32_t>(wtotal_[i]);
+            w.put<std::uint16_t>(ndesc_[i]);
+            w.put<std::uint8_t>(inflight_[i]);
+            w.put<std::uint16_t>(fifo_[i]);
+            w.put<std::uint16_t>(tail_of_[i]);
+        }
+    }
+    static vvu::expected<split_driver, std::error_code> restore(Mem& mem, const split_config& cfg, indirect_area ind,
+                                                                byte_reader& r) {
+        auto rings = detail::map_split(mem, cfg);
+        if (!rings) return vvu::unexpected(rings.error());
+        auto ind_p = detail::map_indirect(mem, ind, cfg.size);
+        if (!ind_p) return vvu::unexpected(ind_p.error());
+        const auto bad = [] { return vvu::unexpected(make_error_code(errc::bad_saved_state)); };
+        if (r.get<std::uint32_t>() != cfg.size) return bad();
+        split_driver d(cfg, *rings, ind, *ind_p);
+        for (std::uint16_t* v : {&d.avail_idx_, &d.kick_old_, &d.last_used_, &d.used_seen_, &d.avail_flags_, &d.free_head_,
+                                 &d.free_tail_, &d.fifo_head_, &d.pending_id_})
+            *v = r.get<std::uint16_t>();
+        d.num_free_ = r.get<std::uint32_t>();
+        d.pending_ = r.get_bool();
+        d.pending_len_ = r.get<std::uint32_t>();
+        std::uint32_t held = 0;
+        for (std::uint32_t i = 0; i < cfg.size && r.ok(); ++i) {
+            d.next_free_[i] = r.get<std::uint16_t>();
+            d.token_[i] = r.get<std::uint64_t>();
+            d.wtotal_[i] = r.get<std::uint32_t>();
+            d.ndesc_[i] = r.get<std::uint16_t>();
+            d.inflight_[i] = r.get<std::uint8_t>();
+            d.fifo_[i] = r.get<std::uint16_t>();
+            d.tail_of_[i] = r.get<std::uint16_t>();
+            if (d.next_free_[i] >= cfg.size || d.fifo_[i] >= cfg.size || d.tail_of_[i] >= cfg.size || d.inflight_[i] > 1)
+                return bad();
+            if (d.inflight_[i]) {
+                if (d.ndesc_[i] == 0 || d.ndesc_[i] > cfg.size) return bad();
+                ++d.n_inflight_;
+                held += d.ndesc_[i];
+            }
+        }
+        const auto mask = cfg.size - 1;
+        if (!r.ok() || d.num_free_ + held != cfg.size || d.free_head_ > mask || d.free_tail_ > mask || d.fifo_head_ > mask ||
+            d.pending_id_ > mask || (d.pending_ && !d.inflight_[d.pending_id_]) ||
+            static_cast<std::uint16_t>(d.avail_idx_ - d.last_used_) != d.n_inflight_)
+            return bad();
+        return d;
     }
 
     // Post buffers; one RELEASE store of avail->idx publishes the whole burst. Stops at the

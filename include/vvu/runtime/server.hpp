@@ -135,9 +135,14 @@ public:
             unpark();
             port_image out;
             byte_writer w;
-            const auto regions = table ? table->regions() : std::span<const memory::region>{};
+            // Regions the transport maps without an fd (a VVU window) are mapped at import.
+            std::vector<const memory::region*> regions;
+            if (table)
+                for (const auto& r : table->regions())
+                    if (r.fd() >= 0 || !transport::remakes_resources<Transport>) regions.push_back(&r);
             w.put<std::uint32_t>(static_cast<std::uint32_t>(regions.size()));
-            for (const auto& r : regions) {
+            for (const auto* rp : regions) {
+                const auto& r = *rp;
                 unique_fd fd = dup_cloexec(r.fd());
                 if (!fd) return unexpected(std::string("a region without an fd"));
                 for (std::uint64_t v : {r.desc().guest_phys_addr, r.desc().memory_size, r.desc().userspace_addr, r.desc().mmap_offset})
@@ -351,7 +356,10 @@ private:
         const bool retired = park_ == park_state::retire;
         if (!retired && connected) {
             with_data_path_held([&] { backend_.end_session(); });
-            transport_.close_session();
+            // A transport that can keep the session without us (VVU: the device holds the
+            // front-end for the next driver) leaves it; a socket closes.
+            if constexpr (requires { transport_.leave_session(); }) transport_.leave_session();
+            else transport_.close_session();
         }
         finished_ = true;
         cv_.notify_all();

@@ -20,6 +20,15 @@
 //              a config interrupt with FRONTEND_UP clear ends the session (receive returns
 //              errc::disconnected); close_session clears BACKEND_UP and recycles the rxq.
 //
+//   live update  save() and adopt() hand the driver — its rxq/txq state, the DMA arena, the
+//              interrupt eventfds, the window layout — to another process, which drives the
+//              function on as if it had brought it up; abandon() lets the old one go without
+//              a reset. The session's own resources are made again from the session
+//              (remakes_resources_from_session): regions from the window, calls as doorbells;
+//              kicks keep their eventfds (the function signals the same file).
+//   leaving    leave_session() (a back-end that stops) drops the session here without ending
+//              it: BACKEND_UP stays set, and the device keeps the front-end for the next driver.
+//
 // The device keeps every fd a message names: an invalid fd stands in for each (wire::named_fds),
 // the state machine hands it back, and the transport finds the resource itself.
 //
@@ -36,6 +45,7 @@
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/message.hpp>
 #include <vvu/transport/transport.hpp>
+#include <vvu/util/byte_io.hpp>
 #include <vvu/util/endian.hpp>
 #include <vvu/util/eventfd.hpp>
 #include <vvu/wire/codec.hpp>
@@ -119,7 +129,7 @@ public:
         return basic_vvu_pci(std::move(s));
     }
 
-    [[nodiscard]] F& function() noexcept { return *s_->f; }
+    [[nodiscard]] F& function() const noexcept { return *s_->f; }
 
     // ------------------------------------------------------------------ Transport concept
     [[nodiscard]] expected<void, error> wait_for_frontend() { return s_->wait_for_frontend(); }
@@ -133,7 +143,9 @@ public:
         if (fd) return memory::region::map(d, std::move(fd)); // a transport-neutral caller with an fd
         return s_->map_region(d);
     }
-    [[nodiscard]] expected<kick_notifier, error> make_kick_notifier(std::uint32_t vring, unique_fd) {
+    // An fd comes only with a session taken over (import): the function signals it already.
+    [[nodiscard]] expected<kick_notifier, error> make_kick_notifier(std::uint32_t vring, unique_fd fd) {
+        if (fd) return eventfd_notifier(std::move(fd));
         return s_->make_kick_notifier(vring);
     }
     [[nodiscard]] expected<call_notifier, error> make_call_notifier(std::uint32_t vring, unique_fd) {
@@ -143,6 +155,35 @@ public:
     // signalled on this transport.
     [[nodiscard]] expected<call_notifier, error> make_error_notifier(std::uint32_t, unique_fd) { return call_notifier{}; }
     [[nodiscard]] expected<backend_channel, error> make_backend_channel(unique_fd) { return backend_channel(s_.get()); }
+
+    // The back-end goes away (it stops) and the session does not end: the device keeps the
+    // front-end's session for the next driver (BACKEND_UP stays set).
+    void leave_session() noexcept { s_->leave_session(); }
+
+    // ------------------------------------------------------------------ live update
+    static constexpr bool remakes_resources_from_session = true;
+    // A readable `fd` makes a blocked wait_for_frontend/receive return errc::interrupted
+    // (between two messages; the caller drains it).
+    void set_interrupt(int fd) noexcept { s_->interrupt = fd; }
+    // The driver and this transport's state, for adopt() in another process; fds appended.
+    // Fails while a request is reaped and not yet handed on (park between messages).
+    [[nodiscard]] expected<void, error> save(byte_writer& w, std::vector<unique_fd>& fds) const { return s_->save(w, fds); }
+    // A transport over a function another process drives (its save()): nothing is sent to
+    // the function that would change it.
+    [[nodiscard]] static expected<basic_vvu_pci, error> adopt(std::unique_ptr<F> function, const vvu_pci_options& o,
+                                                             byte_reader& r, std::span<unique_fd> fds) {
+        auto s = std::make_unique<shared>(*function, o);
+        s->owned = std::move(function);
+        if (auto a = s->adopt(r, fds); !a) return unexpected(a.error());
+        return basic_vvu_pci(std::move(s));
+    }
+    // A transport with no function yet: what a process taking a port over holds until the
+    // hand-over brings the function (adopt). Every session call fails with not_connected.
+    [[nodiscard]] static basic_vvu_pci unattached(const vvu_pci_options& o = {}) {
+        return basic_vvu_pci(std::make_unique<shared>(nullptr, o));
+    }
+    // Lets go of the function without a trace (no reset, no status): it is driven elsewhere.
+    void abandon() noexcept { s_->abandon(); }
 
     // Makes blocked and later calls return errc::stopped. Thread-safe, idempotent.
     void stop() noexcept {
@@ -169,13 +210,15 @@ struct basic_vvu_pci<F>::shared {
     static constexpr std::uint32_t buffer_size = wire::max_message_size;
     static constexpr std::uint16_t first_kick_vector = 1 + pci::vvu_function::num_queues; // after config, rxq, txq
 
-    shared(F& fn, const vvu_pci_options& o) : f(&fn), opts(o), wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+    shared(F& fn, const vvu_pci_options& o) : shared(&fn, o) {}
+    shared(F* fn, const vvu_pci_options& o) : f(fn), opts(o), wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
     // The driver resets the function and unmaps its arena through it: it goes first.
     ~shared() { driver.reset(); }
 
     F* f;
     vvu_pci_options opts;
     unique_fd wake;
+    int interrupt = -1; // set_interrupt
     std::optional<pci::virtio_driver<F>> driver;
     std::unique_ptr<F> owned; // when the transport keeps its function
 
@@ -218,14 +261,35 @@ struct basic_vvu_pci<F>::shared {
         if (le::load<std::uint16_t>(ids.data()) != pci::virtio_vendor_id ||
             le::load<std::uint16_t>(ids.data() + 2) != pci::vvu_function::device_id)
             return unexpected(protocol("not a virtio-vhost-user function (PCI ids)"));
+        auto d = pci::virtio_driver<F>::attach(*f, driver_options());
+        if (!d) return unexpected(failure(d.error()));
+        driver.emplace(std::move(*d));
+        if (auto r = read_layout(); !r) return r;
+
+        for (std::uint16_t i = 0; i < opts.queue_size; ++i) {
+            auto rx = driver->arena().allocate(buffer_size, 64);
+            auto tx = driver->arena().allocate(buffer_size, 64);
+            if (!rx || !tx) return unexpected(failure(rx ? tx.error() : rx.error()));
+            rx_iova.push_back(*rx);
+            tx_iova.push_back(*tx);
+            tx_free.push_back(i);
+        }
+        for (std::uint16_t i = 0; i < rx_iova.size(); ++i)
+            if (!post_rx(i)) return unexpected(protocol("rxq refused a buffer"));
+        rxq().notify();
+        return {};
+    }
+
+    pci::virtio_driver_options driver_options() const {
         pci::virtio_driver_options o;
         o.queues = {{.size = opts.queue_size}, {.size = opts.queue_size}};
         o.arena_iova = opts.arena_iova;
         o.arena_size = 2ull * opts.queue_size * (buffer_size + 64) + (64u << 10);
-        auto d = pci::virtio_driver<F>::attach(*f, o);
-        if (!d) return unexpected(failure(d.error()));
-        driver.emplace(std::move(*d));
+        return o;
+    }
 
+    // BAR 2's structures, the queue count and the vectors, from the driver's capabilities.
+    expected<void, error> read_layout() {
         const auto* bells = driver->capability(pci::cap_type::doorbell);
         const auto* notif = driver->capability(pci::cap_type::notification);
         const auto* shm = driver->capability(pci::cap_type::shared_memory);
@@ -250,19 +314,83 @@ struct basic_vvu_pci<F>::shared {
         auto vectors = f->irq_count(pci::irq_kind::msix);
         if (!vectors) return unexpected(failure(vectors.error()));
         msix_vectors = *vectors;
+        return {};
+    }
 
-        for (std::uint16_t i = 0; i < opts.queue_size; ++i) {
-            auto rx = driver->arena().allocate(buffer_size, 64);
-            auto tx = driver->arena().allocate(buffer_size, 64);
-            if (!rx || !tx) return unexpected(failure(rx ? tx.error() : rx.error()));
-            rx_iova.push_back(*rx);
-            tx_iova.push_back(*tx);
+    // ---- live update
+    expected<void, error> save(byte_writer& w, std::vector<unique_fd>& fds) {
+        std::scoped_lock lock(rx_mutex, tx_mutex);
+        if (!requests.empty() || !replies.empty())
+            return unexpected(error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                    "VVU function: a message is reaped and not handed on yet"));
+        w.put<std::uint16_t>(opts.queue_size);
+        w.put_bool(session_open);
+        for (const auto* list : {&rx_iova, &tx_iova})
+            for (std::uint64_t iova : *list) w.put<std::uint64_t>(iova);
+        w.put<std::uint16_t>(static_cast<std::uint16_t>(tx_free.size()));
+        for (std::uint16_t i : tx_free) w.put<std::uint16_t>(i);
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(window.areas().size()));
+        for (const auto& a : window.areas()) {
+            for (std::uint64_t v : {a.region.guest_phys_addr, a.region.memory_size, a.region.userspace_addr,
+                                    a.region.mmap_offset, a.offset})
+                w.put<std::uint64_t>(v);
+        }
+        if (!driver->save(w, fds)) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
+        return {};
+    }
+
+    expected<void, error> adopt(byte_reader& r, std::span<unique_fd> fds) {
+        if (!wake) return unexpected(error(std::error_code(errno, std::system_category()), "eventfd"));
+        const auto malformed = [] { return unexpected(protocol("a malformed driver state to adopt")); };
+        if (r.get<std::uint16_t>() != opts.queue_size) return unexpected(protocol("the driver to adopt has other queue sizes"));
+        session_open = r.get_bool();
+        rx_iova.resize(opts.queue_size);
+        tx_iova.resize(opts.queue_size);
+        for (auto* list : {&rx_iova, &tx_iova})
+            for (std::uint64_t& iova : *list) iova = r.get<std::uint64_t>();
+        const auto nfree = r.get<std::uint16_t>();
+        if (!r.ok() || nfree > opts.queue_size) return malformed();
+        for (std::uint16_t k = 0; k < nfree; ++k) {
+            const auto i = r.get<std::uint16_t>();
+            if (i >= opts.queue_size) return malformed();
             tx_free.push_back(i);
         }
-        for (std::uint16_t i = 0; i < rx_iova.size(); ++i)
-            if (!post_rx(i)) return unexpected(protocol("rxq refused a buffer"));
-        rxq().notify();
+        const auto nareas = r.get<std::uint32_t>();
+        if (!r.ok() || nareas > memory::guest_memory::max_slots) return malformed();
+        std::vector<std::pair<wire::memory_region, std::uint64_t>> areas(nareas);
+        for (auto& [region, at] : areas) {
+            region.guest_phys_addr = r.get<std::uint64_t>();
+            region.memory_size = r.get<std::uint64_t>();
+            region.userspace_addr = r.get<std::uint64_t>();
+            region.mmap_offset = r.get<std::uint64_t>();
+            at = r.get<std::uint64_t>();
+        }
+        if (!r.ok()) return malformed();
+        auto d = pci::virtio_driver<F>::adopt(*f, driver_options(), r, fds);
+        if (!d) return unexpected(failure(d.error()));
+        driver.emplace(std::move(*d));
+        if (auto l = read_layout(); !l) return l;
+        for (const auto& [region, at] : areas)
+            if (!window.place(region, at)) return unexpected(protocol("the adopted window layout does not fit the window"));
+        for (std::uint16_t i = 0; i < opts.queue_size; ++i)
+            if (driver->arena().translate(rx_iova[i], buffer_size) == nullptr ||
+                driver->arena().translate(tx_iova[i], buffer_size) == nullptr)
+                return unexpected(protocol("an adopted message buffer lies outside the arena"));
         return {};
+    }
+
+    void abandon() noexcept {
+        std::scoped_lock lock(rx_mutex, tx_mutex);
+        session_open = false;
+        if (driver) driver->abandon();
+    }
+
+    void leave_session() noexcept {
+        std::scoped_lock lock(rx_mutex);
+        session_open = false;
+        requests.clear();
+        replies.clear();
+        window.clear();
     }
 
     bool post_rx(std::uint16_t i) {
@@ -284,18 +412,24 @@ struct basic_vvu_pci<F>::shared {
         return {};
     }
 
-    // Waits for any of the fds, or `slice`; false when stopped.
-    bool wait_any(std::initializer_list<int> fds, std::chrono::milliseconds slice) {
-        std::array<pollfd, 4> p{};
+    // Waits for any of the fds, or `slice`: stopped, interrupted (set_interrupt) or on.
+    enum class woken { on, stopped, interrupted };
+    woken wait_any(std::initializer_list<int> fds, std::chrono::milliseconds slice, bool interruptible = true) {
+        std::array<pollfd, 5> p{};
         std::size_t n = 0;
         p[n++] = {wake.get(), POLLIN, 0};
+        p[n++] = {interruptible ? interrupt : -1, POLLIN, 0}; // (-1: ignored by poll)
         for (int fd : fds)
             if (fd >= 0 && n < p.size()) p[n++] = {fd, POLLIN, 0};
         ::poll(p.data(), n, static_cast<int>(slice.count()));
-        return (p[0].revents & POLLIN) == 0;
+        if (p[0].revents & POLLIN) return woken::stopped;
+        if (p[1].revents & POLLIN) return woken::interrupted;
+        return woken::on;
     }
+    static error woken_error(woken w) { return error(w == woken::stopped ? errc::stopped : errc::interrupted); }
 
     expected<void, error> wait_for_frontend() {
+        if (!driver) return unexpected(error(errc::not_connected));
         if (auto r = write_status(pci::vvu_function::device_config::backend_up); !r) return r;
         for (;;) {
             const bool announced = driver->config_interrupt().drain();
@@ -314,8 +448,8 @@ struct basic_vvu_pci<F>::shared {
                 continue;
             }
             // The config interrupt announces FRONTEND_UP; the slice bounds a lost one.
-            if (!wait_any({driver->config_eventfd()}, std::chrono::milliseconds(500)))
-                return unexpected(error(errc::stopped));
+            if (auto w = wait_any({driver->config_eventfd()}, std::chrono::milliseconds(500)); w != woken::on)
+                return unexpected(woken_error(w));
         }
     }
 
@@ -379,7 +513,7 @@ struct basic_vvu_pci<F>::shared {
         for (;;) {
             {
                 std::scoped_lock lock(rx_mutex);
-                if (!session_open) return unexpected(error(errc::not_connected));
+                if (!session_open || !driver) return unexpected(error(errc::not_connected));
                 auto gone = frontend_gone();
                 if (!gone) return unexpected(gone.error());
                 if (*gone) {
@@ -403,7 +537,9 @@ struct basic_vvu_pci<F>::shared {
                 if (left.count() <= 0) return unexpected(error(errc::timed_out));
                 slice = std::min(slice, left);
             }
-            if (!wait_any({rxq().eventfd(), driver->config_eventfd()}, slice)) return unexpected(error(errc::stopped));
+            // (A back-end channel reply is awaited on another thread: only the control thread parks.)
+            if (auto w = wait_any({rxq().eventfd(), driver->config_eventfd()}, slice, !reply); w != woken::on)
+                return unexpected(woken_error(w));
             (void)rxq().interrupt().drain();
         }
     }
@@ -422,7 +558,8 @@ struct basic_vvu_pci<F>::shared {
             if (txq().broken()) return unexpected(protocol("the device broke the txq"));
             if (txq().enable_interrupts()) continue;
             if (std::chrono::steady_clock::now() >= until) return unexpected(error(errc::timed_out));
-            if (!wait_any({txq().eventfd()}, std::chrono::milliseconds(100))) return unexpected(error(errc::stopped));
+            if (wait_any({txq().eventfd()}, std::chrono::milliseconds(100), false) != woken::on)
+                return unexpected(error(errc::stopped));
             (void)txq().interrupt().drain();
         }
         const std::uint16_t i = tx_free.back();

@@ -124,4 +124,11 @@ concept transport = requires(T& t, const wire::frame& f, unique_fd fd, const wir
     { t.make_backend_channel(std::move(fd)) } -> std::same_as<expected<typename T::backend_channel, error>>;
 };
 
+// A transport that makes its regions, call/error notifiers and back-end channel from the
+// session alone — no fd needed (the VVU transport: regions are areas of its BAR window, calls
+// are doorbells). A live update hands such resources over as "made by the transport"
+// (protocol/session_image.hpp) and the importing transport makes them again.
+template <class T>
+inline constexpr bool remakes_resources = requires { requires T::remakes_resources_from_session; };
+
 } // namespace vvu::transport

@@ -95,6 +95,17 @@ public:
     [[nodiscard]] static expected<client, error> over(unique_fd connected,
                                                       std::chrono::milliseconds timeout = default_timeout);
 
+    // Live update: the connection as another process resumes it — the socket (a duplicate;
+    // this client keeps its own), what VERSION settled and the next message id. resume()
+    // sends nothing: to the server the new process is the client it already knows.
+    struct handover {
+        unique_fd socket;
+        std::uint16_t next_id = 1;
+        version_info version;
+    };
+    [[nodiscard]] expected<handover, error> export_connection() const;
+    [[nodiscard]] static expected<client, error> resume(handover h, std::chrono::milliseconds timeout = default_timeout);
+
     client(client&&) noexcept = default;
     client& operator=(client&&) noexcept = default;
     ~client();

@@ -7,13 +7,18 @@
 # log, the rest "session taken over"), and the last process's counters (the port's, carried
 # across the processes) equal what the front-end sent. Prints the longest outage vvu-traffic
 # saw (max_stall_us) and each hand-over's pause.
+# With --device VVU_DEVICE the port is a `vvu:` port: vvu-traffic talks to a vvu-device and
+# vvu-forward drives the device's PCI function over vfio-user; a hand-over then carries the
+# vfio-user connection, the driver's queues, DMA arena and interrupt eventfds too. vvu-device
+# must never see its front-end go (disconnects 0 until vvu-traffic closes) nor a driver leave
+# (drivers 1, driver_restarts 0): to it, the processes are one driver.
 # Usage: takeover-echo.sh --traffic VVU_TRAFFIC --forward VVU_FORWARD [--ring split|packed]
-#                         [--takeovers N] [--rate PPS]
+#                         [--takeovers N] [--rate PPS] [--device VVU_DEVICE]
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../frontend/lib.sh
 source "$here/../frontend/lib.sh"
 
-traffic="" forward="" ring=split takeovers=20 rate=1000000
+traffic="" forward="" ring=split takeovers=20 rate=1000000 VVU_DEVICE=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --traffic) traffic=$2; shift 2 ;;
@@ -21,22 +26,32 @@ while [[ $# -gt 0 ]]; do
     --ring) ring=$2; shift 2 ;;
     --takeovers) takeovers=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
+    --device) VVU_DEVICE=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-fe_init "live-update.takeover-echo.$ring"
+kind=unix
+[[ -n $VVU_DEVICE ]] && kind=vvu
+fe_init "live-update.takeover-echo.$kind.$ring"
 need_exe "$traffic"
 need_exe "$forward"
 packed=()
 [[ $ring == packed ]] && packed=(--packed)
-sock=$work/port.sock control=$work/control.sock
+sock=$work/port.sock control=$work/control.sock pci=$work/pci.sock
+port="unix:$sock"
+if [[ $kind == vvu ]]; then
+  need_exe "$VVU_DEVICE"
+  device_start device "$sock" "$pci"
+  port="vvu:$pci"
+fi
 # Hand-overs come every ~0.3 s (a new process starts, imports, resumes); the traffic lasts
 # (takeovers + 10) / 2 seconds, so it outlives them on a loaded machine.
 packets=$(((takeovers + 10) * rate / 2))
 
-PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "unix:$sock" --control "$control"
-wait_socket "$sock" forward0 20
+PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "$port" --control "$control"
+[[ $kind == unix ]] && wait_socket "$sock" forward0 20
 wait_socket "$control" forward0 20
+[[ $kind == vvu ]] && wait_log device "driver ready" 20
 PEER_STDOUT=1 peer_run traffic "$traffic" --connect "$sock" --mode echo --packets "$packets" --rate "$rate" \
   "${packed[@]}" --timeout 10000 --idle 5000
 wait_log forward0 "front-end connected" 20
@@ -44,7 +59,7 @@ wait_log forward0 "front-end connected" 20
 for ((i = 1; i <= takeovers; i++)); do
   sleep 0.25 # let traffic flow between hand-overs (not a readiness wait)
   peer_alive traffic || fail "vvu-traffic ended before take-over $i"
-  PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --port "unix:$sock" --control "$control" \
+  PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --port "$port" --control "$control" \
     --takeover "$control"
   wait_log "forward$i" "took 1 ports over" 20
   peer_wait "forward$((i - 1))" 20
@@ -80,6 +95,15 @@ for ((i = 0; i < takeovers; i++)); do
   grep -a -q "session ended" "$work/forward$i.log" && fail "forward$i saw its session end (a disconnect)"
 done
 peer_stop "forward$takeovers" TERM 20
+if [[ $kind == vvu ]]; then
+  peer_stop device TERM 20
+  counters=$(grep -a '^{' "$work/device.out" | tail -n 1) || fail "vvu-device printed no counters"
+  echo "vvu-device: $counters"
+  expect_eq "vvu-device drivers (one, across $takeovers hand-overs)" "$(json_field "$work/device.out" drivers)" 1
+  expect_eq "vvu-device driver_restarts" "$(json_field "$work/device.out" driver_restarts)" 0
+  expect_eq "vvu-device frontends" "$(json_field "$work/device.out" frontends)" 1
+  expect_eq "vvu-device disconnects (vvu-traffic's close at the end)" "$(json_field "$work/device.out" disconnects)" 1
+fi
 line=$(grep -a '^{"port":0,' "$work/forward$takeovers.out") || fail "the last vvu-forward printed no JSON for port 0"
 echo "vvu-forward (last): $line"
 for f in rx_packets tx_packets; do
