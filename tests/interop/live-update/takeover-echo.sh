@@ -44,9 +44,9 @@ if [[ $kind == vvu ]]; then
   device_start device "$sock" "$pci"
   port="vvu:$pci"
 fi
-# Hand-overs come every ~0.3 s (a new process starts, imports, resumes); the traffic lasts
-# (takeovers + 10) / 2 seconds, so it outlives them on a loaded machine.
-packets=$(((takeovers + 10) * rate / 2))
+# Hand-overs come every ~0.3 s on a quiet machine (a new process starts, imports, resumes),
+# up to ~0.9 s on a loaded one; the traffic lasts takeovers + 5 seconds, so it outlives them.
+packets=$(((takeovers + 5) * rate))
 
 PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "$port" --control "$control"
 [[ $kind == unix ]] && wait_socket "$sock" forward0 20

@@ -75,6 +75,32 @@ TEST_CASE("a session image survives encode and decode", "[runtime][image]") {
     for (const auto& fd : fds) CHECK(!fd.valid()); // every fd was taken
 }
 
+TEST_CASE("resources made by the transport cross as markers, in a version 2 image", "[runtime][image]") {
+    auto img = sample();
+    CHECK(protocol::encode(sample()).bytes[4] == std::byte{1}); // nothing transport-made: version 1
+    img.vrings[0].call = unique_fd{};
+    img.vrings[0].call_by_transport = true;
+    img.regions[1].fd = unique_fd{};
+    img.regions[1].by_transport = true;
+    img.backend_channel = unique_fd{};
+    img.backend_channel_by_transport = true;
+    auto enc = protocol::encode(std::move(img));
+    CHECK(le::load<std::uint32_t>(enc.bytes.data() + 4) == 2);
+    CHECK(enc.fds.size() == 2 * 2 + 1 + 2 + 1 - 3);
+    auto fds = received(enc);
+    auto back = protocol::decode_image(enc.bytes, fds);
+    if (!back) FAIL(back.error());
+    CHECK(back->vrings[0].call_by_transport);
+    CHECK(!back->vrings[0].call.valid());
+    CHECK(back->vrings[0].kick.valid());
+    CHECK(!back->vrings[0].kick_by_transport);
+    CHECK(back->regions[1].by_transport);
+    CHECK(!back->regions[0].by_transport);
+    CHECK(back->regions[0].fd.valid());
+    CHECK(back->backend_channel_by_transport);
+    for (const auto& fd : fds) CHECK(!fd.valid());
+}
+
 TEST_CASE("every truncation of a session image is refused", "[runtime][image][hostile]") {
     auto enc = protocol::encode(sample());
     for (std::size_t n = 0; n < enc.bytes.size(); ++n) {
@@ -98,10 +124,19 @@ TEST_CASE("malformed session images are refused with a reason", "[runtime][image
     }
     SECTION("another version") {
         auto b = enc.bytes;
-        le::store<std::uint32_t>(b.data() + 4, 2);
+        le::store<std::uint32_t>(b.data() + 4, 3);
         auto r = decode(b, received(enc));
         REQUIRE(!r);
-        CHECK(r.error().find("version 2") != std::string::npos);
+        CHECK(r.error().find("version 3") != std::string::npos);
+    }
+    SECTION("a transport-made resource in a version 1 image") {
+        // vring 0's kick index turned into the "made by the transport" marker: only version 2 has it.
+        const std::size_t first_vring = 4 + 4 + 1 + 8 + 1 + 8 + 8 + 4;
+        const std::size_t kick_at = first_vring + 4 + 4 + 4 + 8 * 4 + 1 + 4 + 1 + 1 + 1 + 1;
+        auto b = enc.bytes;
+        REQUIRE(le::load<std::uint32_t>(b.data() + 4) == 1);
+        le::store<std::uint32_t>(b.data() + kick_at, 0xfffffffe);
+        REQUIRE(!decode(b, received(enc)));
     }
     SECTION("a trailing byte") {
         auto b = enc.bytes;

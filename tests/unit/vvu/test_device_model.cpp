@@ -14,6 +14,8 @@
 #include <vvu/pci/vvu_function.hpp>
 #include <vvu/protocol/backend.hpp>
 #include <vvu/protocol/frontend.hpp>
+#include <vvu/runtime/poller.hpp>
+#include <vvu/runtime/server.hpp>
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/vvu_pci.hpp>
 #include <vvu/util/endian.hpp>
@@ -1151,6 +1153,77 @@ TEST_CASE("device model: the driver dies mid-session, the front-end's session is
     CHECK(c.driver_restarts == 2);
     CHECK(c.replayed >= 20);
     CHECK(c.config_interrupts == 4); // FRONTEND_UP for each driver, cleared at the end
+}
+
+// A vvu: port of runtime::server with its loopback data path: what vvu-forward runs.
+struct server_port {
+    runtime::server<transport::vvu_pci, device::net::net_port> server;
+    device::net::forwarder fwd;
+    runtime::poller<device::net::forwarder> poller;
+
+    server_port(transport::vvu_pci t, bool held)
+        : server(std::move(t), device::net::net_port::options{.queue_pairs = 1}),
+          fwd({&server.device()}, device::net::forward_mode::loopback), poller(fwd, runtime::poller_options{}) {
+        server.guard_data_path([this](std::chrono::milliseconds t) { return poller.pause(t); }, [this] { poller.resume(); });
+        poller.start(held);
+    }
+};
+
+TEST_CASE("device model: a vvu: port handed to another back-end object: one driver to the device, no lost frame",
+          "[vvu][device_model][handover]") {
+    device_fixture dev;
+    auto t = transport::vvu_pci::connect(dev.pci_path);
+    if (!t) FAIL(t.error().message());
+    auto old_port = std::make_unique<server_port>(std::move(*t), false);
+    old_port->server.start();
+    REQUIRE(dev.wait_log("driver ready"));
+    auto nd = open_driver(dev.fe_path);
+    check_echo(*nd, 300);
+
+    // The old port parks and exports: its session, its vfio-user connection and its driver.
+    REQUIRE(old_port->server.park(1s));
+    REQUIRE(old_port->poller.pause(1s));
+    auto image = old_port->server.export_port();
+    if (!image) FAIL(image.error());
+
+    auto new_port = std::make_unique<server_port>(transport::vvu_pci::unattached(dev.pci_path), true);
+    SECTION("a truncated image is refused, and the old port serves on") {
+        auto fds = std::move(image->fds);
+        auto bytes = image->bytes;
+        bytes.resize(bytes.size() / 2);
+        auto r = new_port->server.import_port(bytes, fds);
+        REQUIRE(!r);
+        new_port->server.retire();
+        new_port.reset();
+        old_port->poller.resume();
+        old_port->server.unpark();
+        check_echo(*nd, 300, 300);
+        CHECK(old_port->server.device().stats().rx_packets == 600);
+    }
+    SECTION("the new port takes over and the rings run on") {
+        auto r = new_port->server.import_port(image->bytes, image->fds);
+        if (!r) FAIL(r.error());
+        old_port->server.retire();
+        old_port.reset(); // no reset, no unmap, no status: the function is the new port's now
+        new_port->poller.resume();
+        new_port->server.start();
+        check_echo(*nd, 300, 300);
+        CHECK(new_port->server.device().stats().rx_packets == 600); // the counters came along
+        // The control path moved too: a message the front-end sends now is answered.
+        auto slots = nd->frontend().transact<fr::get_max_mem_slots>({});
+        if (!slots) FAIL(slots.error().message());
+        CHECK(dev.count("driver detached") == 0);
+    }
+    if (auto r = nd->close(); !r) FAIL(r.error().message());
+    nd.reset();
+    new_port.reset();
+    old_port.reset();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.frontends == 1);
+    CHECK(c.drivers == 1);
+    CHECK(c.driver_restarts == 0);
+    CHECK(c.disconnects == 1); // the front-end's own close
 }
 
 TEST_CASE("device model: frames sent while no driver is there are echoed by the next one",
