@@ -4,8 +4,8 @@
 # A missing peer makes a test skip (exit 77), or fail when CI=true.
 # Included from tests/CMakeLists.txt.
 
-if(NOT TARGET vvu-traffic OR NOT TARGET vvu-forward)
-  message(STATUS "vvu: interop.live-update.* tests need the vvu-traffic and vvu-forward examples")
+if(NOT TARGET vvu-traffic OR NOT TARGET vvu-forward OR NOT TARGET vvu-device)
+  message(STATUS "vvu: interop.live-update.* tests need the vvu-traffic, vvu-forward and vvu-device examples")
   return()
 endif()
 
@@ -16,6 +16,10 @@ set(vvu_lu_tools "--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:v
 set(vvu_lu_tests
   "takeover-echo.split|takeover-echo.sh|${vvu_lu_tools} --ring split --takeovers 20"
   "takeover-echo.packed|takeover-echo.sh|${vvu_lu_tools} --ring packed --takeovers 20"
+  # The same through vvu-device: a vvu: port (the vfio-user connection and the virtio driver
+  # cross too); vvu-device sees one driver and no disconnect.
+  "takeover-echo.vvu.split|takeover-echo.sh|${vvu_lu_tools} --device $<TARGET_FILE:vvu-device> --ring split --takeovers 20"
+  "takeover-echo.vvu.packed|takeover-echo.sh|${vvu_lu_tools} --device $<TARGET_FILE:vvu-device> --ring packed --takeovers 20"
   # DPDK testpmd's virtio-user (txonly) -> vvu-forward rxonly, 3 take-overs under full load.
   "takeover-testpmd.split|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring split --takeovers 3"
   "takeover-testpmd.packed|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring packed --takeovers 3"
