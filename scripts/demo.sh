@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: builds vvu and runs it end to end against real peers on this machine.
 #   0. Live update: vvu-traffic echoes numbered frames at 1 Mpps through vvu-forward, and a new
-#      vvu-forward takes the session over mid-stream, 5 times; then vvu-forward under DPDK
+#      vvu-forward takes the session over mid-stream, 5 times, on a unix: port and on a vvu:
+#      port behind vvu-device (the VVU driver handed over); then vvu-forward under DPDK
 #      testpmd (virtio-user server=1) is killed with SIGKILL and restarted, twice. Frames lost
 #      and the longest stall printed.
 #   1. virtio-vhost-user, the seed's topology: DPDK 22.11 testpmd (virtio-user, txonly) ->
@@ -30,6 +31,10 @@ ex=$build/examples
 printf '\n==== live update: vvu-traffic echo at 1 Mpps, vvu-forward taken over 5 times mid-stream\n'
 bash "$root/tests/interop/live-update/takeover-echo.sh" --traffic "$ex/vvu-traffic" --forward "$ex/vvu-forward" \
   --ring split --takeovers 5
+
+printf '\n==== live update of a vvu: port: the same through vvu-device, the driver handed over 5 times\n'
+bash "$root/tests/interop/live-update/takeover-echo.sh" --traffic "$ex/vvu-traffic" --forward "$ex/vvu-forward" \
+  --device "$ex/vvu-device" --ring split --takeovers 5
 
 printf '\n==== crash recovery: testpmd (virtio-user server=1) -> vvu-forward unix-client:, killed -9 twice\n'
 bash "$root/tests/interop/live-update/crash-testpmd.sh" --backend "$ex/vvu-forward" --ring split
