@@ -160,7 +160,8 @@ if [ "$BACKEND" != dpdk ]; then
     vvu_stop "$A_PID"; A_PID=''
     vvu_stop "$B_PID"; B_PID=''
   fi
-  vvu_stop "$PMD_PID"; PMD_PID=''
+  vvu_stop_clean vvu-forward "$PMD_PID" || exit 1
+  PMD_PID=''
   port0=$(grep -a '^{"port":0,' "$WORK/backend.log" || true)
   port1=$(grep -a '^{"port":1,' "$WORK/backend.log" || true)
   echo "vvu-forward: $port0"
@@ -176,7 +177,8 @@ fi
 
 # vvu-device: a front-end (guest B's QEMU) reached the driver, and its counters say so.
 if [ -n "$DEV_PID" ]; then
-  vvu_stop "$DEV_PID" 20; DEV_PID=''
+  vvu_stop_clean vvu-device "$DEV_PID" 20 || exit 1
+  DEV_PID=''
   dev=$(grep -a '^{' "$WORK/device.out" | tail -n 1 || true)
   echo "vvu-device: ${dev:-no JSON line}"
   frontends=$(field "$dev" frontends)

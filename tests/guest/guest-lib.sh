@@ -133,14 +133,26 @@ vvu_guest_result() {
 }
 
 # Ends a process we started: SIGTERM, a bounded wait, then SIGKILL. Usage: vvu_stop PID [SECONDS]
+# Ends a process this script started (SIGTERM, SIGKILL after SECS); always returns 0 and
+# leaves the process's exit status in vvu_status (137: it needed SIGKILL; 124: its `timeout`
+# ran out), for the callers that require a clean exit.
 vvu_stop() {
   local pid=$1 i=0 n=$(( ${2:-5} * 10 ))
+  vvu_status=0
   [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-  kill -TERM "$pid" 2>/dev/null
-  while kill -0 "$pid" 2>/dev/null && [ $i -lt $n ]; do sleep 0.1; i=$((i+1)); done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt $n ]; do sleep 0.1; i=$((i+1)); done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null && vvu_status=0 || vvu_status=$?
   return 0
+}
+# Ends a vvu process (vvu-forward, vvu-device) and requires it to exit 0: a crash or a hang at
+# the end fails the check even when the traffic went through.
+vvu_stop_clean() {
+  local name=$1 pid=$2
+  vvu_stop "$pid" "${3:-20}"
+  [ "$vvu_status" -eq 0 ] || { echo "FAIL: $name exited with status $vvu_status after SIGTERM"; return 1; }
 }
 vvu_guest_stop() { vvu_stop "$@"; }
