@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-all}
 
 build_pkgs=(
-  cmake g++ clang-14 libclang-rt-14-dev lld-14 pkg-config git
+  cmake g++ clang-14 libclang-rt-14-dev lld-14 llvm-14 pkg-config git
   libboost-dev      # Boost.Asio: local sockets, timers, signals
   libfmt-dev        # formatting of logs, errors and JSON stats
   catch2            # unit tests (v2.13)

@@ -3,7 +3,8 @@
 #   1. g++ 12, Release, -Werror: every ctest test — the unit tests, then interop against real
 #      peers and the package test.
 #   2. clang 14 with ASan+UBSan, -Werror: the unit tests, then each libFuzzer target for
-#      VVU_FUZZ_SECONDS (default 60) from its seed corpus in tests/fuzz/corpus/.
+#      VVU_FUZZ_SECONDS (default 60) from its seed corpus in tests/fuzz/corpus/, and the line
+#      coverage those runs reached per layer (tests/fuzz/coverage.sh).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=${VVU_JOBS:-$(nproc)}
@@ -43,13 +44,21 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 ctest --test-dir "$build/clang-asan" --output-on-failure -j "$jobs" -L unit
 
 shopt -s nullglob
-for fuzzer in "$build"/clang-asan/tests/fuzz/vvu-fuzz-*; do
+profiles="$build/clang-asan/fuzz-profiles"
+rm -rf "$profiles"
+mkdir -p "$profiles"
+fuzzers=("$build"/clang-asan/tests/fuzz/vvu-fuzz-*)
+for fuzzer in "${fuzzers[@]}"; do
   name=${fuzzer##*/vvu-fuzz-}
   step "fuzz $name for ${fuzz_seconds}s (ASan/UBSan)"
   scratch="$build/clang-asan/fuzz-corpus/$name"
   mkdir -p "$scratch"
   # New inputs go to the scratch corpus; the committed seeds are read only.
-  "$fuzzer" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$scratch" "$root/tests/fuzz/corpus/$name"
+  LLVM_PROFILE_FILE="$profiles/$name.profraw" \
+    "$fuzzer" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$scratch" "$root/tests/fuzz/corpus/$name"
 done
+
+step "fuzz coverage (lines of the instantiated code each layer has, reached by the runs above)"
+bash "$root/tests/fuzz/coverage.sh" "$profiles" "${fuzzers[@]}"
 
 step "all test stages passed"
