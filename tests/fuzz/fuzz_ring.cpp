@@ -21,7 +21,9 @@ using namespace vvu::ring;
 
 namespace {
 
-constexpr std::size_t mem_size = 16 * 1024, guard = 64;
+// Large enough for the biggest ring in `sizes` (a packed ring of 1024: 16 KiB of descriptors
+// and its event structures) with room for indirect tables and buffers after it.
+constexpr std::size_t mem_size = 32 * 1024, guard = 64;
 constexpr std::uint32_t sizes[16] = {1, 2, 3, 4, 5, 7, 8, 16, 32, 64, 100, 128, 255, 256, 512, 1024};
 
 template <class Dev>
