@@ -18,6 +18,9 @@
 #include <vvu/wire/codec.hpp>
 #include <vvu/wire/features.hpp>
 
+#include <atomic>
+#include <memory>
+
 #include <fmt/format.h>
 
 #include <sys/stat.h>
@@ -141,8 +144,9 @@ public:
         for (std::uint32_t i = 0; i < state_.vrings.size(); ++i) {
             image_vring v;
             v.settings = state_.vrings[i];
-            int kick = kicks_[i].native_handle(), call = calls_[i].native_handle();
-            bool has_kick = static_cast<bool>(kicks_[i]), has_call = static_cast<bool>(calls_[i]);
+            int kick = kicks_[i].native_handle(), call = calls_[i].native_handle(), err = errs_[i].native_handle();
+            bool has_kick = static_cast<bool>(kicks_[i]), has_call = static_cast<bool>(calls_[i]),
+                 has_err = static_cast<bool>(errs_[i]);
             if (auto* running = running_[i]) {
                 if (const auto n = running->inflight_count(); n != 0)
                     return unexpected(fmt::format("vring {}: {} chains in flight", i, n));
@@ -150,8 +154,10 @@ public:
                 v.settings.base_exact = true;
                 kick = running->kick().native_handle();
                 call = running->call().native_handle();
+                err = running->error_notifier().native_handle();
                 has_kick = static_cast<bool>(running->kick());
                 has_call = static_cast<bool>(running->call());
+                has_err = static_cast<bool>(running->error_notifier());
             }
             auto dup_of = [&](bool present, int fd, const char* what, bool& by_transport) -> expected<unique_fd, std::string> {
                 if (!present) return unique_fd{};
@@ -166,7 +172,7 @@ public:
             };
             auto k = dup_of(has_kick, kick, "kick", v.kick_by_transport);
             auto c = dup_of(has_call, call, "call", v.call_by_transport);
-            auto e = dup_of(static_cast<bool>(errs_[i]), errs_[i].native_handle(), "error", v.err_by_transport);
+            auto e = dup_of(has_err, err, "error", v.err_by_transport);
             if (!k) return unexpected(k.error());
             if (!c) return unexpected(c.error());
             if (!e) return unexpected(e.error());
@@ -406,11 +412,15 @@ private:
     step on(const wire::message<wire::front_request::set_status>& m, transport::owned_fds&) {
         if (auto r = require(wire::protocol_feature::status, "STATUS"); !r) return r;
         state_.status = m.payload.value & 0xff;
+        if (state_.status == 0) needs_reset_->store(false); // the driver reset the device
         return done();
     }
     step on(const wire::message<wire::front_request::get_status>&, transport::owned_fds&) {
         if (auto r = require(wire::protocol_feature::status, "STATUS"); !r) return r;
-        return answer<wire::front_request::get_status>({state_.status});
+        // A ring the front-end broke sets DEVICE_NEEDS_RESET (virtio 1.2 §2.1.1): the driver
+        // learns that only a reset brings the device back.
+        const std::uint64_t needs_reset = needs_reset_->load() ? device_status_needs_reset : 0;
+        return answer<wire::front_request::get_status>({state_.status | needs_reset});
     }
 
     // ----------------------------------------------------------------------------- memory
@@ -508,13 +518,15 @@ private:
     step on(const wire::message<wire::front_request::set_vring_err>& m, transport::owned_fds& fds) {
         const std::uint32_t index = m.payload.index();
         if (auto r = check_vring(index); !r) return r;
+        const bool was_started = state_.vrings[index].started; // a running ring holds its error notifier
+        if (was_started) stop_vring(index);
         errs_[index] = {};
         if (!m.payload.no_fd()) {
             auto err = transport_.make_error_notifier(index, fds.take(0));
             if (!err) return fail(err.error().message());
             errs_[index] = any_call_notifier(std::move(*err));
         }
-        return done();
+        return was_started ? start_vring(index) : done();
     }
     step on(const wire::message<wire::front_request::set_vring_enable>& m, transport::owned_fds&) {
         if (auto r = check_vring(m.payload.index); !r) return r;
@@ -644,7 +656,14 @@ private:
             s.inflight_keepalive = inflight_;
         }
         // The vring holds kick and call while it runs and gives them back when it stops.
-        auto started = vring_type::start(s, memory_, std::move(kicks_[index]), std::move(calls_[index]));
+        s.on_broken = [flag = needs_reset_, notice = on_notice_](std::uint32_t i, std::error_code why) {
+            flag->store(true);
+            if (notice)
+                notice(fmt::format("vring {} broken by the front-end ({}): it takes no more chains; error eventfd "
+                                   "signalled, DEVICE_NEEDS_RESET set",
+                                   i, why.message()));
+        };
+        auto started = vring_type::start(s, memory_, std::move(kicks_[index]), std::move(calls_[index]), std::move(errs_[index]));
         if (!started) return fail(fmt::format("vring {}: {}", index, started.error().message()));
         (*started)->set_enabled(v.enabled);
         if (!(*started)->notice().empty() && on_notice_) on_notice_((*started)->notice());
@@ -664,6 +683,7 @@ private:
         v.started = false;
         kicks_[index] = stopped->take_kick();
         calls_[index] = stopped->take_call();
+        errs_[index] = stopped->take_error();
     }
 
     void stop_all() {
@@ -709,6 +729,7 @@ private:
         memory_.reset();
         backend_channel_.reset();
         inflight_.reset();
+        needs_reset_->store(false);
     }
 
     Transport& transport_;
@@ -722,6 +743,10 @@ private:
     std::optional<typename Transport::backend_channel> backend_channel_;
     std::shared_ptr<inflight_area> inflight_; // INFLIGHT_SHMFD: the file the rings record in
     std::function<void(const std::string&)> on_notice_;
+    // Set from a data-path thread when a ring breaks (vring::report_if_broken); shared with the
+    // rings' on_broken so that a ring outliving this object cannot touch a dead one.
+    std::shared_ptr<std::atomic<bool>> needs_reset_ = std::make_shared<std::atomic<bool>>(false);
+    static constexpr std::uint64_t device_status_needs_reset = 0x40; // VIRTIO_CONFIG_S_NEEDS_RESET
 };
 
 } // namespace vvu::protocol

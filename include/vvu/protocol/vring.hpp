@@ -20,6 +20,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <functional>
 #include <system_error>
 #include <variant>
 
@@ -40,6 +41,9 @@ struct vring_start {
     // keeps it mapped while the ring runs.
     std::span<std::byte> inflight;
     std::shared_ptr<const void> inflight_keepalive;
+    // Told once, from whichever thread saw it, when the front-end broke the ring (after its
+    // error notifier was signalled): index and the ring layer's reason.
+    std::function<void(std::uint32_t, std::error_code)> on_broken;
 };
 
 // A call notifier of any transport (signal(): used buffers are ready).
@@ -122,8 +126,11 @@ public:
     using packed_ring = ring::packed_device<memory::view>;
 
     static expected<std::unique_ptr<vring>, std::error_code> start(const vring_start& s, memory::guest_memory::ptr memory,
-                                                                   any_kick_notifier kick, any_call_notifier call) {
+                                                                   any_kick_notifier kick, any_call_notifier call,
+                                                                   any_call_notifier error = {}) {
         std::unique_ptr<vring> v(new vring(s.index, std::move(memory), std::move(kick), std::move(call)));
+        v->error_ = std::move(error);
+        v->on_broken_ = s.on_broken;
         v->inflight_keepalive_ = s.inflight_keepalive;
         if (s.packed) {
             auto r = packed_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
@@ -179,11 +186,42 @@ public:
 
     std::uint32_t index() const noexcept { return index_; }
 
+private:
     // Calls f with the split or packed ring (a started vring always has one).
     template <class F>
-    decltype(auto) visit(F&& f) {
+    decltype(auto) on_ring(F&& f) {
         if (auto* packed = std::get_if<packed_ring>(&ring_)) return f(*packed);
         return f(*std::get_if<split_ring>(&ring_));
+    }
+
+public:
+    // Calls f with the split or packed ring (a started vring always has one). A ring that f
+    // found broken is reported on the way out (report_if_broken): every device's data path
+    // reports what the front-end broke without a line of its own.
+    template <class F>
+    decltype(auto) visit(F&& f) {
+        struct report_after {
+            vring& v;
+            ~report_after() { v.report_if_broken(); }
+        } after{*this};
+        return on_ring(std::forward<F>(f));
+    }
+
+    // A ring the front-end broke (a descriptor loop, an index jump: ring/error.hpp) takes no
+    // more chains — the ring layer stops it — and is reported once: its error notifier
+    // (SET_VRING_ERR) is signalled and on_broken told. The other rings run on. True when this
+    // call reported it.
+    bool report_if_broken() noexcept {
+        if (reported_.load(std::memory_order_relaxed) || !on_ring([](auto& r) { return r.broken(); })) return false;
+        if (reported_.exchange(true)) return false;
+        error_.signal();
+        if (on_broken_) {
+            try {
+                on_broken_(index_, on_ring([](auto& r) { return r.error(); }));
+            } catch (...) { // a logger that threw: the ring is reported all the same
+            }
+        }
+        return true;
     }
 
     // GET_VRING_BASE's answer: split rings the next avail index, packed rings both indices and
@@ -195,11 +233,12 @@ public:
         });
     }
 
-    bool broken() { return visit([](auto& r) { return r.broken(); }); }
+    bool broken() { return on_ring([](auto& r) { return r.broken(); }); }
     // Chains taken from the ring and not yet given back.
     std::uint32_t inflight_count() { return visit([](auto& r) { return r.inflight_count(); }); }
-    // The call notifier, for a live update to hand its fd on.
+    // The call and error notifiers, for a live update to hand their fds on.
     const any_call_notifier& call() const noexcept { return call_; }
+    const any_call_notifier& error_notifier() const noexcept { return error_; }
 
     // Interrupts the driver when the ring's suppression rules want it (after a push burst).
     void notify() {
@@ -217,6 +256,7 @@ public:
     // The notifiers go back to the state machine when the ring stops (it restarts the ring
     // with them after a memory table change).
     any_call_notifier take_call() noexcept { return std::move(call_); }
+    any_call_notifier take_error() noexcept { return std::move(error_); }
     any_kick_notifier take_kick() noexcept { return std::move(kick_); }
 
 private:
@@ -230,6 +270,9 @@ private:
     std::shared_ptr<const void> inflight_keepalive_;
     any_kick_notifier kick_;
     any_call_notifier call_;
+    any_call_notifier error_;
+    std::function<void(std::uint32_t, std::error_code)> on_broken_;
+    std::atomic<bool> reported_{false};
     std::atomic<bool> enabled_{false};
 };
 

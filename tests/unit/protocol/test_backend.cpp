@@ -511,6 +511,68 @@ TEST_CASE("backend: a real index jump still breaks the ring after a reconnect", 
     CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 2) == 1000); // nothing completed
 }
 
+TEST_CASE("backend: a ring the front-end breaks is reported once — error eventfd, log, DEVICE_NEEDS_RESET — "
+          "and the other rings run on",
+          "[protocol][backend][hostile]") {
+    fixture f;
+    std::vector<std::string> notices;
+    f.backend.on_notice([&](const std::string& s) { notices.push_back(s); });
+    shared_memory mem(1 << 20);
+    const std::uint64_t gpa = 0x10000000;
+    f.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | vhost_feature::protocol_features}));
+    f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::status}));
+    f.expect_ok(msg<fr::set_status>({0x0f}));
+    unique_fd err = make_eventfd();
+    std::vector<unique_fd> err_fd;
+    err_fd.push_back(dup_cloexec(err.get()));
+    f.expect_ok(msg<fr::set_vring_err>({1}, std::move(err_fd)));
+    fill_ring(mem, gpa, 0, 16, 0);
+    start_vring1(f, mem, gpa, 0);
+    CHECK(f.port.discard() == 16); // a sound ring first
+    std::uint64_t count = 0;
+    CHECK(::read(err.get(), &count, sizeof count) < 0); // nothing signalled yet
+    CHECK(f.expect_reply<fr::get_status>(msg<fr::get_status>({})).payload.value == 0x0f);
+
+    // The front-end moves its avail index 5000 past what the ring holds (more than the size).
+    le::store<std::uint16_t>(mem.data + 0x1000 + 2, 16 + 5000);
+    for (int i = 0; i < 3; ++i) CHECK(f.port.discard() == 0); // the ring takes nothing more
+    REQUIRE(::read(err.get(), &count, sizeof count) == sizeof count);
+    CHECK(count == 1); // signalled once, however often the data path looked
+    REQUIRE(notices.size() == 1);
+    CHECK(notices[0].find("vring 1 broken by the front-end") != std::string::npos);
+    CHECK(notices[0].find("available index moved more than the queue size") != std::string::npos);
+    CHECK(f.expect_reply<fr::get_status>(msg<fr::get_status>({})).payload.value == (0x0f | 0x40));
+    CHECK(le::load<std::uint16_t>(mem.data + 0x3000 + 2) == 16); // nothing completed past the jump
+
+    // The other direction's ring (vring 0, the device's RX) still takes buffers and frames.
+    // (vring 0 lives in the same table: its rings at 0x40000 of `mem`.)
+    auto* base = mem.data + 0x40000;
+    for (std::uint16_t i = 0; i < 4; ++i) {
+        le::store<std::uint64_t>(base + 16 * i, gpa + 0x50000 + 0x800 * i);
+        le::store<std::uint32_t>(base + 16 * i + 8, 0x800);
+        le::store<std::uint16_t>(base + 16 * i + 12, 2); // device-writable
+        le::store<std::uint16_t>(base + 0x1000 + 4 + 2 * i, i);
+    }
+    le::store<std::uint16_t>(base + 0x1000 + 2, 4);
+    const std::uint64_t uaddr = 0x7f0000000000 + 0x40000;
+    f.expect_ok(msg<fr::set_vring_num>({0, 256}));
+    f.expect_ok(msg<fr::set_vring_addr>({0, 0, uaddr, uaddr + 0x3000, uaddr + 0x1000, 0}));
+    f.expect_ok(msg<fr::set_vring_base>({0, 0}));
+    std::vector<unique_fd> kick;
+    kick.push_back(make_eventfd());
+    f.expect_ok(msg<fr::set_vring_kick>({0}, std::move(kick)));
+    f.expect_ok(msg<fr::set_vring_enable>({0, 1}));
+    std::array<std::byte, 60> frame{};
+    const device::net::frame one(frame);
+    CHECK(f.port.transmit(std::span(&one, 1)) == 1);
+    CHECK(le::load<std::uint16_t>(base + 0x3000 + 2) == 1);
+
+    // A driver reset (status 0) clears DEVICE_NEEDS_RESET.
+    f.expect_ok(msg<fr::set_status>({0}));
+    CHECK(f.expect_reply<fr::get_status>(msg<fr::get_status>({})).payload.value == 0);
+    CHECK(notices.size() == 1);
+}
+
 TEST_CASE("backend: INFLIGHT_SHMFD — a restarted back-end takes the chains in flight again, once",
           "[protocol][backend][inflight]") {
     const std::uint64_t gpa = 0x10000000;
