@@ -113,18 +113,24 @@ public:
     }
 
 private:
-    // Receives a burst on port p and sends it to the port dest(frame) names.
+    // Receives a burst on port p and sends it to the port dest(frame) names (none: dropped).
+    // The TX chains go back only after transmit() completed the RX chains: see
+    // net_port::received_burst for what a crash in between costs (a duplicate, not a loss).
     template <class Dest>
     std::size_t relay(std::size_t p, Dest dest) {
-        const std::size_t n = ports_[p]->receive(staging_, frames_);
-        if (n == 0) return 0;
+        auto burst = ports_[p]->receive(staging_, frames_);
+        const std::size_t n = burst.size();
+        if (n == 0) return 0; // (chains without a frame go back with the burst)
         const std::size_t to = dest(frames_[0]);
         if (to < ports_.size()) ports_[to]->transmit(std::span(frames_).first(n));
+        burst.complete();
         return n;
     }
 
+    // learn: every destination (a flood has several) has its frames before the TX chains go back.
     std::size_t switch_frames(std::size_t p) {
-        const std::size_t n = ports_[p]->receive(staging_, frames_);
+        auto burst = ports_[p]->receive(staging_, frames_);
+        const std::size_t n = burst.size();
         if (n == 0) return 0;
         // Group the burst by destination port, keeping each port's frames in order.
         std::vector<std::vector<frame>>& out = per_port_;
@@ -144,6 +150,7 @@ private:
         }
         for (std::size_t q = 0; q < ports_.size(); ++q)
             if (!out[q].empty()) ports_[q]->transmit(out[q]);
+        burst.complete();
         return n;
     }
 
