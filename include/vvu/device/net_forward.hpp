@@ -5,9 +5,8 @@
 
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
+#include <vvu/protocol/kick_wait.hpp>
 #include <vvu/util/byte_io.hpp>
-
-#include <poll.h>
 
 #include <chrono>
 #include <optional>
@@ -63,15 +62,11 @@ public:
     // buffers the front-ends give back (they are not kicked).
     bool wait_for_kicks(std::chrono::milliseconds timeout, int wake = -1) {
         if (mode_ == forward_mode::txonly) return false;
-        std::vector<int> fds;
+        // Each port arms its TX vrings under its own lock (a vring may stop meanwhile).
         bool armed = true;
-        for (auto* port : ports_) armed = armed && port->arm_kicks(fds);
-        if (armed) {
-            std::vector<pollfd> polls;
-            for (int fd : fds) polls.push_back({fd, POLLIN, 0});
-            if (wake >= 0) polls.push_back({wake, POLLIN, 0});
-            ::poll(polls.data(), polls.size(), static_cast<int>(timeout.count()));
-        }
+        for (auto* port : ports_) armed = armed && port->arm_kicks(kicks_);
+        if (armed) kicks_.sleep(timeout, wake);
+        else kicks_.cancel();
         for (auto* port : ports_) port->disarm_kicks();
         return armed;
     }
@@ -177,6 +172,7 @@ private:
     std::vector<std::uint64_t> sequence_;
     mac_table table_;
     std::vector<std::vector<frame>> per_port_;
+    protocol::kick_wait kicks_; // event mode's sleep
 };
 
 } // namespace vvu::device::net

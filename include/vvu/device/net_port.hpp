@@ -8,6 +8,7 @@
 #pragma once
 
 #include <vvu/device/net.hpp>
+#include <vvu/protocol/kick_wait.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/util/byte_io.hpp>
 #include <vvu/util/range.hpp>
@@ -227,29 +228,20 @@ public:
     }
 
     // Event mode, before the data thread sleeps: asks the front-end to kick the TX vrings again
-    // and adds their kick fds to `fds`. False when sleeping would miss work — a frame arrived
+    // and arms their kick fds in `kicks`. False when sleeping would miss work — a frame arrived
     // meanwhile, a frame is pending, or a vring is polled without a kick fd.
-    bool arm_kicks(std::vector<int>& fds) {
+    bool arm_kicks(protocol::kick_wait& kicks) {
         std::lock_guard lock(mutex_);
         if (has_pending_) return false;
-        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
-            auto& v = vrings_[2 * q + 1];
-            if (!v) continue;
-            if (v->kick().native_handle() < 0) return false;
-            if (v->visit([](auto& ring) { return ring.enable_notifications(); })) return false;
-            fds.push_back(v->kick().native_handle());
-        }
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q)
+            if (auto& v = vrings_[2 * q + 1]; v && !kicks.arm(*v)) return false;
         return true;
     }
     // After waking: back to polling without kicks, and the kicks that woke us consumed.
     void disarm_kicks() {
         std::lock_guard lock(mutex_);
-        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
-            auto& v = vrings_[2 * q + 1];
-            if (!v) continue;
-            v->visit([](auto& ring) { ring.disable_notifications(); });
-            (void)v->kick().drain();
-        }
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q)
+            if (auto& v = vrings_[2 * q + 1]) protocol::kick_wait::disarm(*v);
     }
 
     // Whether the front-end's RX vring of queue pair 0 can take frames now (txonly).

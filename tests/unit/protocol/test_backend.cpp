@@ -344,17 +344,18 @@ TEST_CASE("backend: a vring runs, GET_VRING_BASE stops it and returns its state"
     }
     f.expect_ok(msg<fr::set_vring_enable>({1, 1}));
     // Event mode: with buffers waiting, the data path must not sleep.
-    std::vector<int> kick_fds;
-    CHECK_FALSE(f.port.arm_kicks(kick_fds));
+    protocol::kick_wait kicks;
+    CHECK_FALSE(f.port.arm_kicks(kicks));
+    kicks.cancel();
     f.port.disarm_kicks();
     CHECK(f.port.discard() == 3);
     CHECK(f.port.stats().rx_packets == 3);
     // Now idle: it may sleep on the kick fd, and the ring asks the driver for kicks (flags 0).
-    kick_fds.clear();
-    CHECK(f.port.arm_kicks(kick_fds));
-    CHECK(kick_fds.size() == 1);
+    CHECK(f.port.arm_kicks(kicks));
+    CHECK(kicks.armed() == 1);
     const auto used_flags = reinterpret_cast<std::uint16_t*>(mem.data + 0x3000);
     CHECK(*used_flags == 0);
+    kicks.sleep(std::chrono::milliseconds(0), -1);
     f.port.disarm_kicks();
     CHECK(*used_flags == 1); // VIRTQ_USED_F_NO_NOTIFY: busy-polling again
 
