@@ -127,7 +127,7 @@ public:
     //
     //   auto burst = port.receive(staging, frames);  // frames copied out, their TX chains kept
     //   other.transmit(frames.first(burst.size()));  // into RX chains, completed there
-    //   burst.complete();                            // the TX chains go back (or when it dies)
+    //   burst.complete();                            // the TX chains go back (else its destructor)
     //
     // A back-end killed in between leaves the TX chains taken, not completed: the next one takes
     // them again (split rings with an inflight area: ring/inflight.hpp; front-ends that resume
