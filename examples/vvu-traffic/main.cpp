@@ -61,10 +61,13 @@ Limits:
 
 Frames are UDP test frames carrying a 64-bit sequence number (device::net::make_test_frame).
 At the end (or on SIGINT/SIGTERM) one JSON object is printed on stdout, e.g.
-  {"mode":"echo","sent":N,"received":N,"gaps":0,"lost":0,"late":0,"bad_frames":0,
-   "seconds":S,"pps":P, ...}
+  {"mode":"echo","sent":N,"received":N,"gaps":0,"lost":0,"late":0,"duplicates":0,
+   "bad_frames":0,"seconds":S,"pps":P, ...}
 gaps: discontinuities in the received sequence; lost: frames never received (echo: sent -
-received; rx: numbers skipped); late: frames received after a later one; bad_frames: wrong
+received but duplicates; rx: numbers skipped); late: frames received after a later one, the
+first time; duplicates: frames received again (within the last 65536 numbers; a back-end that
+crashed after delivering a burst and before giving its TX chains back resends it — the echo
+and rx modes count frames to receive without them); bad_frames: wrong
 length or a net header with flags, GSO or num_buffers a virtio-net driver would not accept;
 max_stall_us (rx, echo): the longest time between two received frames once traffic began —
 with a steady --rate, the longest outage of the path (e.g. during a back-end's live update).
@@ -160,24 +163,44 @@ std::optional<options> parse(int argc, char** argv) {
     return o;
 }
 
-// Sequence-number bookkeeping of received frames.
+// Sequence-number bookkeeping of received frames. A number received again is a duplicate, not
+// a late frame: a back-end that crashed between delivering a burst and giving its TX chains
+// back sends it again (at-least-once delivery, net_port::received_burst). Numbers are told
+// apart within the last `window` of them; an older one counts as late.
 struct sequence_check {
+    static constexpr std::uint64_t window = 1 << 16;
     std::uint64_t next = 0;
     std::uint64_t gaps = 0;
     std::uint64_t skipped = 0; // numbers jumped over (frames lost, unless they come late)
     std::uint64_t late = 0;
+    std::uint64_t duplicates = 0;
+    std::vector<std::uint64_t> seen = std::vector<std::uint64_t>(window / 64); // bit seq % window, for [next - window, next)
 
     void see(std::uint64_t seq) noexcept {
-        if (seq == next) {
-            ++next;
-        } else if (seq > next) {
-            ++gaps;
-            skipped += seq - next;
+        if (seq >= next) {
+            // The numbers jumped over were not seen (their bits may still say a window ago).
+            for (std::uint64_t k = next; k < seq && k - next < window; ++k) mark(k, false);
+            mark(seq, true);
+            if (seq > next) {
+                ++gaps;
+                skipped += seq - next;
+            }
             next = seq + 1;
+        } else if (next - seq <= window && marked(seq)) {
+            ++duplicates;
         } else {
+            if (next - seq <= window) mark(seq, true);
             ++late;
             if (skipped != 0) --skipped;
         }
+    }
+
+private:
+    bool marked(std::uint64_t seq) const noexcept { return (seen[(seq % window) / 64] >> (seq % 64)) & 1; }
+    void mark(std::uint64_t seq, bool on) noexcept {
+        auto& word = seen[(seq % window) / 64];
+        const std::uint64_t bit = std::uint64_t{1} << (seq % 64);
+        word = on ? word | bit : word & ~bit;
     }
 };
 
@@ -202,6 +225,8 @@ struct report {
         any_rx = true;
         stamp(now);
     }
+    // Frames received, counting a duplicate once.
+    std::uint64_t distinct() const noexcept { return received - seq.duplicates; }
     double seconds() const { return any ? std::chrono::duration<double>(last - first).count() : 0.0; }
 };
 
@@ -282,7 +307,7 @@ int run(const options& o) {
         if (o.mode != traffic_mode::rx && rep.sent < o.packets) {
             std::uint64_t n = std::min<std::uint64_t>(allowed(o, start, rep.sent), ring::max_burst);
             if (o.mode == traffic_mode::echo) {
-                const std::uint64_t in_flight = rep.sent - rep.received;
+                const std::uint64_t in_flight = rep.sent - rep.distinct();
                 n = std::min<std::uint64_t>(n, in_flight < window ? window - in_flight : 0);
             }
             if (n != 0) {
@@ -300,7 +325,7 @@ int run(const options& o) {
         }
         if (o.mode != traffic_mode::tx) {
             const auto before = rep.received;
-            nd.receive(0, on_frame, std::min<std::uint64_t>(ring::max_burst, o.packets - std::min(o.packets, rep.received)));
+            nd.receive(0, on_frame, std::min<std::uint64_t>(ring::max_burst, o.packets - std::min(o.packets, rep.distinct())));
             if (rep.received != before) {
                 rep.received_at(clock_type::now());
                 progress = true;
@@ -313,8 +338,8 @@ int run(const options& o) {
         }
         // Done?
         if (o.mode == traffic_mode::tx && rep.sent == o.packets && nd.tx_outstanding(0) == 0) break;
-        if (o.mode == traffic_mode::rx && rep.received >= o.packets) break;
-        if (o.mode == traffic_mode::echo && rep.received >= o.packets) break;
+        if (o.mode == traffic_mode::rx && rep.distinct() >= o.packets) break;
+        if (o.mode == traffic_mode::echo && rep.distinct() >= o.packets) break;
         if (!progress) {
             const auto quiet = now - last_progress;
             if (o.mode == traffic_mode::tx && rep.sent == o.packets && quiet > o.timeout) {
@@ -360,11 +385,12 @@ int run(const options& o) {
                                    o.driver.packed, o.size, rep.sent, rep.completed, rep.received,
                                    o.mode == traffic_mode::tx ? nd.stats().tx_bytes : rep.bytes);
     if (o.mode != traffic_mode::tx) {
-        const std::uint64_t lost = o.mode == traffic_mode::echo ? rep.sent - std::min(rep.sent, rep.received) : rep.seq.skipped;
+        const std::uint64_t lost = o.mode == traffic_mode::echo ? rep.sent - std::min(rep.sent, rep.distinct()) : rep.seq.skipped;
         if (o.check_seq)
-            json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{}", rep.seq.gaps, lost, rep.seq.late);
+            json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{},\"duplicates\":{}", rep.seq.gaps, lost, rep.seq.late,
+                                rep.seq.duplicates);
         else
-            json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null");
+            json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null,\"duplicates\":null");
         json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{}", rep.bad_frames, nd.stats().rx_errors,
                             std::chrono::duration_cast<std::chrono::microseconds>(rep.max_stall).count());
     }

@@ -17,11 +17,11 @@
 
 #include <vvu/device/blk.hpp>
 #include <vvu/device/blk_image.hpp>
+#include <vvu/protocol/kick_wait.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/ring/chain.hpp>
 #include <vvu/wire/features.hpp>
 
-#include <poll.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -149,25 +149,7 @@ public:
     // is readable or the timeout passes. False (no sleep) when a request slipped in meanwhile
     // or a queue has no kick fd to sleep on.
     bool wait_for_kicks(std::chrono::milliseconds timeout, int wake = -1) {
-        std::vector<pollfd> fds;
-        bool armed = true;
-        for (auto& v : vrings_) {
-            if (!v || !v->enabled() || !armed) continue;
-            if (v->kick().native_handle() < 0 || v->visit([](auto& ring) { return ring.enable_notifications(); }))
-                armed = false;
-            else
-                fds.push_back({v->kick().native_handle(), POLLIN, 0});
-        }
-        if (armed) {
-            if (wake >= 0) fds.push_back({wake, POLLIN, 0});
-            ::poll(fds.data(), fds.size(), static_cast<int>(timeout.count()));
-        }
-        for (auto& v : vrings_) {
-            if (!v) continue;
-            v->visit([](auto& ring) { ring.disable_notifications(); });
-            (void)v->kick().drain();
-        }
-        return armed;
+        return kicks_.wait(vrings_, [](protocol::vring& v) { return v.enabled(); }, timeout, wake);
     }
 
     device_stats stats() const noexcept {
@@ -294,6 +276,7 @@ private:
     image image_;
     options options_;
     std::vector<std::unique_ptr<protocol::vring>> vrings_;
+    protocol::kick_wait kicks_; // the data thread's (event mode)
     std::array<ring::chain, ring::max_burst> chains_;
     std::array<ring::used_element, ring::max_burst> used_;
     std::vector<iovec> iov_;

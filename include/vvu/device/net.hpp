@@ -71,28 +71,35 @@ inline std::optional<std::size_t> take_frame(const ring::chain& c, port_stats& s
     return len;
 }
 
-// Takes up to out.size() frames from a transmit queue into `staging` (one max_frame_size slot
-// per frame), returns them through `out` and gives the chains back. Returns how many.
-// Whether the driver must be interrupted afterwards is the ring's needs_interrupt().
+// What receive_burst took: frames copied out, and chains taken (a chain too short for a net
+// header is taken without a frame).
+struct received_chains {
+    std::size_t frames = 0;
+    std::size_t chains = 0;
+};
+
+// Takes up to min(out.size(), taken.size()) chains from a transmit queue, copies their frames
+// into `staging` (one max_frame_size slot per frame) and returns them through `out`. The chains
+// stay taken: their used entries are in `taken`, for the caller to give back
+// (txq.push_burst(taken.first(chains))) once the frames are where they go — the front-end may
+// reuse a completed chain, so completing it first would lose its frame to a crash in between.
 template <class Queue>
-std::size_t receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out, port_stats& stats,
-                          burst_scratch& scratch) {
+received_chains receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out,
+                              std::span<ring::used_element> taken, port_stats& stats, burst_scratch& scratch) {
     auto& chains = scratch.chains;
-    auto& used = scratch.used;
-    const std::size_t want = std::min({out.size(), chains.size(), staging.size() / max_frame_size});
+    const std::size_t want = std::min({out.size(), taken.size(), chains.size(), staging.size() / max_frame_size});
     const std::size_t n = txq.pop_burst(std::span(chains).first(want));
     std::size_t frames = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const ring::chain& c = chains[i];
-        used[i] = {c.id(), 0};
+        taken[i] = {c.id(), 0};
         const auto len = take_frame(c, stats);
         if (!len) continue;
         std::span<std::byte> slot = staging.subspan(frames * max_frame_size, *len);
         c.copy_from(net_hdr_size, slot);
         out[frames++] = slot;
     }
-    txq.push_burst(std::span(used).first(n));
-    return frames;
+    return {frames, n};
 }
 
 // Counts and drops up to max_burst frames from a transmit queue without copying them.

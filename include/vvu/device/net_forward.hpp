@@ -5,9 +5,8 @@
 
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
+#include <vvu/protocol/kick_wait.hpp>
 #include <vvu/util/byte_io.hpp>
-
-#include <poll.h>
 
 #include <chrono>
 #include <optional>
@@ -63,15 +62,11 @@ public:
     // buffers the front-ends give back (they are not kicked).
     bool wait_for_kicks(std::chrono::milliseconds timeout, int wake = -1) {
         if (mode_ == forward_mode::txonly) return false;
-        std::vector<int> fds;
+        // Each port arms its TX vrings under its own lock (a vring may stop meanwhile).
         bool armed = true;
-        for (auto* port : ports_) armed = armed && port->arm_kicks(fds);
-        if (armed) {
-            std::vector<pollfd> polls;
-            for (int fd : fds) polls.push_back({fd, POLLIN, 0});
-            if (wake >= 0) polls.push_back({wake, POLLIN, 0});
-            ::poll(polls.data(), polls.size(), static_cast<int>(timeout.count()));
-        }
+        for (auto* port : ports_) armed = armed && port->arm_kicks(kicks_);
+        if (armed) kicks_.sleep(timeout, wake);
+        else kicks_.cancel();
         for (auto* port : ports_) port->disarm_kicks();
         return armed;
     }
@@ -113,18 +108,24 @@ public:
     }
 
 private:
-    // Receives a burst on port p and sends it to the port dest(frame) names.
+    // Receives a burst on port p and sends it to the port dest(frame) names (none: dropped).
+    // The TX chains go back only after transmit() completed the RX chains: see
+    // net_port::received_burst for what a crash in between costs (a duplicate, not a loss).
     template <class Dest>
     std::size_t relay(std::size_t p, Dest dest) {
-        const std::size_t n = ports_[p]->receive(staging_, frames_);
-        if (n == 0) return 0;
+        auto burst = ports_[p]->receive(staging_, frames_);
+        const std::size_t n = burst.size();
+        if (n == 0) return 0; // (chains without a frame go back with the burst)
         const std::size_t to = dest(frames_[0]);
         if (to < ports_.size()) ports_[to]->transmit(std::span(frames_).first(n));
+        burst.complete();
         return n;
     }
 
+    // learn: every destination (a flood has several) has its frames before the TX chains go back.
     std::size_t switch_frames(std::size_t p) {
-        const std::size_t n = ports_[p]->receive(staging_, frames_);
+        auto burst = ports_[p]->receive(staging_, frames_);
+        const std::size_t n = burst.size();
         if (n == 0) return 0;
         // Group the burst by destination port, keeping each port's frames in order.
         std::vector<std::vector<frame>>& out = per_port_;
@@ -144,6 +145,7 @@ private:
         }
         for (std::size_t q = 0; q < ports_.size(); ++q)
             if (!out[q].empty()) ports_[q]->transmit(out[q]);
+        burst.complete();
         return n;
     }
 
@@ -170,6 +172,7 @@ private:
     std::vector<std::uint64_t> sequence_;
     mac_table table_;
     std::vector<std::vector<frame>> per_port_;
+    protocol::kick_wait kicks_; // event mode's sleep
 };
 
 } // namespace vvu::device::net

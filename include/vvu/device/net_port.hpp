@@ -2,11 +2,13 @@
 // of one port, which a forwarding thread polls. It models protocol::device.
 //
 // Threads: the control thread (the port's backend) starts and stops vrings; one data thread
-// polls them. A per-port mutex, taken once per burst by the data thread, is what makes
-// stop_vring() return only when the data path no longer touches the vring or its memory.
+// polls them. A per-port mutex, taken once per burst by the data thread (from receiving a burst
+// until its TX chains are given back), is what makes stop_vring() return only when the data
+// path no longer touches the vring or its memory, and never with chains of a burst held.
 #pragma once
 
 #include <vvu/device/net.hpp>
+#include <vvu/protocol/kick_wait.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/util/byte_io.hpp>
 #include <vvu/util/range.hpp>
@@ -16,6 +18,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace vvu::device::net {
@@ -118,31 +121,77 @@ public:
     }
 
     // ---------------------------------------------------------------------- data path
-    // Frames the front-end transmitted, from each of its TX vrings in turn (vring 2q+1).
-    // A disabled TX vring is drained and its frames discarded ("Ring states").
-    std::size_t receive(std::span<std::byte> staging, std::span<frame> out) {
-        std::lock_guard lock(mutex_);
+    // Moving a frame on takes three steps, so that a crash of the back-end loses none: a TX
+    // chain given back is the front-end's licence to reuse it, so it is given back only once
+    // its frame is in the destination's RX ring (or dropped for a reason that is no crash).
+    //
+    //   auto burst = port.receive(staging, frames);  // frames copied out, their TX chains kept
+    //   other.transmit(frames.first(burst.size()));  // into RX chains, completed there
+    //   burst.complete();                            // the TX chains go back (else its destructor)
+    //
+    // A back-end killed in between leaves the TX chains taken, not completed: the next one takes
+    // them again (split rings with an inflight area: ring/inflight.hpp; front-ends that resume
+    // at the used index: protocol/vring.hpp) and sends their frames again. So delivery is at
+    // least once: killed after transmit() and before complete(), the burst's frames arrive twice.
+    //
+    // A received_burst holds the port (its mutex) until it completes: a vring does not stop
+    // with chains held, and a pass of the data path ends with none in flight (live update). The
+    // one data thread may meanwhile transmit into this port (loopback) or others.
+    class received_burst {
+    public:
+        received_burst(received_burst&& o) noexcept
+            : port_(std::exchange(o.port_, nullptr)), frames_(o.frames_), lock_(std::move(o.lock_)) {}
+        received_burst& operator=(received_burst&&) = delete;
+        ~received_burst() { complete(); }
+
+        // Frames received (in the `out` given to receive()).
+        std::size_t size() const noexcept { return frames_; }
+        // Gives the burst's TX chains back and lets the port go.
+        void complete() noexcept {
+            if (port_ == nullptr) return;
+            std::exchange(port_, nullptr)->complete_received();
+            lock_.unlock();
+        }
+
+    private:
+        friend class net_port;
+        received_burst(net_port& p, std::unique_lock<std::recursive_mutex> lock, std::size_t frames) noexcept
+            : port_(&p), frames_(frames), lock_(std::move(lock)) {}
+        net_port* port_;
+        std::size_t frames_;
+        std::unique_lock<std::recursive_mutex> lock_;
+    };
+
+    // Frames the front-end transmitted, from each of its TX vrings in turn (vring 2q+1), into
+    // `out` (and `staging`, one max_frame_size slot each); their chains stay taken until the
+    // burst completes. A disabled TX vring is drained and its frames discarded ("Ring states").
+    [[nodiscard]] received_burst receive(std::span<std::byte> staging, std::span<frame> out) {
+        std::unique_lock lock(mutex_);
         std::size_t n = 0;
         if (has_pending_ && !out.empty() && staging.size() >= max_frame_size) { // a RARP to announce
             std::copy(pending_.begin(), pending_.end(), staging.begin());
             out[n++] = staging.first(pending_.size());
             has_pending_ = false;
         }
-        for (std::uint32_t q = 0; q < options_.queue_pairs && n < out.size(); ++q) {
-            auto& v = vrings_[2 * q + 1];
+        for (std::uint32_t q = 0; q < options_.queue_pairs && n < out.size() && held_chains_ < held_.size(); ++q) {
+            const std::uint32_t index = 2 * q + 1;
+            auto& v = vrings_[index];
             if (!v) continue;
-            std::size_t got = 0;
+            if (!v->enabled()) {
+                v->visit([&](auto& ring) { drop_burst(ring, discarded_, scratch_); });
+                v->notify();
+                continue;
+            }
+            received_chains got;
             v->visit([&](auto& ring) {
-                if (!v->enabled()) {
-                    drop_burst(ring, discarded_, scratch_);
-                    return;
-                }
-                got = receive_burst(ring, staging.subspan(n * max_frame_size), out.subspan(n), stats_, scratch_);
+                got = receive_burst(ring, staging.subspan(n * max_frame_size), out.subspan(n),
+                                    std::span(held_).subspan(held_chains_), stats_, scratch_);
             });
-            v->notify();
-            n += got;
+            if (got.chains != 0) held_groups_[held_group_count_++] = {index, got.chains};
+            held_chains_ += got.chains;
+            n += got.frames;
         }
-        return n;
+        return received_burst(*this, std::move(lock), n);
     }
 
     // Counts and drops what the front-end transmitted, without copying (rxonly).
@@ -179,29 +228,20 @@ public:
     }
 
     // Event mode, before the data thread sleeps: asks the front-end to kick the TX vrings again
-    // and adds their kick fds to `fds`. False when sleeping would miss work — a frame arrived
+    // and arms their kick fds in `kicks`. False when sleeping would miss work — a frame arrived
     // meanwhile, a frame is pending, or a vring is polled without a kick fd.
-    bool arm_kicks(std::vector<int>& fds) {
+    bool arm_kicks(protocol::kick_wait& kicks) {
         std::lock_guard lock(mutex_);
         if (has_pending_) return false;
-        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
-            auto& v = vrings_[2 * q + 1];
-            if (!v) continue;
-            if (v->kick().native_handle() < 0) return false;
-            if (v->visit([](auto& ring) { return ring.enable_notifications(); })) return false;
-            fds.push_back(v->kick().native_handle());
-        }
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q)
+            if (auto& v = vrings_[2 * q + 1]; v && !kicks.arm(*v)) return false;
         return true;
     }
     // After waking: back to polling without kicks, and the kicks that woke us consumed.
     void disarm_kicks() {
         std::lock_guard lock(mutex_);
-        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q) {
-            auto& v = vrings_[2 * q + 1];
-            if (!v) continue;
-            v->visit([](auto& ring) { ring.disable_notifications(); });
-            (void)v->kick().drain();
-        }
+        for (std::uint32_t q = 0; q < options_.queue_pairs; ++q)
+            if (auto& v = vrings_[2 * q + 1]) protocol::kick_wait::disarm(*v);
     }
 
     // Whether the front-end's RX vring of queue pair 0 can take frames now (txonly).
@@ -246,13 +286,43 @@ public:
     }
 
 private:
+    // The end of a received_burst, under mutex_: each TX vring gets its chains back in one push.
+    void complete_received() noexcept {
+        std::size_t first = 0;
+        for (std::size_t g = 0; g < held_group_count_; ++g) {
+            const auto [index, count] = held_groups_[g];
+            // Another thread cannot have stopped the vring meanwhile (the burst held mutex_).
+            auto& v = vrings_[index];
+            if (!v) {
+                first += count;
+                continue;
+            }
+            v->visit([&](auto& ring) { ring.push_burst(std::span(held_).subspan(first, count)); });
+            v->notify();
+            first += count;
+        }
+        held_group_count_ = 0;
+        held_chains_ = 0;
+    }
+
     options options_;
-    mutable std::mutex mutex_;
+    // Recursive: the data thread, holding the port in a received_burst, may transmit into it.
+    mutable std::recursive_mutex mutex_;
     std::vector<std::unique_ptr<protocol::vring>> vrings_;
     bool mrg_rxbuf_ = false;
     port_stats stats_;
     port_stats discarded_; // frames of disabled vrings: not the port's traffic
     burst_scratch scratch_; // the data thread's, under mutex_
+    // The TX chains of the received_burst in progress, and which vring they came from (a run
+    // per vring, in the order they were taken).
+    struct held_group {
+        std::uint32_t vring = 0;
+        std::size_t chains = 0;
+    };
+    std::array<ring::used_element, ring::max_burst> held_{};
+    std::array<held_group, ring::max_burst> held_groups_{};
+    std::size_t held_group_count_ = 0;
+    std::size_t held_chains_ = 0;
     std::vector<std::byte> pending_; // a frame to send on as the front-end's (SEND_RARP)
     bool has_pending_ = false;
     std::atomic<std::uint16_t> mtu_{1500};

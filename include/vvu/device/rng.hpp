@@ -17,10 +17,10 @@
 // corrupted (the ring layer marks it broken) yields no more chains until it is set up again.
 #pragma once
 
+#include <vvu/protocol/kick_wait.hpp>
 #include <vvu/protocol/vring.hpp>
 #include <vvu/ring/chain.hpp>
 
-#include <poll.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -84,25 +84,11 @@ public:
 
     // Event mode (runtime::poller): sleeps until the driver kicks, `wake` is readable or
     // `timeout` passes. False, without sleeping, when sleeping could miss a request: one
-    // arrived meanwhile, or the ring has no kick fd (the front-end wants it polled).
+    // arrived meanwhile, or the ring has no kick fd (the front-end wants it polled). A ring
+    // that is not running is not waited on: the control thread wakes the poller (`wake`)
+    // before it changes that.
     bool wait_for_kicks(std::chrono::milliseconds timeout, int wake = -1) {
-        if (!requestq_ || !requestq_->enabled()) {
-            // Nothing to serve until the control thread changes that, and it wakes the
-            // poller (`wake`) before it does.
-            pollfd p{wake, POLLIN, 0};
-            if (wake >= 0) ::poll(&p, 1, static_cast<int>(timeout.count()));
-            return wake >= 0;
-        }
-        const int kick = requestq_->kick().native_handle();
-        if (kick < 0) return false;
-        const bool arrived = requestq_->visit([](auto& ring) { return ring.enable_notifications(); });
-        if (!arrived) {
-            std::array<pollfd, 2> p{pollfd{kick, POLLIN, 0}, pollfd{wake, POLLIN, 0}};
-            ::poll(p.data(), wake >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
-        }
-        requestq_->visit([](auto& ring) { ring.disable_notifications(); });
-        (void)requestq_->kick().drain();
-        return !arrived;
+        return kicks_.wait(std::span(&requestq_, 1), [](protocol::vring& v) { return v.enabled(); }, timeout, wake);
     }
 
     // Requests completed and random bytes given, since the process started.
@@ -130,6 +116,7 @@ private:
     }
 
     std::unique_ptr<protocol::vring> requestq_;
+    protocol::kick_wait kicks_; // the data thread's (event mode)
     std::atomic<std::uint64_t> requests_{0};
     std::atomic<std::uint64_t> bytes_{0};
 };

@@ -48,6 +48,7 @@ expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
 expect_eq "gaps" "$(json_field "$work/traffic.out" gaps)" 0
 expect_eq "lost" "$(json_field "$work/traffic.out" lost)" 0
 expect_eq "late" "$(json_field "$work/traffic.out" late)" 0
+expect_eq "duplicates" "$(json_field "$work/traffic.out" duplicates)" 0
 expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
 peer_stop forward TERM 20
 line=$(grep -a '^{"port":0,' "$work/forward.out") || fail "vvu-forward printed no JSON for port 0"

@@ -76,6 +76,7 @@ expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
 expect_eq "lost" "$(json_field "$work/traffic.out" lost)" 0
 expect_eq "gaps" "$(json_field "$work/traffic.out" gaps)" 0
 expect_eq "late" "$(json_field "$work/traffic.out" late)" 0
+expect_eq "duplicates" "$(json_field "$work/traffic.out" duplicates)" 0
 expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
 stall=$(json_field "$work/traffic.out" max_stall_us)
 echo "max_stall_us = $stall over $takeovers take-overs (the longest time without an echoed frame)"
