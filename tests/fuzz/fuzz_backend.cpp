@@ -129,7 +129,7 @@ struct harness {
     // Both directions: what the front-end transmitted is taken (copied, then dropped), and the
     // frames in `out` (u16 length-prefixed) are written into its receive buffers.
     void data_path(std::span<const std::byte> out) {
-        received |= port.receive(staging, frames) != 0;
+        received |= port.receive(staging, frames).size() != 0; // (completed as the burst goes)
         (void)port.discard();
         std::array<device::net::frame, 8> burst{};
         std::size_t n = 0;
