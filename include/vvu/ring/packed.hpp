@@ -193,7 +193,7 @@ public:
     // ACQUIRE; the rest of the list was written before it (§2.8.6). Views stay valid until
     // the next pop / pop_burst.
     std::size_t pop_burst(std::span<chain> out) noexcept {
-        return tracker_ ? pop<true>(out) : pop<false>(out);
+        return tracker_ ? pop_chains<true>(out) : pop_chains<false>(out);
     }
     bool pop(chain& c) noexcept { return pop_burst({&c, 1}) == 1; }
 
@@ -206,58 +206,7 @@ public:
     // last fully written (or read-only), becomes ONE used descriptor carrying the id of the
     // last buffer; the driver skips the whole run (§2.8.9). Stops at an id not in flight.
     std::size_t push_burst(std::span<const used_element> used) noexcept {
-        if (broken_) return 0;
-        std::size_t k = 0;
-        std::byte* first = nullptr;
-        std::uint16_t first_flags = 0;
-        while (k < used.size()) {
-            const used_element& e = used[k];
-            if (e.id >= size_ || inflight_[e.id] == 0) break;
-            std::size_t run = 1;
-            std::uint32_t skip = inflight_[e.id];
-            if (features_.in_order && fifo_[fifo_head_] == e.id) {
-                // Extend the run while the next element is the next buffer in take order and
-                // the current one needs no length of its own.
-                while (k + run < used.size() && run < n_inflight_) {
-                    const used_element& prev = used[k + run - 1];
-                    const used_element& nx = used[k + run];
-                    if (prev.len != wtotal_[prev.id]) break;
-                    if (fifo_[(fifo_head_ + run) % size_] != nx.id || nx.id >= size_) break;
-                    skip += inflight_[nx.id];
-                    ++run;
-                }
-            }
-            const used_element& last = used[k + run - 1];
-            std::byte* d = desc_ + 16 * std::size_t(used_idx_);
-            le::store<std::uint32_t>(d + 8, last.len);
-            le::store<std::uint16_t>(d + 12, last.id);
-            const auto f = static_cast<std::uint16_t>(
-                (used_wrap_ ? (detail::desc_f_avail | detail::desc_f_used) : 0) |
-                (last.len != 0 ? detail::desc_f_write : 0));
-            if (first == nullptr) {
-                first = d + 14;
-                first_flags = f;
-            } else {
-                detail::store_relaxed16(d + 14, f);
-            }
-            for (std::size_t i = 0; i < run; ++i) {
-                const std::uint16_t id = used[k + i].id;
-                if (tracker_) tracker_->completing(id);
-                inflight_[id] = 0;
-                if (features_.in_order && fifo_[fifo_head_] == id)
-                    fifo_head_ = static_cast<std::uint16_t>((fifo_head_ + 1) % size_);
-                else if (features_.in_order)
-                    remove_from_fifo(id);
-                --n_inflight_;
-            }
-            detail::advance(used_idx_, used_wrap_, skip, size_);
-            k += run;
-        }
-        if (first == nullptr) return k;
-        if (tracker_) tracker_->publishing(used_idx_, used_wrap_);
-        detail::store_release16(first, first_flags);
-        if (tracker_) tracker_->completed(used.first(k), used_idx_, used_wrap_);
-        return k;
+        return tracker_ ? push_used<true>(used) : push_used<false>(used);
     }
     bool push(std::uint16_t id, std::uint32_t written) noexcept {
         const used_element e{id, written};
@@ -351,11 +300,69 @@ private:
         }
     }
 
+    // push_burst. Tracked: each buffer's entries go back to the region's free list, the used
+    // side it moves to is set before the RELEASE store and committed after it.
+    template <bool Tracked>
+    std::size_t push_used(std::span<const used_element> used) noexcept {
+        if (broken_) return 0;
+        std::size_t k = 0;
+        std::byte* first = nullptr;
+        std::uint16_t first_flags = 0;
+        while (k < used.size()) {
+            const used_element& e = used[k];
+            if (e.id >= size_ || inflight_[e.id] == 0) break;
+            std::size_t run = 1;
+            std::uint32_t skip = inflight_[e.id];
+            if (features_.in_order && fifo_[fifo_head_] == e.id) {
+                // Extend the run while the next element is the next buffer in take order and
+                // the current one needs no length of its own.
+                while (k + run < used.size() && run < n_inflight_) {
+                    const used_element& prev = used[k + run - 1];
+                    const used_element& nx = used[k + run];
+                    if (prev.len != wtotal_[prev.id]) break;
+                    if (fifo_[(fifo_head_ + run) % size_] != nx.id || nx.id >= size_) break;
+                    skip += inflight_[nx.id];
+                    ++run;
+                }
+            }
+            const used_element& last = used[k + run - 1];
+            std::byte* d = desc_ + 16 * std::size_t(used_idx_);
+            le::store<std::uint32_t>(d + 8, last.len);
+            le::store<std::uint16_t>(d + 12, last.id);
+            const auto f = static_cast<std::uint16_t>(
+                (used_wrap_ ? (detail::desc_f_avail | detail::desc_f_used) : 0) |
+                (last.len != 0 ? detail::desc_f_write : 0));
+            if (first == nullptr) {
+                first = d + 14;
+                first_flags = f;
+            } else {
+                detail::store_relaxed16(d + 14, f);
+            }
+            for (std::size_t i = 0; i < run; ++i) {
+                const std::uint16_t id = used[k + i].id;
+                if constexpr (Tracked) tracker_->completing(id);
+                inflight_[id] = 0;
+                if (features_.in_order && fifo_[fifo_head_] == id)
+                    fifo_head_ = static_cast<std::uint16_t>((fifo_head_ + 1) % size_);
+                else if (features_.in_order)
+                    remove_from_fifo(id);
+                --n_inflight_;
+            }
+            detail::advance(used_idx_, used_wrap_, skip, size_);
+            k += run;
+        }
+        if (first == nullptr) return k;
+        if constexpr (Tracked) tracker_->publishing(used_idx_, used_wrap_);
+        detail::store_release16(first, first_flags);
+        if constexpr (Tracked) tracker_->completed(used.first(k), used_idx_, used_wrap_);
+        return k;
+    }
+
     // pop_burst. Tracked: chains an earlier back-end left in flight come first (built from the
     // region's copies, through the same checks), and each chain read from the ring is copied
     // into the region as it is walked; the burst's takes are committed once at the end.
     template <bool Tracked>
-    std::size_t pop(std::span<chain> out) noexcept {
+    std::size_t pop_chains(std::span<chain> out) noexcept {
         std::size_t got = 0;
         std::uint32_t used_segs = 0;
         [[maybe_unused]] bool recorded = false;
