@@ -1,4 +1,5 @@
-// Inflight I/O tracking of split rings (ring/inflight.hpp): a device "killed" between taking
+// Inflight I/O tracking of split rings (ring/inflight.hpp) and, further down, packed rings
+// (ring/packed_inflight.hpp): a device "killed" between taking
 // chains and completing them — its object dropped, the memory left as it was — and a new one
 // attached to the same inflight region takes exactly the chains that were in flight again,
 // oldest first, then goes on with new ones: each request completes once, none is lost. And the
