@@ -143,6 +143,10 @@ public:
                 auto r = packed_ring::create_tracked(v->view_, cfg, std::move(*tracker), base);
                 if (!r) return unexpected(r.error());
                 const auto at = r->state();
+                // A position this back-end's own ring gave (a memory table change, a take-over) was
+                // recorded in the area as it was reached: any difference is a scribbled area.
+                if (!fresh && s.base_exact && at.to_vring_base() != base.to_vring_base())
+                    return unexpected(make_error_code(ring::errc::inflight_position_mismatch));
                 if (!fresh && at.to_vring_base() != base.to_vring_base())
                     v->notice_ = fmt::format("vring {}: resuming from the inflight area at avail {}/{} used {}/{} "
                                              "(SET_VRING_BASE said avail {}/{} used {}/{}), {} chains in flight taken again",

@@ -759,6 +759,23 @@ TEST_CASE("backend: INFLIGHT_SHMFD with a packed ring — positions the area can
         REQUIRE(!r);
         CHECK(r.error().message().find("vring 1") != std::string::npos);
     }
+    SECTION("an area that moved under a ring this back-end stopped itself") {
+        auto r = start_packed_vring1(f, mem, gpa, 0x8000);
+        if (!r) FAIL(r.error().message());
+        auto base = f.expect_reply<fr::get_vring_base>(msg<fr::get_vring_base>({1, 0}));
+        CHECK(base.payload.num == ring::packed_state{0, true, 0, true}.to_vring_base());
+        auto* map = static_cast<std::byte*>(::mmap(nullptr, area.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, area_fd.get(), 0));
+        REQUIRE(map != MAP_FAILED);
+        std::byte* region = map + protocol::inflight_area::stride(256);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::used_idx_off, 5);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::old_used_idx_off, 5);
+        ::munmap(map, area.mmap_size);
+        // Started again from its own position (no SET_VRING_BASE since): the area disagrees.
+        std::vector<unique_fd> kick;
+        kick.push_back(make_eventfd());
+        CHECK(f.expect_violation(msg<fr::set_vring_kick>({1}, std::move(kick))).find(
+                  "ring position contradicts the inflight region") != std::string::npos);
+    }
     SECTION("an area the front-end scribbled on") {
         auto* map = static_cast<std::byte*>(::mmap(nullptr, area.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, area_fd.get(), 0));
         REQUIRE(map != MAP_FAILED);
