@@ -69,8 +69,23 @@ void bm_packed_roundtrip_burst32_64B(benchmark::State& state) {
     round_trips(state, *drv, *dev, b + 64 * 1024);
 }
 
+// The same with inflight tracking (ring/packed_inflight.hpp): what recording each take and
+// completion in the region costs.
+void bm_packed_tracked_roundtrip_burst32_64B(benchmark::State& state) {
+    std::vector<std::byte> mem_buf(256 * 1024);
+    local_memory mem(mem_buf);
+    const std::uint64_t b = mem.base();
+    packed_config c{qsize, b, b + 16 * qsize, b + 16 * qsize + 4, {state.range(0) != 0, false, false}, 0};
+    std::vector<std::byte> region(packed_inflight_layout::bytes(qsize));
+    auto drv = packed_driver<local_memory>::create(mem, c);
+    auto tracker = packed_inflight::attach(region.data(), region.size(), qsize, 0, true);
+    auto dev = packed_device<local_memory>::create_tracked(mem, c, std::move(*tracker));
+    round_trips(state, *drv, *dev, b + 64 * 1024);
+}
+
 } // namespace
 
 BENCHMARK(bm_split_roundtrip_burst32_64B)->ArgName("event_idx")->Arg(0)->Arg(1);
 BENCHMARK(bm_packed_roundtrip_burst32_64B)->ArgName("event_idx")->Arg(0)->Arg(1);
+BENCHMARK(bm_packed_tracked_roundtrip_burst32_64B)->ArgName("event_idx")->Arg(0)->Arg(1);
 BENCHMARK_MAIN();

@@ -49,8 +49,8 @@ inline constexpr std::uint64_t backend_virtio_features =
     wire::virtio_feature::ring_packed | wire::virtio_feature::in_order | wire::vhost_feature::protocol_features;
 
 // The protocol features the state machine implements for every device (INFLIGHT_SHMFD: split
-// rings record what they took in the front-end's inflight file, so a restarted back-end
-// resubmits it). Not offered, and why:
+// and packed rings record what they took in the front-end's inflight file, so a restarted
+// back-end resubmits it). Not offered, and why:
 // LOG_SHMFD (dirty logging: migration, a later issue), PAGEFAULT (postcopy),
 // HOST_NOTIFIER (a back-end over eventfds has no MMIO notify area to hand out),
 // INBAND_NOTIFICATIONS (simulation only), CROSS_ENDIAN (legacy devices), XEN_MMAP,
@@ -647,7 +647,7 @@ private:
         s.desc_gpa = *desc;
         s.avail_gpa = *avail;
         s.used_gpa = *used;
-        if (inflight_ && !packed) { // (packed rings are not tracked yet)
+        if (inflight_) { // split and packed rings alike (the area's parts have room for either layout)
             s.inflight = inflight_->queue(index);
             if (s.inflight.empty()) return fail(fmt::format("vring {} has no part in the inflight area", index));
             if (v.size > inflight_->description().queue_size)

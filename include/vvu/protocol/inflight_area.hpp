@@ -1,8 +1,9 @@
 // inflight_area: the inflight region of a session (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD; QEMU
 // docs/interop/vhost-user.rst, "Inflight I/O tracking"): one shared-memory file with a part per
-// queue, where the rings record the chains they took (ring/inflight.hpp). The back-end creates
-// it on GET_INFLIGHT_FD; the front-end keeps the fd and gives it back with SET_INFLIGHT_FD to
-// every back-end that follows — after a crash, the next one finds there what was in flight.
+// queue, where the rings record the chains they took (split: ring/inflight.hpp; packed:
+// ring/packed_inflight.hpp). The back-end creates it on GET_INFLIGHT_FD; the front-end keeps
+// the fd and gives it back with SET_INFLIGHT_FD to every back-end that follows — after a
+// crash, the next one finds there what was in flight.
 //
 // Each queue's part is `stride(queue_size)` bytes: room for the split layout (16 + 16 per
 // descriptor) and the packed one (32 + 32 per descriptor), rounded to 64 bytes, so the same

@@ -133,8 +133,37 @@ public:
         v->on_broken_ = s.on_broken;
         v->inflight_keepalive_ = s.inflight_keepalive;
         if (s.packed) {
-            auto r = packed_ring::create(v->view_, {s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0},
-                                         s.base_exact ? ring::packed_state::from_vring_base(s.base) : packed_base(s.base));
+            const ring::packed_config cfg{s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0};
+            const auto base = s.base_exact ? ring::packed_state::from_vring_base(s.base) : packed_base(s.base);
+            if (!s.inflight.empty()) {
+                // Tracked (ring/packed_inflight.hpp). A new area starts recording where SET_VRING_BASE
+                // says, which must then have nothing in flight. An area an earlier back-end wrote
+                // proves where the used side stands and which chains are in flight; it supersedes
+                // the base, as it does for split rings (a front-end only knows the position of the
+                // last clean stop: QEMU and DPDK send the avail half, "used = avail").
+                if (base.avail_idx >= s.size || base.used_idx >= s.size)
+                    return unexpected(make_error_code(ring::errc::bad_queue_size));
+                auto tracker = ring::packed_inflight::attach(s.inflight.data(), s.inflight.size(), s.size, base.used_idx,
+                                                             base.used_wrap);
+                if (!tracker) return unexpected(tracker.error());
+                const bool fresh = tracker->fresh();
+                auto r = packed_ring::create_tracked(v->view_, cfg, std::move(*tracker), base);
+                if (!r) return unexpected(r.error());
+                const auto at = r->state();
+                // A position this back-end's own ring gave (a memory table change, a take-over) was
+                // recorded in the area as it was reached: any difference is a scribbled area.
+                if (!fresh && s.base_exact && at.to_vring_base() != base.to_vring_base())
+                    return unexpected(make_error_code(ring::errc::inflight_position_mismatch));
+                if (!fresh && at.to_vring_base() != base.to_vring_base())
+                    v->notice_ = fmt::format("vring {}: resuming from the inflight area at avail {}/{} used {}/{} "
+                                             "(SET_VRING_BASE said avail {}/{} used {}/{}), {} chains in flight taken again",
+                                             s.index, at.avail_idx, int{at.avail_wrap}, at.used_idx, int{at.used_wrap},
+                                             base.avail_idx, int{base.avail_wrap}, base.used_idx, int{base.used_wrap},
+                                             r->resubmitting());
+                v->ring_.template emplace<packed_ring>(std::move(*r));
+                return v;
+            }
+            auto r = packed_ring::create(v->view_, cfg, base);
             if (!r) return unexpected(r.error());
             v->ring_.template emplace<packed_ring>(std::move(*r));
         } else {

@@ -16,7 +16,8 @@ enum class errc {
     ring_out_of_memory,        // a ring area is not inside the memory policy
     ring_misaligned,           // a ring area violates the alignment of virtio 1.2 §2.7 / §2.8
     // available side (seen by the device)
-    avail_index_too_far,       // split: avail idx moved more than the queue size past the last seen
+    avail_index_too_far,       // split: avail idx moved more than the queue size past the last seen;
+                               // packed (tracked): more descriptors in flight than the ring holds
     head_out_of_range,         // split: avail ring entry >= queue size
     next_out_of_range,         // `next` beyond the descriptor table (or the indirect table)
     chain_loops,               // more steps in one table than it has entries
@@ -40,6 +41,7 @@ enum class errc {
     inflight_region_too_small, // the inflight region cannot hold this ring's entries
     inflight_region_mismatch,  // the inflight region is of another version or ring size
     inflight_region_corrupt,   // the inflight region holds what no back-end could have written
+    inflight_position_mismatch, // the ring position given contradicts the inflight region
     // live update (split_driver::restore)
     bad_saved_state,           // a driver's saved state does not describe a ring of this size
 };
@@ -71,6 +73,7 @@ enum class errc {
     case errc::inflight_region_too_small: return "inflight region too small for the ring";
     case errc::inflight_region_mismatch: return "inflight region of another version or ring size";
     case errc::inflight_region_corrupt: return "inflight region corrupt";
+    case errc::inflight_position_mismatch: return "ring position contradicts the inflight region";
     case errc::bad_saved_state: return "saved driver state is inconsistent";
     }
     return "unknown ring error";

@@ -1,5 +1,5 @@
 // Inflight I/O tracking of a split virtqueue (QEMU docs/interop/vhost-user.rst, "Inflight I/O
-// tracking", QueueRegionSplit / DescStateSplit): a region of shared memory, outside the ring,
+// tracking", QueueRegionSplit / DescStateSplit; packed rings: packed_inflight.hpp): a region of shared memory, outside the ring,
 // where the device side records which chains it has taken and not yet completed, so that a
 // back-end restarted after a crash resubmits exactly those — none lost, none completed twice —
 // in the order it first took them, even when it completed chains out of order.

@@ -2,7 +2,9 @@
 //
 //   packed_device<Mem>  pop available chains, push used ones (one used descriptor per batch of
 //                       in-order buffers with VIRTIO_F_IN_ORDER), interrupt decision,
-//                       enable/disable kicks through the device event suppression structure.
+//                       enable/disable kicks through the device event suppression structure;
+//                       optionally recording what it takes in an inflight region
+//                       (packed_inflight.hpp) and resuming from one after a crash.
 //   packed_driver<Mem>  add buffers, kick decision, reap used buffers, enable/disable
 //                       interrupts through the driver event suppression structure.
 //
@@ -17,6 +19,7 @@
 #include "vvu/ring/error.hpp"
 #include "vvu/ring/memory_policy.hpp"
 #include "vvu/ring/notify.hpp"
+#include "vvu/ring/packed_inflight.hpp"
 #include "vvu/ring/split.hpp"   // indirect_area
 #include "vvu/util/endian.hpp"
 #include "vvu/util/expected.hpp"
@@ -25,8 +28,11 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace vvu::ring {
 
@@ -146,37 +152,53 @@ public:
         return packed_device(mem, cfg, *r, st);
     }
 
+    // A ring whose taking and completing is recorded in an inflight region (packed_inflight.hpp).
+    // A new region (tracker.fresh()) starts the ring at `st`, which must have nothing in flight
+    // (avail == used: the region cannot know of chains taken before it existed). Otherwise the
+    // region, not `st`, says where the ring stands: the used side where the last committed
+    // batch left it, the chains in flight taken again first (oldest first, with their buffer
+    // ids), and the avail side after them — a packed ring's device takes descriptors in ring
+    // order and writes used ones in ring order, so avail = used + the descriptors in flight.
+    static vvu::expected<packed_device, std::error_code> create_tracked(Mem& mem, const packed_config& cfg,
+                                                                        packed_inflight tracker, packed_state st = {}) {
+        auto r = detail::map_packed(mem, cfg);
+        if (!r) return vvu::unexpected(r.error());
+        if (st.avail_idx >= cfg.size || st.used_idx >= cfg.size)
+            return vvu::unexpected(make_error_code(errc::bad_queue_size));
+        if (tracker.size() != cfg.size) return vvu::unexpected(make_error_code(errc::inflight_region_mismatch));
+        const std::byte* desc = r->desc;
+        auto found = tracker.recover([desc](std::uint16_t idx, bool wrap) {
+            return !detail::is_avail(detail::load_acquire16(const_cast<std::byte*>(desc) + 16 * std::size_t(idx) + 14), wrap);
+        });
+        if (!found) return vvu::unexpected(found.error());
+        if (tracker.fresh()) {
+            if (st.avail_idx != st.used_idx || st.avail_wrap != st.used_wrap || found->used_idx != st.used_idx ||
+                found->used_wrap != st.used_wrap)
+                return vvu::unexpected(make_error_code(errc::inflight_position_mismatch));
+        } else {
+            st.used_idx = found->used_idx;
+            st.used_wrap = found->used_wrap;
+            st.avail_idx = found->used_idx;
+            st.avail_wrap = found->used_wrap;
+            detail::advance(st.avail_idx, st.avail_wrap, found->inflight_descs, cfg.size);
+            scrub_unpublished(r->desc, st.used_idx, st.used_wrap, found->inflight_descs, cfg.size);
+        }
+        packed_device d(mem, cfg, *r, st);
+        d.resubmit_ = std::move(found->chains);
+        d.tracker_.emplace(std::move(tracker));
+        return d;
+    }
+
     // Take up to out.size() available chains. The head descriptor's flags are loaded with
     // ACQUIRE; the rest of the list was written before it (§2.8.6). Views stay valid until
     // the next pop / pop_burst.
     std::size_t pop_burst(std::span<chain> out) noexcept {
-        std::size_t got = 0;
-        std::uint32_t used_segs = 0;
-        while (got < out.size() && !broken_) {
-            const std::uint16_t flags =
-                detail::load_acquire16(desc_ + 16 * std::size_t(next_avail_) + 14);
-            if (!detail::is_avail(flags, avail_wrap_)) break;
-            detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs,
-                                         arena_.capacity() - used_segs, limit_);
-            std::uint16_t id = 0, ring_descs = 0;
-            bool indirect = false;
-            const auto st = walk(b, flags, id, ring_descs, indirect);
-            if (st == detail::build_status::arena_full) break;
-            if (st == detail::build_status::error) { fail(b.error()); break; }
-            if (id >= size_) { fail(errc::id_out_of_range); break; }
-            if (inflight_[id] != 0) { fail(errc::head_in_use); break; }
-            b.finish(out[got], id, ring_descs, indirect);
-            used_segs += b.segments();
-            inflight_[id] = ring_descs;
-            wtotal_[id] = out[got].writable_bytes();
-            if (features_.in_order) fifo_[(fifo_head_ + n_inflight_) % size_] = id;
-            ++n_inflight_;
-            detail::advance(next_avail_, avail_wrap_, ring_descs, size_);
-            ++got;
-        }
-        return got;
+        return tracker_ ? pop_chains<true>(out) : pop_chains<false>(out);
     }
     bool pop(chain& c) noexcept { return pop_burst({&c, 1}) == 1; }
+
+    // Chains an earlier back-end left in flight that pop_burst has yet to take again.
+    std::size_t resubmitting() const noexcept { return resubmit_.size() - resubmit_next_; }
 
     // Write used descriptors. The batch's first used descriptor gets its flags last, with
     // RELEASE, so the driver sees the whole batch at once (§2.8.8 multi-buffer). With
@@ -184,54 +206,7 @@ public:
     // last fully written (or read-only), becomes ONE used descriptor carrying the id of the
     // last buffer; the driver skips the whole run (§2.8.9). Stops at an id not in flight.
     std::size_t push_burst(std::span<const used_element> used) noexcept {
-        if (broken_) return 0;
-        std::size_t k = 0;
-        std::byte* first = nullptr;
-        std::uint16_t first_flags = 0;
-        while (k < used.size()) {
-            const used_element& e = used[k];
-            if (e.id >= size_ || inflight_[e.id] == 0) break;
-            std::size_t run = 1;
-            std::uint32_t skip = inflight_[e.id];
-            if (features_.in_order && fifo_[fifo_head_] == e.id) {
-                // Extend the run while the next element is the next buffer in take order and
-                // the current one needs no length of its own.
-                while (k + run < used.size() && run < n_inflight_) {
-                    const used_element& prev = used[k + run - 1];
-                    const used_element& nx = used[k + run];
-                    if (prev.len != wtotal_[prev.id]) break;
-                    if (fifo_[(fifo_head_ + run) % size_] != nx.id || nx.id >= size_) break;
-                    skip += inflight_[nx.id];
-                    ++run;
-                }
-            }
-            const used_element& last = used[k + run - 1];
-            std::byte* d = desc_ + 16 * std::size_t(used_idx_);
-            le::store<std::uint32_t>(d + 8, last.len);
-            le::store<std::uint16_t>(d + 12, last.id);
-            const auto f = static_cast<std::uint16_t>(
-                (used_wrap_ ? (detail::desc_f_avail | detail::desc_f_used) : 0) |
-                (last.len != 0 ? detail::desc_f_write : 0));
-            if (first == nullptr) {
-                first = d + 14;
-                first_flags = f;
-            } else {
-                detail::store_relaxed16(d + 14, f);
-            }
-            for (std::size_t i = 0; i < run; ++i) {
-                const std::uint16_t id = used[k + i].id;
-                inflight_[id] = 0;
-                if (features_.in_order && fifo_[fifo_head_] == id)
-                    fifo_head_ = static_cast<std::uint16_t>((fifo_head_ + 1) % size_);
-                else if (features_.in_order)
-                    remove_from_fifo(id);
-                --n_inflight_;
-            }
-            detail::advance(used_idx_, used_wrap_, skip, size_);
-            k += run;
-        }
-        if (first != nullptr) detail::store_release16(first, first_flags);
-        return k;
+        return tracker_ ? push_used<true>(used) : push_used<false>(used);
     }
     bool push(std::uint16_t id, std::uint32_t written) noexcept {
         const used_element e{id, written};
@@ -307,11 +282,155 @@ private:
             fifo_[(fifo_head_ + i) % size_] = fifo_[(fifo_head_ + i + 1) % size_];
     }
 
+    // A batch is written with its first used descriptor's flags last, so a back-end killed in
+    // between leaves used-looking descriptors after a slot that still looks available. The batch
+    // is rolled back (recover()), but those descriptors stay: once a later, different batch
+    // publishes the slots before them, the driver would read them as used. They lie among the
+    // slots of the chains in flight ([used, avail)), which the driver made available and will
+    // not touch before they are used: turn any that looks used back into "not used" before
+    // anything is published.
+    static void scrub_unpublished(std::byte* desc, std::uint16_t used_idx, bool used_wrap, std::uint32_t count,
+                                  std::uint32_t size) noexcept {
+        for (std::uint32_t i = 0; i < count; ++i) {
+            std::byte* f = desc + 16 * std::size_t(used_idx) + 14;
+            const std::uint16_t flags = detail::load_relaxed16(f);
+            if (detail::is_used(flags, used_wrap))
+                detail::store_relaxed16(f, static_cast<std::uint16_t>(flags ^ detail::desc_f_used));
+            detail::advance(used_idx, used_wrap, 1, size);
+        }
+    }
+
+    // push_burst. Tracked: each buffer's entries go back to the region's free list, the used
+    // side it moves to is set before the RELEASE store and committed after it.
+    template <bool Tracked>
+    std::size_t push_used(std::span<const used_element> used) noexcept {
+        if (broken_) return 0;
+        std::size_t k = 0;
+        std::byte* first = nullptr;
+        std::uint16_t first_flags = 0;
+        while (k < used.size()) {
+            const used_element& e = used[k];
+            if (e.id >= size_ || inflight_[e.id] == 0) break;
+            std::size_t run = 1;
+            std::uint32_t skip = inflight_[e.id];
+            if (features_.in_order && fifo_[fifo_head_] == e.id) {
+                // Extend the run while the next element is the next buffer in take order and
+                // the current one needs no length of its own.
+                while (k + run < used.size() && run < n_inflight_) {
+                    const used_element& prev = used[k + run - 1];
+                    const used_element& nx = used[k + run];
+                    if (prev.len != wtotal_[prev.id]) break;
+                    if (fifo_[(fifo_head_ + run) % size_] != nx.id || nx.id >= size_) break;
+                    skip += inflight_[nx.id];
+                    ++run;
+                }
+            }
+            const used_element& last = used[k + run - 1];
+            std::byte* d = desc_ + 16 * std::size_t(used_idx_);
+            le::store<std::uint32_t>(d + 8, last.len);
+            le::store<std::uint16_t>(d + 12, last.id);
+            const auto f = static_cast<std::uint16_t>(
+                (used_wrap_ ? (detail::desc_f_avail | detail::desc_f_used) : 0) |
+                (last.len != 0 ? detail::desc_f_write : 0));
+            if (first == nullptr) {
+                first = d + 14;
+                first_flags = f;
+            } else {
+                detail::store_relaxed16(d + 14, f);
+            }
+            for (std::size_t i = 0; i < run; ++i) {
+                const std::uint16_t id = used[k + i].id;
+                if constexpr (Tracked) tracker_->completing(id);
+                inflight_[id] = 0;
+                if (features_.in_order && fifo_[fifo_head_] == id)
+                    fifo_head_ = static_cast<std::uint16_t>((fifo_head_ + 1) % size_);
+                else if (features_.in_order)
+                    remove_from_fifo(id);
+                --n_inflight_;
+            }
+            detail::advance(used_idx_, used_wrap_, skip, size_);
+            k += run;
+        }
+        if (first == nullptr) return k;
+        if constexpr (Tracked) tracker_->publishing(used_idx_, used_wrap_);
+        detail::store_release16(first, first_flags);
+        if constexpr (Tracked) tracker_->completed(used.first(k), used_idx_, used_wrap_);
+        return k;
+    }
+
+    // pop_burst. Tracked: chains an earlier back-end left in flight come first (built from the
+    // region's copies, through the same checks), and each chain read from the ring is copied
+    // into the region as it is walked; the burst's takes are committed once at the end.
+    template <bool Tracked>
+    std::size_t pop_chains(std::span<chain> out) noexcept {
+        std::size_t got = 0;
+        std::uint32_t used_segs = 0;
+        [[maybe_unused]] bool recorded = false;
+        while (got < out.size() && !broken_) {
+            if constexpr (Tracked) {
+                if (resubmit_next_ < resubmit_.size()) {
+                    const packed_inflight_chain& c = resubmit_[resubmit_next_];
+                    detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs, arena_.capacity() - used_segs, limit_);
+                    bool indirect = false;
+                    const auto st = rebuild(b, c, indirect);
+                    if (st == detail::build_status::arena_full) break;
+                    if (st == detail::build_status::error) { fail(b.error()); break; }
+                    const auto ring_descs = static_cast<std::uint16_t>(c.descs.size());
+                    if (c.id >= size_) { fail(errc::id_out_of_range); break; }
+                    if (inflight_[c.id] != 0) { fail(errc::head_in_use); break; }
+                    b.finish(out[got], c.id, ring_descs, indirect);
+                    used_segs += b.segments();
+                    took(out[got], c.id, ring_descs);
+                    ++resubmit_next_; // recorded already, with its first counter; the avail side is past it
+                    ++got;
+                    continue;
+                }
+            }
+            const std::uint16_t flags =
+                detail::load_acquire16(desc_ + 16 * std::size_t(next_avail_) + 14);
+            if (!detail::is_avail(flags, avail_wrap_)) break;
+            detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs,
+                                         arena_.capacity() - used_segs, limit_);
+            std::uint16_t id = 0, ring_descs = 0;
+            bool indirect = false;
+            [[maybe_unused]] std::uint16_t cursor = 0;
+            if constexpr (Tracked) cursor = tracker_->begin_chain();
+            const auto st = walk<Tracked>(b, flags, id, ring_descs, indirect, cursor);
+            if (st == detail::build_status::arena_full) break;
+            if (st == detail::build_status::error) { fail(b.error()); break; }
+            if (id >= size_) { fail(errc::id_out_of_range); break; }
+            if (inflight_[id] != 0) { fail(errc::head_in_use); break; }
+            b.finish(out[got], id, ring_descs, indirect);
+            used_segs += b.segments();
+            if constexpr (Tracked) {
+                tracker_->taken(cursor, id, ring_descs);
+                recorded = true;
+            }
+            took(out[got], id, ring_descs);
+            detail::advance(next_avail_, avail_wrap_, ring_descs, size_);
+            ++got;
+        }
+        if constexpr (Tracked) {
+            if (recorded) tracker_->commit_taken();
+        }
+        return got;
+    }
+
+    void took(const chain& c, std::uint16_t id, std::uint16_t ring_descs) noexcept {
+        inflight_[id] = ring_descs;
+        wtotal_[id] = c.writable_bytes();
+        if (features_.in_order) fifo_[(fifo_head_ + n_inflight_) % size_] = id;
+        ++n_inflight_;
+    }
+
     // Walk the list starting at next_avail_ (head flags already loaded). Direct descriptors
     // follow each other in ring order (wrapping), or the list is ONE indirect descriptor
     // (§2.8.7: no indirect inside a NEXT list) whose table is read in order, without `next`.
+    // Tracked: each ring descriptor is copied, as read, into the region entry at `cursor`.
+    template <bool Tracked>
     detail::build_status walk(detail::chain_builder<Mem>& b, std::uint16_t head_flags,
-                              std::uint16_t& id, std::uint16_t& ring_descs, bool& indirect) noexcept {
+                              std::uint16_t& id, std::uint16_t& ring_descs, bool& indirect,
+                              [[maybe_unused]] std::uint16_t& cursor) noexcept {
         std::uint16_t pos = next_avail_;
         bool wrap = avail_wrap_;
         std::uint16_t flags = head_flags;
@@ -326,25 +445,14 @@ private:
             const auto addr = le::load<std::uint64_t>(d);
             const auto len = le::load<std::uint32_t>(d + 8);
             id = le::load<std::uint16_t>(d + 12);   // the list's last descriptor carries it
+            if constexpr (Tracked) {
+                if (!tracker_->record(cursor, addr, len, flags, id)) return b.fail(errc::avail_index_too_far);
+            }
             if (flags & detail::desc_f_indirect) {
                 if (count != 1 || (flags & detail::desc_f_next)) return b.fail(errc::indirect_with_next);
-                if (!features_.indirect) return b.fail(errc::indirect_not_negotiated);
-                if (len == 0 || len % 16 != 0) return b.fail(errc::bad_indirect_length);
-                if (len / 16 > limit_) return b.fail(errc::indirect_too_long);
-                const std::byte* t = mem_->translate(addr, len);
-                if (t == nullptr) return b.fail(errc::indirect_out_of_memory);
                 indirect = true;
-                for (std::uint32_t i = 0; i < len / 16; ++i) {
-                    const std::byte* e = t + 16 * std::size_t(i);
-                    const auto ea = le::load<std::uint64_t>(e);
-                    const auto el = le::load<std::uint32_t>(e + 8);
-                    const auto ef = le::load<std::uint16_t>(e + 14);
-                    if (ef & detail::desc_f_indirect) return b.fail(errc::nested_indirect);
-                    const auto st = b.add(ea, el, (ef & detail::desc_f_write) != 0);
-                    if (st != detail::build_status::ok) return st;
-                }
                 ring_descs = 1;
-                return detail::build_status::ok;
+                return add_indirect(b, addr, len);
             }
             const auto st = b.add(addr, len, (flags & detail::desc_f_write) != 0);
             if (st != detail::build_status::ok) return st;
@@ -354,6 +462,45 @@ private:
             }
             detail::advance(pos, wrap, 1, size_);
         }
+    }
+
+    // The buffers of an indirect table (§2.8.7), read in order, without `next`.
+    detail::build_status add_indirect(detail::chain_builder<Mem>& b, std::uint64_t addr, std::uint32_t len) noexcept {
+        if (!features_.indirect) return b.fail(errc::indirect_not_negotiated);
+        if (len == 0 || len % 16 != 0) return b.fail(errc::bad_indirect_length);
+        if (len / 16 > limit_) return b.fail(errc::indirect_too_long);
+        const std::byte* t = mem_->translate(addr, len);
+        if (t == nullptr) return b.fail(errc::indirect_out_of_memory);
+        for (std::uint32_t i = 0; i < len / 16; ++i) {
+            const std::byte* e = t + 16 * std::size_t(i);
+            const auto ea = le::load<std::uint64_t>(e);
+            const auto el = le::load<std::uint32_t>(e + 8);
+            const auto ef = le::load<std::uint16_t>(e + 14);
+            if (ef & detail::desc_f_indirect) return b.fail(errc::nested_indirect);
+            const auto st = b.add(ea, el, (ef & detail::desc_f_write) != 0);
+            if (st != detail::build_status::ok) return st;
+        }
+        return detail::build_status::ok;
+    }
+
+    // A chain an earlier back-end left in flight, from the region's copies of its descriptors:
+    // the checks walk() makes on the ring, plus NEXT on every descriptor but the last (the
+    // copies must describe one list, as the ring did).
+    detail::build_status rebuild(detail::chain_builder<Mem>& b, const packed_inflight_chain& c, bool& indirect) noexcept {
+        const std::size_t n = c.descs.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            const packed_inflight_desc& d = c.descs[i];
+            const bool more = i + 1 < n;
+            if (((d.flags & detail::desc_f_next) != 0) != more) return b.fail(errc::inflight_region_corrupt);
+            if (d.flags & detail::desc_f_indirect) {
+                if (n != 1) return b.fail(errc::indirect_with_next);
+                indirect = true;
+                return add_indirect(b, d.addr, d.len);
+            }
+            const auto st = b.add(d.addr, d.len, (d.flags & detail::desc_f_write) != 0);
+            if (st != detail::build_status::ok) return st;
+        }
+        return detail::build_status::ok;
     }
 
     Mem* mem_;
@@ -376,6 +523,9 @@ private:
     detail::segment_arena arena_;
     errc err_{};
     bool broken_ = false;
+    std::optional<packed_inflight> tracker_;       // inflight tracking, when the session has a region
+    std::vector<packed_inflight_chain> resubmit_;  // chains an earlier back-end left in flight, oldest first
+    std::size_t resubmit_next_ = 0;
 };
 
 // ============================================================================ driver side

@@ -3,7 +3,8 @@
 # vhost-user-blk-pci connects with `reconnect=1`: when its back-end goes away it stops the
 # device's vhost state, tries the socket again every second and, once a back-end answers, sets
 # the session up again — with the inflight area it got from the first back-end's GET_INFLIGHT_FD
-# (SET_INFLIGHT_FD), since vvu offers INFLIGHT_SHMFD. A split ring started on that area takes
+# (SET_INFLIGHT_FD), since vvu offers INFLIGHT_SHMFD. A ring started on that area (this guest's
+# is split; packed rings are tracked the same way, ring/packed_inflight.hpp) takes
 # again every request the dead back-end had taken and not completed (vhost-user.rst "Inflight
 # I/O tracking"; the server logs "resuming from the inflight area ... N chains in flight taken
 # again" when the area says the ring stopped elsewhere than SET_VRING_BASE).

@@ -10,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+
 #include <deque>
 
 using namespace vvu;
@@ -96,6 +98,28 @@ TEST_CASE("net driver against vvu's back-end, split and packed, 1 and 2 queue pa
             if (packed) CHECK((*stopped & 0x7fff) == 300 % 64);
             else CHECK(*stopped == 300);
         }
+        // INFLIGHT_SHMFD with either ring layout: the back-end recorded vring 1 in its part of the
+        // area the front-end keeps (QueueRegionPacked / QueueRegionSplit), all completed.
+        CHECK(fe.negotiated(wire::protocol_feature::inflight_shmfd));
+        REQUIRE(fe.inflight_fd());
+        REQUIRE(fe.inflight().num_queues == 2 * pairs);
+        REQUIRE(fe.inflight().mmap_offset == 0);
+        auto* area = static_cast<std::byte*>(
+            ::mmap(nullptr, fe.inflight().mmap_size, PROT_READ, MAP_SHARED, fe.inflight_fd().get(), 0));
+        REQUIRE(area != MAP_FAILED);
+        const std::byte* q1 = area + protocol::inflight_area::stride(fe.inflight().queue_size);
+        CHECK(le::load<std::uint16_t>(q1 + 8) == 1);  // version
+        CHECK(le::load<std::uint16_t>(q1 + 10) == 64); // desc_num
+        if (pairs == 1 && packed) {
+            using L = ring::packed_inflight_layout;
+            CHECK(le::load<std::uint16_t>(q1 + L::used_idx_off) == 300 % 64);
+            CHECK(le::load<std::uint16_t>(q1 + L::old_used_idx_off) == 300 % 64);
+            CHECK(q1[L::used_wrap_off] == std::byte{1}); // four laps from 1
+            for (std::uint32_t e = 0; e < 64; ++e) CHECK(q1[L::header_size + L::entry_size * e] == std::byte{0});
+        } else if (pairs == 1) {
+            CHECK(le::load<std::uint16_t>(q1 + ring::split_inflight_layout::used_idx_off) == 300);
+        }
+        ::munmap(area, fe.inflight().mmap_size);
         auto all = (*nd)->close();
         if (!all) FAIL(all.error().message());
         CHECK(be.port().stats().rx_packets == 300 * pairs);

@@ -7,6 +7,7 @@
 
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_port.hpp>
+#include <vvu/ring/packed.hpp>
 #include <vvu/ring/split.hpp>
 #include <vvu/wire/transcript.hpp>
 
@@ -20,6 +21,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 using namespace vvu;
@@ -668,5 +670,186 @@ TEST_CASE("backend: SET_INFLIGHT_FD refuses areas it cannot trust", "[protocol][
         fixture g;
         CHECK(g.expect_violation(msg<fr::set_inflight_fd>({need, 0, 2, 256}, area(need, true))) ==
               "SET_INFLIGHT_FD: requires protocol feature INFLIGHT_SHMFD (not negotiated)");
+    }
+}
+
+namespace {
+
+// Vring 1 as a packed ring over `mem`: descriptors at 0, driver area at 0x1000, device area at
+// 0x3000; SET_VRING_BASE `base` and SET_VRING_KICK (which starts it) answered by the last step.
+protocol::backend<scripted_transport, device::net::net_port>::result start_packed_vring1(fixture& f, shared_memory& mem,
+                                                                                         std::uint64_t gpa,
+                                                                                         std::uint32_t base) {
+    const std::uint64_t uaddr = 0x7f0000000000;
+    memory_table t;
+    t.nregions = 1;
+    t.regions[0] = {gpa, mem.size, uaddr, 0};
+    std::vector<unique_fd> fds;
+    fds.push_back(mem.dup());
+    f.expect_ok(msg<fr::set_mem_table>(t, std::move(fds)));
+    f.expect_ok(msg<fr::set_vring_num>({1, 256}));
+    f.expect_ok(msg<fr::set_vring_addr>({1, 0, uaddr, uaddr + 0x3000, uaddr + 0x1000, 0}));
+    f.expect_ok(msg<fr::set_vring_base>({1, base}));
+    f.expect_ok(msg<fr::set_vring_enable>({1, 1}));
+    std::vector<unique_fd> kick;
+    kick.push_back(make_eventfd());
+    return f.run(msg<fr::set_vring_kick>({1}, std::move(kick)));
+}
+
+// A session with INFLIGHT_SHMFD over a packed ring: the area it is given (or creates: then
+// `area` and `area_fd` are set to what the front-end keeps).
+void open_packed_inflight_session(fixture& f, wire::inflight_description& area, unique_fd& area_fd) {
+    f.expect_ok(msg<fr::set_features>({virtio_feature::version_1 | virtio_feature::ring_packed | vhost_feature::protocol_features}));
+    f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::inflight_shmfd}));
+    if (!area_fd) {
+        auto r = f.run(msg<fr::get_inflight_fd>({0, 0, 4, 256}));
+        if (!r) FAIL(r.error().message());
+        REQUIRE(r->has_value());
+        auto reply = decode_reply<fr::get_inflight_fd>((*r)->bytes(), (*r)->fds.span());
+        if (!reply) FAIL(reply.error().message());
+        area = reply->payload;
+        REQUIRE((*r)->fds.span().size() == 1);
+        area_fd = dup_cloexec((*r)->fds[0]);
+        CHECK(area.mmap_size >= 4 * ring::packed_inflight_layout::bytes(256));
+    }
+    std::vector<unique_fd> fds;
+    fds.push_back(dup_cloexec(area_fd.get()));
+    f.expect_ok(msg<fr::set_inflight_fd>(area, std::move(fds)));
+}
+
+} // namespace
+
+TEST_CASE("backend: INFLIGHT_SHMFD with a packed ring — a back-end killed with chains in flight, out of order",
+          "[protocol][backend][inflight][packed]") {
+    using driver_t = ring::packed_driver<ring::local_memory>;
+    using device_t = ring::packed_device<ring::local_memory>;
+    const std::uint64_t gpa = 0x10000000;
+    shared_memory mem(1 << 20);
+    ring::local_memory guest({mem.data, mem.size}, gpa);
+    const ring::packed_config cfg{256, gpa, gpa + 0x1000, gpa + 0x3000, {}, 0};
+    auto driver = driver_t::create(guest, cfg);
+    REQUIRE(driver);
+    std::uint64_t next_token = 0;
+    auto post = [&](int n) {
+        for (int i = 0; i < n; ++i, ++next_token) {
+            const ring::buffer w{gpa + 0x8000 + 0x100 * (next_token % 64), 64};
+            REQUIRE(driver->add({}, std::span(&w, 1), next_token));
+        }
+    };
+    std::multiset<std::uint64_t> reaped;
+    auto reap = [&] {
+        std::array<ring::used_buffer, 32> u;
+        for (std::size_t k; (k = driver->reap_burst(u)) != 0;)
+            for (std::size_t i = 0; i < k; ++i) reaped.insert(u[i].token);
+        REQUIRE(!driver->broken());
+    };
+
+    wire::inflight_description area{};
+    unique_fd area_fd;
+    {
+        fixture f;
+        open_packed_inflight_session(f, area, area_fd);
+        post(2);
+        auto started = start_packed_vring1(f, mem, gpa, 0x8000); // a new packed ring, as QEMU and DPDK say it
+        if (!started) FAIL(started.error().message());
+        CHECK(f.port.discard() == 2);
+        reap();
+        // The session ends without GET_VRING_BASE: the back-end process is gone.
+    }
+    auto* area_map =
+        static_cast<std::byte*>(::mmap(nullptr, area.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, area_fd.get(), 0));
+    REQUIRE(area_map != MAP_FAILED);
+    std::byte* region = area_map + protocol::inflight_area::stride(256); // vring 1's part
+    CHECK(le::load<std::uint16_t>(region + ring::packed_inflight_layout::version_off) == 1);
+    CHECK(le::load<std::uint16_t>(region + ring::packed_inflight_layout::used_idx_off) == 2);
+    // The next back-end (the ring layer, as a back-end runs it) takes four and completes the
+    // second and the fourth, then is killed.
+    post(4);
+    std::vector<std::uint64_t> in_flight_ids;
+    {
+        auto t = ring::packed_inflight::attach(region, protocol::inflight_area::stride(256), 256, 0, true);
+        REQUIRE(t);
+        auto dev = device_t::create_tracked(guest, cfg, std::move(*t));
+        REQUIRE(dev);
+        std::array<ring::chain, 4> c;
+        REQUIRE(dev->pop_burst(c) == 4);
+        REQUIRE(dev->push(c[1].id(), 64));
+        REQUIRE(dev->push(c[3].id(), 64));
+        in_flight_ids = {c[0].id(), c[2].id()};
+    }
+    reap();
+    CHECK(reaped == std::multiset<std::uint64_t>{0, 1, 3, 5});
+    post(1);
+    // A third back-end, given the area again; the front-end's SET_VRING_BASE is what it knew
+    // before (QEMU: the avail half of its last GET_VRING_BASE; here the new ring's 0x8000).
+    fixture g;
+    std::vector<std::string> notices;
+    g.backend.on_notice([&](const std::string& s) { notices.push_back(s); });
+    open_packed_inflight_session(g, area, area_fd);
+    auto started = start_packed_vring1(g, mem, gpa, 0x8000);
+    if (!started) FAIL(started.error().message());
+    REQUIRE(notices.size() == 1);
+    CHECK(notices[0] == "vring 1: resuming from the inflight area at avail 6/1 used 4/1 (SET_VRING_BASE said avail 0/1 "
+                        "used 0/1), 2 chains in flight taken again");
+    // The two in flight first, in their order and with their buffer ids, then the new one.
+    CHECK(g.port.discard() == 3);
+    CHECK(le::load<std::uint16_t>(mem.data + 16 * 4 + 12) == in_flight_ids[0]); // used descriptor 4
+    CHECK(le::load<std::uint16_t>(mem.data + 16 * 5 + 12) == in_flight_ids[1]);
+    reap();
+    CHECK(reaped == std::multiset<std::uint64_t>{0, 1, 2, 3, 4, 5, 6});
+    CHECK(driver->outstanding() == 0);
+    auto base = g.expect_reply<fr::get_vring_base>(msg<fr::get_vring_base>({1, 0}));
+    CHECK(base.payload.num == ring::packed_state{7, true, 7, true}.to_vring_base());
+    ::munmap(area_map, area.mmap_size);
+}
+
+TEST_CASE("backend: INFLIGHT_SHMFD with a packed ring — positions the area cannot account for are refused",
+          "[protocol][backend][inflight][packed][hostile]") {
+    const std::uint64_t gpa = 0x10000000;
+    shared_memory mem(1 << 20);
+    wire::inflight_description area{};
+    unique_fd area_fd;
+    fixture f;
+    open_packed_inflight_session(f, area, area_fd);
+    SECTION("a new area with chains in flight by SET_VRING_BASE") {
+        // Full form: avail 3 (wrap 1), used 0 (wrap 1) — three chains nobody recorded.
+        auto r = start_packed_vring1(f, mem, gpa, ring::packed_state{3, true, 0, true}.to_vring_base());
+        REQUIRE(!r);
+        CHECK(r.error().message().find("ring position contradicts the inflight region") != std::string::npos);
+    }
+    SECTION("an index outside the ring") {
+        auto r = start_packed_vring1(f, mem, gpa, 0x8000 | 300);
+        REQUIRE(!r);
+        CHECK(r.error().message().find("vring 1") != std::string::npos);
+    }
+    SECTION("an area that moved under a ring this back-end stopped itself") {
+        auto r = start_packed_vring1(f, mem, gpa, 0x8000);
+        if (!r) FAIL(r.error().message());
+        auto base = f.expect_reply<fr::get_vring_base>(msg<fr::get_vring_base>({1, 0}));
+        CHECK(base.payload.num == ring::packed_state{0, true, 0, true}.to_vring_base());
+        auto* map = static_cast<std::byte*>(::mmap(nullptr, area.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, area_fd.get(), 0));
+        REQUIRE(map != MAP_FAILED);
+        std::byte* region = map + protocol::inflight_area::stride(256);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::used_idx_off, 5);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::old_used_idx_off, 5);
+        ::munmap(map, area.mmap_size);
+        // Started again from its own position (no SET_VRING_BASE since): the area disagrees.
+        std::vector<unique_fd> kick;
+        kick.push_back(make_eventfd());
+        CHECK(f.expect_violation(msg<fr::set_vring_kick>({1}, std::move(kick))).find(
+                  "ring position contradicts the inflight region") != std::string::npos);
+    }
+    SECTION("an area the front-end scribbled on") {
+        auto* map = static_cast<std::byte*>(::mmap(nullptr, area.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, area_fd.get(), 0));
+        REQUIRE(map != MAP_FAILED);
+        std::byte* region = map + protocol::inflight_area::stride(256);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::version_off, 1);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::desc_num_off, 256);
+        le::store<std::uint16_t>(region + ring::packed_inflight_layout::old_free_head_off, 3);
+        le::store<std::uint16_t>(region + 32 + 32 * 5 + ring::packed_inflight_layout::entry_next_off, 3); // a loop
+        ::munmap(map, area.mmap_size);
+        auto r = start_packed_vring1(f, mem, gpa, 0x8000);
+        REQUIRE(!r);
+        CHECK(r.error().message().find("inflight region corrupt") != std::string::npos);
     }
 }

@@ -79,14 +79,20 @@ inline packed_config place_packed(guest& g, std::uint32_t size, ring_features f 
 }
 
 struct split_layout_t {
+    static constexpr bool tracked = false;
     template <class M> using device = split_device<M>;
     template <class M> using driver = split_driver<M>;
     static split_config place(guest& g, std::uint32_t n, ring_features f) { return place_split(g, n, f); }
 };
 struct packed_layout_t {
+    static constexpr bool tracked = false;
     template <class M> using device = packed_device<M>;
     template <class M> using driver = packed_driver<M>;
     static packed_config place(guest& g, std::uint32_t n, ring_features f) { return place_packed(g, n, f); }
+};
+// A packed device recording what it takes in an inflight region (packed_inflight.hpp).
+struct packed_tracked_layout_t : packed_layout_t {
+    static constexpr bool tracked = true;
 };
 
 inline std::byte pattern_r(std::uint32_t seq, std::size_t j) {
@@ -115,7 +121,17 @@ exchange_stats run_exchange(std::uint32_t size, ring_features f, std::uint64_t o
     using driver_t = typename Layout::template driver<local_memory>;
     using device_t = typename Layout::template device<local_memory>;
     auto drv = driver_t::create(g.mem(), cfg, ia);
-    auto dev = device_t::create(g.mem(), cfg);
+    std::vector<std::byte> region;
+    auto dev = [&] {
+        if constexpr (Layout::tracked) {
+            region.resize(packed_inflight_layout::bytes(size));
+            auto t = packed_inflight::attach(region.data(), region.size(), size, 0, true);
+            if (!t) return decltype(device_t::create(g.mem(), cfg))(vvu::unexpected(t.error()));
+            return device_t::create_tracked(g.mem(), cfg, std::move(*t));
+        } else {
+            return device_t::create(g.mem(), cfg);
+        }
+    }();
     exchange_stats st;
     if (!drv || !dev) { ++st.errors; return st; }
 
