@@ -1,6 +1,10 @@
+#include <vvu/wire/codec.hpp>
 #include <vvu/wire/format.hpp>
 
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
 
 namespace vvu::wire {
 namespace {
@@ -52,6 +56,17 @@ std::string text(const device_state_transfer& p) {
     return fmt::format("direction={} phase={}", p.direction == device_state_transfer::save ? "save" : "load", p.phase);
 }
 
+std::string text(const shmem_mapping& p) {
+    return fmt::format("shmid={} fd_offset=0x{:x} shm_offset=0x{:x} len=0x{:x} flags=0x{:x}", p.shmid, p.fd_offset,
+                       p.shm_offset, p.len, p.flags);
+}
+std::string text(const shmem_config& p) {
+    std::string s = fmt::format("nregions={}", p.nregions);
+    for (std::uint32_t i = 0; i < p.nregions && i < shmem_config::max_regions; ++i)
+        s += fmt::format(" [{}]=0x{:x}", i, p.memory_sizes[i]);
+    return s;
+}
+
 template <class M>
 std::string line(const M& m, std::string_view prefix) {
     std::string s = fmt::format("{}{}", prefix, name(M::request));
@@ -74,6 +89,64 @@ std::string describe(const any_reply<front_request>& r) {
 }
 std::string describe(const any_reply<back_request>& r) {
     return std::visit([](const auto& typed) { return line(typed, "reply "); }, r);
+}
+
+std::string describe_raw(std::span<const std::byte> bytes, std::size_t fd_count) {
+    std::string s;
+    if (bytes.size() < header_size) {
+        s = fmt::format("short={}", bytes.size());
+    } else {
+        const header h = load_header(bytes);
+        s = fmt::format("request={} flags=0x{:x} size={}", h.request, h.flags, h.size);
+    }
+    s += fmt::format(" fds={} raw=", fd_count);
+    for (std::byte b : bytes) s += fmt::format("{:02x}", static_cast<unsigned>(b));
+    return s;
+}
+
+namespace {
+
+std::string_view arrow(transcript_entry::from sender, transcript_entry::channel chan) {
+    const bool front = sender == transcript_entry::from::front_end;
+    if (chan == transcript_entry::channel::main) return front ? "->" : "<-";
+    return front ? "=>" : "<=";
+}
+
+// Decodes with `decoded` (a decode function's result) and re-encodes, or falls back to raw.
+template <class Decoded>
+entry_description describe_decoded(const Decoded& decoded, std::string_view prefix, std::span<const std::byte> bytes,
+                                   std::size_t fd_count) {
+    entry_description d;
+    if (!decoded) {
+        d.reason = decoded.error().message();
+        d.result = decoded.error().code == errc::unknown_request ? entry_description::verdict::unknown_request
+                                                                 : entry_description::verdict::malformed;
+        d.text = fmt::format("{} {} {}", prefix,
+                             d.result == entry_description::verdict::unknown_request
+                                 ? "UNKNOWN"
+                                 : fmt::format("MALFORMED ({})", d.reason),
+                             describe_raw(bytes, fd_count));
+        return d;
+    }
+    auto again = encode(*decoded);
+    d.re_encodes = again && std::ranges::equal(again->bytes(), bytes);
+    d.text = fmt::format("{} {}{}", prefix, describe(*decoded), d.re_encodes ? "" : "   [re-encoding differs]");
+    return d;
+}
+
+} // namespace
+
+entry_description describe_entry(transcript_entry::from sender, transcript_entry::channel chan,
+                                 std::span<const std::byte> bytes, std::size_t fd_count) {
+    // The transcript keeps only the fd count: placeholders stand in for the fds.
+    const std::vector<int> fds(fd_count, -1);
+    const std::string_view prefix = arrow(sender, chan);
+    const bool front = sender == transcript_entry::from::front_end;
+    if (chan == transcript_entry::channel::main)
+        return front ? describe_decoded(decode<front_request>(bytes, fds), prefix, bytes, fd_count)
+                     : describe_decoded(decode_any_reply<front_request>(bytes, fds), prefix, bytes, fd_count);
+    return front ? describe_decoded(decode_any_reply<back_request>(bytes, fds), prefix, bytes, fd_count)
+                 : describe_decoded(decode<back_request>(bytes, fds), prefix, bytes, fd_count);
 }
 
 } // namespace vvu::wire

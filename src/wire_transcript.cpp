@@ -38,9 +38,10 @@ expected<std::vector<transcript_entry>, transcript_error> parse_transcript(std::
         if (tag.empty() || tag.front() == '#') continue;
         transcript_entry entry;
         entry.line = line_no;
-        if (tag == ">") entry.sender = transcript_entry::from::front_end;
-        else if (tag == "<") entry.sender = transcript_entry::from::back_end;
+        if (tag == ">" || tag == "b>") entry.sender = transcript_entry::from::front_end;
+        else if (tag == "<" || tag == "b<") entry.sender = transcript_entry::from::back_end;
         else return unexpected(transcript_error{line_no, fmt::format("unknown direction '{}'", tag)});
+        entry.chan = tag.front() == 'b' ? transcript_entry::channel::backend : transcript_entry::channel::main;
 
         const std::string_view count = next_token(rest);
         auto [end, ec] = std::from_chars(count.data(), count.data() + count.size(), entry.fd_count);
@@ -62,8 +63,10 @@ expected<std::vector<transcript_entry>, transcript_error> parse_transcript(std::
     return entries;
 }
 
-std::string transcript_line(transcript_entry::from sender, std::size_t fd_count, std::span<const std::byte> bytes) {
-    std::string line = fmt::format("{} {} ", sender == transcript_entry::from::front_end ? '>' : '<', fd_count);
+std::string transcript_line(transcript_entry::from sender, std::size_t fd_count, std::span<const std::byte> bytes,
+                            transcript_entry::channel chan) {
+    std::string line = fmt::format("{}{} {} ", chan == transcript_entry::channel::backend ? "b" : "",
+                                   sender == transcript_entry::from::front_end ? '>' : '<', fd_count);
     for (std::byte b : bytes) line += fmt::format("{:02x}", static_cast<unsigned>(b));
     return line;
 }

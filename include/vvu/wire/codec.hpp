@@ -40,6 +40,8 @@ void to_wire_order(T& value) noexcept {
         std::apply([&](auto... member) { (swap_member(value.*member), ...); }, T::fields);
         if constexpr (std::same_as<T, memory_table>)
             for (auto& region : value.regions) to_wire_order(region);
+        if constexpr (std::same_as<T, shmem_config>)
+            for (auto& size : value.memory_sizes) size = le::byteswap(size);
     }
 }
 template <class F>
@@ -77,6 +79,8 @@ constexpr error check_count(const T& p) noexcept {
         if (p.nregions > memory_table::max_regions) return {errc::bad_count, {}, 0, p.nregions, memory_table::max_regions};
     } else if constexpr (std::same_as<T, config_space>) {
         if (p.size > config_space::max_size) return {errc::bad_count, {}, 0, p.size, config_space::max_size};
+    } else if constexpr (std::same_as<T, shmem_config>) {
+        if (p.nregions > shmem_config::max_regions) return {errc::bad_count, {}, 0, p.nregions, shmem_config::max_regions};
     }
     return {};
 }
@@ -96,6 +100,8 @@ constexpr error check_content(const T& p) noexcept {
         if (wraps(p.iova, p.size) || wraps(p.uaddr, p.size)) return {errc::region_wraps};
     } else if constexpr (std::same_as<T, vring_area>) {
         if (wraps(p.offset, p.size)) return {errc::region_wraps};
+    } else if constexpr (std::same_as<T, shmem_mapping>) {
+        if (wraps(p.fd_offset, p.len) || wraps(p.shm_offset, p.len)) return {errc::region_wraps};
     }
     return {};
 }

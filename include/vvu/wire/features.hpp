@@ -83,6 +83,13 @@ inline constexpr std::uint64_t status = bit(16);
 inline constexpr std::uint64_t xen_mmap = bit(17);
 inline constexpr std::uint64_t shared_object = bit(18);
 inline constexpr std::uint64_t device_state = bit(19);
+// GET_VRING_BASE may leave in-flight requests unfinished (recorded in the inflight area, see
+// "Inflight I/O tracking") instead of draining them; only with INFLIGHT_SHMFD.
+inline constexpr std::uint64_t get_vring_base_inflight = bit(20);
+// Ring and region addresses the front-end sends are guest physical, not its own virtual ones.
+inline constexpr std::uint64_t gpa_addresses = bit(21);
+// VIRTIO Shared Memory Regions: GET_SHMEM_CONFIG, back-end SHMEM_MAP / SHMEM_UNMAP.
+inline constexpr std::uint64_t shmem = bit(22);
 } // namespace protocol_feature
 
 } // namespace vvu::wire

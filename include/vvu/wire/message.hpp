@@ -68,6 +68,8 @@ template <> struct payload_of<payload_kind::vring_area> { using type = vring_are
 template <> struct payload_of<payload_kind::inflight> { using type = inflight_description; };
 template <> struct payload_of<payload_kind::shared_object> { using type = shared_object; };
 template <> struct payload_of<payload_kind::device_state> { using type = device_state_transfer; };
+template <> struct payload_of<payload_kind::shmem_config> { using type = shmem_config; };
+template <> struct payload_of<payload_kind::shmem_mapping> { using type = shmem_mapping; };
 
 template <auto R>
 constexpr payload_kind reply_kind() {

@@ -240,6 +240,39 @@ struct device_state_transfer {
 };
 static_assert(sizeof(device_state_transfer) == 8);
 
+// "MMAP request" (back-end SHMEM_MAP, with the fd to map; SHMEM_UNMAP, without): a range of
+// VIRTIO Shared Memory Region `shmid`. 8-bit shmid, 7 bytes of padding, four 64-bit fields.
+struct shmem_mapping {
+    static constexpr std::uint64_t flag_read_write = 0x1; // 0: read-only, 1: read-write
+
+    std::uint8_t shmid = 0;
+    std::array<std::uint8_t, 7> padding{};
+    std::uint64_t fd_offset = 0;  // in the fd that comes with SHMEM_MAP
+    std::uint64_t shm_offset = 0; // in the shared memory region
+    std::uint64_t len = 0;
+    std::uint64_t flags = 0;
+    static constexpr std::tuple fields{&shmem_mapping::fd_offset, &shmem_mapping::shm_offset, &shmem_mapping::len,
+                                       &shmem_mapping::flags};
+    friend constexpr bool operator==(const shmem_mapping&, const shmem_mapping&) = default;
+};
+static_assert(sizeof(shmem_mapping) == 40 && offsetof(shmem_mapping, fd_offset) == 8 &&
+              offsetof(shmem_mapping, shm_offset) == 16 && offsetof(shmem_mapping, len) == 24 &&
+              offsetof(shmem_mapping, flags) == 32);
+
+// "VIRTIO Shared Memory Region configuration" (the reply to GET_SHMEM_CONFIG): the number of
+// regions and each one's size, the shmid being the index. The layout shows all 256 sizes
+// ("mem size 0 .. mem size 255"), and the whole array travels: the payload has a fixed size.
+struct shmem_config {
+    static constexpr std::size_t max_regions = 256; // one per 8-bit shmid
+
+    std::uint32_t nregions = 0;
+    std::uint32_t padding = 0;
+    std::array<std::uint64_t, max_regions> memory_sizes{};
+    static constexpr std::tuple fields{&shmem_config::nregions, &shmem_config::padding};
+    friend constexpr bool operator==(const shmem_config&, const shmem_config&) = default;
+};
+static_assert(sizeof(shmem_config) == 8 + 256 * 8 && offsetof(shmem_config, memory_sizes) == 8);
+
 // What makes a payload type: standard layout, no hidden padding (so the object
 // representation is the wire image), and a field list for byte order.
 template <class T>
@@ -252,10 +285,12 @@ static_assert(payload<empty_payload> && payload<u64_payload> && payload<vring_fd
               payload<memory_table> && payload<single_memory_region> && payload<log_description> &&
               payload<iotlb_message> && payload<config_space> && payload<crypto_session> &&
               payload<vring_area> && payload<inflight_description> && payload<shared_object> &&
-              payload<device_state_transfer>);
+              payload<device_state_transfer> && payload<shmem_mapping> && payload<shmem_config>);
 
-// The largest payload any valid message carries (CREATE_CRYPTO_SESSION). A transport can
-// refuse a header announcing more before reading a byte of payload.
-inline constexpr std::size_t max_payload_size = sizeof(crypto_session);
+// The largest payload any valid message carries (the reply to GET_SHMEM_CONFIG; before it,
+// CREATE_CRYPTO_SESSION). A transport can refuse a header announcing more before reading a
+// byte of payload.
+inline constexpr std::size_t max_payload_size =
+    sizeof(shmem_config) > sizeof(crypto_session) ? sizeof(shmem_config) : sizeof(crypto_session);
 
 } // namespace vvu::wire

@@ -61,6 +61,7 @@ enum class front_request : std::uint32_t {
     get_shared_object = 41,
     set_device_state_fd = 42,
     check_device_state = 43,
+    get_shmem_config = 44, // VHOST_USER_GET_SHMEM_CONFIG (protocol feature SHMEM)
 };
 
 // Requests the back-end sends on the back-end channel (SET_BACKEND_REQ_FD); the front-end
@@ -74,6 +75,8 @@ enum class back_request : std::uint32_t {
     shared_object_add = 6,
     shared_object_remove = 7,
     shared_object_lookup = 8,
+    shmem_map = 9,   // VHOST_USER_BACKEND_SHMEM_MAP (protocol feature SHMEM)
+    shmem_unmap = 10, // VHOST_USER_BACKEND_SHMEM_UNMAP (protocol feature SHMEM)
 };
 
 template <class R>
@@ -96,6 +99,8 @@ enum class payload_kind : std::uint8_t {
     inflight,
     shared_object,
     device_state,
+    shmem_config,   // 8 + 8 * 256: the whole array travels, whatever nregions says
+    shmem_mapping,
 };
 
 // How many file descriptors travel with a message.
@@ -129,7 +134,7 @@ using f = fd_rule;
 using r = reply_rule;
 
 // Index = request id; entry 0 is unused.
-inline constexpr std::array<request_rules, 44> front_rules{{
+inline constexpr std::array<request_rules, 45> front_rules{{
     {"", k::none, f::none, r::ack, k::none, f::none},
     {"GET_FEATURES", k::none, f::none, r::always, k::u64, f::none},
     {"SET_FEATURES", k::u64, f::none, r::ack, k::none, f::none},
@@ -178,9 +183,10 @@ inline constexpr std::array<request_rules, 44> front_rules{{
     {"GET_SHARED_OBJECT", k::shared_object, f::none, r::always, k::u64, f::optional},
     {"SET_DEVICE_STATE_FD", k::device_state, f::one, r::always, k::vring_fd, f::unless_nofd},
     {"CHECK_DEVICE_STATE", k::none, f::none, r::always, k::u64, f::none},
+    {"GET_SHMEM_CONFIG", k::none, f::none, r::always, k::shmem_config, f::none},
 }};
 
-inline constexpr std::array<request_rules, 9> back_rules{{
+inline constexpr std::array<request_rules, 11> back_rules{{
     {"", k::none, f::none, r::ack, k::none, f::none},
     {"BACKEND_IOTLB_MSG", k::iotlb, f::none, r::ack, k::none, f::none},
     {"BACKEND_CONFIG_CHANGE_MSG", k::none, f::none, r::ack, k::none, f::none},
@@ -191,11 +197,15 @@ inline constexpr std::array<request_rules, 9> back_rules{{
     {"BACKEND_SHARED_OBJECT_REMOVE", k::shared_object, f::none, r::ack, k::none, f::none},
     // Reply: "the fd and a zero when the operation is successful"; no fd on failure.
     {"BACKEND_SHARED_OBJECT_LOOKUP", k::shared_object, f::none, r::always, k::u64, f::optional},
+    // "reply payload: N/A", yet "a reply is generated indicating whether mapping succeeded":
+    // the REPLY_ACK u64, asked for with NEED_REPLY.
+    {"BACKEND_SHMEM_MAP", k::shmem_mapping, f::one, r::ack, k::none, f::none},
+    {"BACKEND_SHMEM_UNMAP", k::shmem_mapping, f::none, r::ack, k::none, f::none},
 }};
 } // namespace detail
 
 template <request_id R>
-inline constexpr std::uint32_t request_count = std::same_as<R, front_request> ? 43 : 8;
+inline constexpr std::uint32_t request_count = std::same_as<R, front_request> ? 44 : 10;
 
 // Whether `id` names a request of channel R.
 template <request_id R>

@@ -4,6 +4,8 @@
 //   # comment
 //   > NFDS HEX      a message from the front-end (request on the main socket)
 //   < NFDS HEX      a message from the back-end (its reply)
+//   b< NFDS HEX     a message from the back-end on the back-end channel (SET_BACKEND_REQ_FD)
+//   b> NFDS HEX     a message from the front-end on the back-end channel (its reply)
 //
 // NFDS is how many file descriptors came with the message; HEX the whole message (header and
 // payload) in lowercase hex. Parsing is pure: the caller reads the file.
@@ -22,7 +24,9 @@ namespace vvu::wire {
 
 struct transcript_entry {
     enum class from : std::uint8_t { front_end, back_end };
+    enum class channel : std::uint8_t { main, backend }; // the main socket, or the back-end channel
     from sender = from::front_end;
+    channel chan = channel::main;
     std::size_t fd_count = 0;
     std::vector<std::byte> bytes;
     std::size_t line = 0; // 1-based line number in the text
@@ -38,6 +42,7 @@ struct transcript_error {
 
 // One transcript line (without newline) for a message.
 [[nodiscard]] std::string transcript_line(transcript_entry::from sender, std::size_t fd_count,
-                                          std::span<const std::byte> bytes);
+                                          std::span<const std::byte> bytes,
+                                          transcript_entry::channel chan = transcript_entry::channel::main);
 
 } // namespace vvu::wire

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 using namespace vvu::wire;
@@ -274,20 +275,105 @@ TEST_CASE("BACKEND_VRING_HOST_NOTIFIER_MSG: vring area, fd unless bit 8", "[wire
     check_request(make<br::vring_host_notifier_msg>({0x101, 0, 0}), le_bytes{}.header(3, v1, 24).u64(0x101).u64(0).u64(0));
 }
 
-TEST_CASE("every front-end request id 1..43 and back-end id 1..8 decodes to its own type", "[wire][codec]") {
-    for (std::uint32_t id = 1; id <= 43; ++id) CHECK(is_known<front_request>(id));
+TEST_CASE("every front-end request id 1..44 and back-end id 1..10 decodes to its own type", "[wire][codec]") {
+    for (std::uint32_t id = 1; id <= 44; ++id) CHECK(is_known<front_request>(id));
     CHECK_FALSE(is_known<front_request>(0));
-    CHECK_FALSE(is_known<front_request>(44));
-    for (std::uint32_t id = 1; id <= 8; ++id) CHECK(is_known<back_request>(id));
-    CHECK_FALSE(is_known<back_request>(9));
+    CHECK_FALSE(is_known<front_request>(45));
+    for (std::uint32_t id = 1; id <= 10; ++id) CHECK(is_known<back_request>(id));
+    CHECK_FALSE(is_known<back_request>(11));
     CHECK(name(front_request::check_device_state) == "CHECK_DEVICE_STATE");
+    CHECK(name(front_request::get_shmem_config) == "GET_SHMEM_CONFIG");
     CHECK(name(back_request::shared_object_lookup) == "BACKEND_SHARED_OBJECT_LOOKUP");
-    STATIC_REQUIRE(std::variant_size_v<any_front_message> == 43);
-    STATIC_REQUIRE(std::variant_size_v<any_back_message> == 8);
+    CHECK(name(back_request::shmem_map) == "BACKEND_SHMEM_MAP");
+    CHECK(name(back_request::shmem_unmap) == "BACKEND_SHMEM_UNMAP");
+    STATIC_REQUIRE(std::variant_size_v<any_front_message> == 44);
+    STATIC_REQUIRE(std::variant_size_v<any_back_message> == 10);
     STATIC_REQUIRE(front_message_type<message<front_request::set_mem_table>>);
     STATIC_REQUIRE_FALSE(front_message_type<message<back_request::vring_call>>);
     STATIC_REQUIRE(back_message_type<message<back_request::vring_call>>);
     STATIC_REQUIRE_FALSE(back_message_type<message<front_request::set_mem_table>>);
+}
+
+// The 2025-2026 additions of vhost-user.rst: VIRTIO Shared Memory Regions (protocol feature
+// SHMEM, bit 22): the front-end's GET_SHMEM_CONFIG (44) and the back-end's SHMEM_MAP (9) and
+// SHMEM_UNMAP (10), whose payload is the "MMAP request".
+TEST_CASE("GET_SHMEM_CONFIG: no payload; the reply carries all 256 region sizes", "[wire][codec][shmem]") {
+    check_request(make<fr::get_shmem_config>({}), le_bytes{}.header(44, v1, 0));
+    shmem_config c;
+    c.nregions = 2;
+    c.memory_sizes[0] = 0x10'0000;
+    c.memory_sizes[1] = 0x20'0000;
+    check_reply(make_reply<fr::get_shmem_config>(c),
+                le_bytes{}.header(44, reply_flags, 2056).u32(2).u32(0).u64(0x10'0000).u64(0x20'0000).zeros(254 * 8));
+    // A size may be 0 ("the region is unused"), and every region up to shmid 255 can be named.
+    shmem_config full;
+    full.nregions = 256;
+    le_bytes all;
+    all.header(44, reply_flags, 2056).u32(256).u32(0);
+    for (std::uint64_t i = 0; i < 256; ++i) {
+        full.memory_sizes[i] = i * 0x1000;
+        all.u64(i * 0x1000);
+    }
+    check_reply(make_reply<fr::get_shmem_config>(full), all);
+    CHECK(expects_reply(front_request::get_shmem_config, v1, 0));
+}
+
+TEST_CASE("GET_SHMEM_CONFIG reply: a short array, or more than 256 regions, is refused", "[wire][codec][shmem]") {
+    const auto short_reply = le_bytes{}.header(44, reply_flags, 16).u32(1).u32(0).u64(0x1000).get();
+    CHECK(decode_reply<fr::get_shmem_config>(short_reply, {}).error().code == errc::bad_payload_size);
+    const auto too_many = le_bytes{}.header(44, reply_flags, 2056).u32(257).u32(0).zeros(2048).get();
+    const auto e = decode_reply<fr::get_shmem_config>(too_many, {}).error();
+    CHECK(e.code == errc::bad_count);
+    CHECK(e.got == 257);
+    CHECK(e.want == 256);
+    shmem_config c;
+    c.nregions = 300;
+    CHECK(encode(make_reply<fr::get_shmem_config>(c)).error().code == errc::bad_count);
+}
+
+TEST_CASE("BACKEND_SHMEM_MAP: MMAP request with the fd to map; SHMEM_UNMAP: without", "[wire][codec][shmem]") {
+    shmem_mapping m;
+    m.shmid = 3;
+    m.fd_offset = 0x2000;
+    m.shm_offset = 0x10'0000;
+    m.len = 0x4000;
+    m.flags = shmem_mapping::flag_read_write;
+    const auto map_bytes = le_bytes{}.header(9, v1 | flags::need_reply, 40).u8(3).zeros(7).u64(0x2000).u64(0x10'0000)
+                               .u64(0x4000).u64(1).get();
+    check_request(make<br::shmem_map>(m, {21}, v1 | flags::need_reply), map_bytes, {21});
+    CHECK(decode<back_request>(map_bytes, {}).error().code == errc::missing_fd);
+    CHECK(named_fds<back_request>(map_bytes).value() == 1u);
+
+    shmem_mapping u = m;
+    u.fd_offset = 0;
+    u.flags = 0;
+    const auto unmap_bytes =
+        le_bytes{}.header(10, v1, 40).u8(3).zeros(7).u64(0).u64(0x10'0000).u64(0x4000).u64(0).get();
+    check_request(make<br::shmem_unmap>(u), unmap_bytes);
+    const std::array<int, 1> stray{5};
+    CHECK(decode<back_request>(unmap_bytes, stray).error().code == errc::unexpected_fds);
+    CHECK(named_fds<back_request>(unmap_bytes).value() == 0u);
+
+    // The replies are REPLY_ACK u64s, sent when the back-end set NEED_REPLY.
+    check_reply(make_reply<br::shmem_map>({0}), le_bytes{}.header(9, reply_flags, 8).u64(0));
+    check_reply(make_reply<br::shmem_unmap>({1}), le_bytes{}.header(10, reply_flags, 8).u64(1));
+    CHECK(expects_reply(back_request::shmem_map, v1 | flags::need_reply, protocol_feature::reply_ack));
+    CHECK_FALSE(expects_reply(back_request::shmem_map, v1, protocol_feature::reply_ack));
+}
+
+TEST_CASE("BACKEND_SHMEM_MAP: a range that wraps, or a wrong size, is refused", "[wire][codec][shmem]") {
+    const auto wraps = le_bytes{}.header(9, v1, 40).u8(0).zeros(7).u64(0).u64(0xffff'ffff'ffff'f000).u64(0x2000)
+                           .u64(0).get();
+    const std::array<int, 1> fd{7};
+    CHECK(decode<back_request>(wraps, fd).error().code == errc::region_wraps);
+    const auto short_map = le_bytes{}.header(10, v1, 32).u8(0).zeros(7).u64(0).u64(0).u64(0x1000).get();
+    CHECK(decode<back_request>(short_map, {}).error().code == errc::bad_payload_size);
+}
+
+TEST_CASE("protocol features added since 2025: bits 20, 21 and 22", "[wire][features]") {
+    CHECK(protocol_feature::get_vring_base_inflight == (1ull << 20));
+    CHECK(protocol_feature::gpa_addresses == (1ull << 21));
+    CHECK(protocol_feature::shmem == (1ull << 22));
 }
 
 TEST_CASE("replies with a payload of their own", "[wire][codec][reply]") {

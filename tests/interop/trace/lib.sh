@@ -1,0 +1,57 @@
+# shellcheck shell=bash
+# Shared by the vvu-trace interop tests (tests/interop/trace/*.sh; sourced, not run, after the
+# library of the peers they start: tests/interop/frontend/lib.sh for vvu's front-end tools,
+# tests/interop/dpdk/lib.sh for testpmd on both sides): the tracer's own helpers.
+#
+#   trace_start NAME LISTEN CONNECT [ARGS...]  vvu-trace ($TRACE) in the background, its trace
+#                                              in NAME.out; waits for LISTEN
+#   trace_lines NAME                           the trace's message lines without their time
+#   decode_lines FILE                          vvu-decode's lines for a capture, indent removed
+#   expect_in_trace NAME PATTERN WHAT          a trace line matches PATTERN (grep -E), else fail
+#   trace_wait_end NAME SECS                   a tracer run with --once ends by itself within
+#                                              SECS, with status 0
+#   wait_out NAME TEXT SECS                    wait_log for a peer's stdout (NAME.out)
+#
+# Environment: TRACE (vvu-trace), DECODE (vvu-decode), and lib.sh's.
+
+trace_start() {
+  local name=$1 listen=$2 connect=$3
+  shift 3
+  PEER_STDOUT=1 peer_run "$name" "$TRACE" --listen "$listen" --connect "$connect" "$@"
+  wait_socket "$listen" "$name" 20
+}
+
+# A message line is "<seconds> <arrow> <text>"; the arrows are ->, <-, <= and =>.
+trace_lines() { grep -a -E '^ *[0-9]+\.[0-9]+ (->|<-|<=|=>) ' "$work/$1.out" | sed -E 's/^ *[0-9]+\.[0-9]+ //'; }
+
+decode_lines() { "$DECODE" "$1" | grep -a -E '^  (->|<-|<=|=>) ' | sed 's/^  //'; }
+
+expect_in_trace() {
+  local name=$1 pattern=$2 what=$3 line
+  line=$(trace_lines "$name" | grep -a -m 1 -E -- "$pattern") || fail "the trace has no $what ($pattern)"
+  echo "ok: trace shows $what: $line"
+}
+
+# wait_out NAME TEXT SECS: like wait_log, for a peer's stdout (NAME.out).
+wait_out() {
+  local name=$1 text=$2 secs=$3 i
+  for ((i = 0; i < secs * 20; i++)); do
+    grep -a -q -- "$text" "$work/$name.out" 2>/dev/null && return 0
+    peer_alive "$name" || fail "$name ended before printing '$text'"
+    sleep 0.05
+  done
+  fail "$name did not print '$text' within ${secs}s"
+}
+
+trace_wait_end() {
+  local name=$1 secs=$2 pid=${peer_pid[$1]} i rc
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of its session's end"
+  wait "$pid"
+  rc=$?
+  unset "peer_pid[$name]"
+  ((rc == 0)) || fail "$name exited with status $rc"
+}
