@@ -92,6 +92,33 @@ inline void step_aside() noexcept {
     (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
 }
 
+// The hand-over's critical stretch — from the new process's `ready` to `commit` — is a few
+// record exchanges between two threads that block on a socket. On a small machine whose CPUs
+// are taken by busy-polling data paths, each wake-up could wait for a scheduler slice
+// (milliseconds). For that stretch the exchanging threads run SCHED_FIFO when the process may
+// (root, CAP_SYS_NICE; else they run as they are), and go back to their policy after.
+class urgent_scope {
+public:
+    urgent_scope() noexcept {
+        if (pthread_getschedparam(pthread_self(), &policy_, &param_) != 0) return;
+        sched_param p{};
+        p.sched_priority = 1;
+        active_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
+    }
+    urgent_scope(const urgent_scope&) = delete;
+    urgent_scope& operator=(const urgent_scope&) = delete;
+    ~urgent_scope() { end(); }
+    void end() noexcept {
+        if (active_) (void)pthread_setschedparam(pthread_self(), policy_, &param_);
+        active_ = false;
+    }
+
+private:
+    int policy_ = SCHED_OTHER;
+    sched_param param_{};
+    bool active_ = false;
+};
+
 namespace detail {
 
 inline std::vector<std::byte> string_payload(std::string_view s) {
@@ -190,6 +217,7 @@ private:
         // The memory first, while everything runs: the new process maps it (page tables filled)
         // before the outage, which then holds no mmap and no page fault.
         if (auto m = send_memory(peer); !m) return unexpected(m.error());
+        urgent_scope urgent; // `ready` came: the outage starts here
 
         // Control threads aside first (no ring starts or stops meanwhile), then the data path.
         const auto parked_from = std::chrono::steady_clock::now();
@@ -249,6 +277,7 @@ private:
         result.ports = ports_.size();
         // What is left to do here — letting go, exiting — must not take a CPU from the new
         // process resuming the rings (on a small machine it would, for milliseconds).
+        urgent.end();
         step_aside();
         for (auto* p : ports_) p->retire();
         (void)listener_.release();
@@ -357,6 +386,7 @@ inline expected<handover_result, error> take_over(const std::string& path, std::
         if (!r.done() || index >= ports.size()) return abort(errc::protocol, "malformed memory record");
         ports[index]->premap(bytes, rec->fds);
     }
+    urgent_scope urgent; // from `ready` to `commit`: the outage
     if (auto s = peer->send(handover_record::ready, {}, {}, std::chrono::milliseconds(2000)); !s)
         return give_up(detail::fail(errc::protocol, "sending ready: " + s.error().message()));
 
