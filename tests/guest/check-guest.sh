@@ -16,6 +16,15 @@
 #
 #       Also required: vvu-device counted a front-end ("frontends" >= 1 in the JSON it prints on
 #       SIGTERM) and logged "front-end connected to the driver (FRONTEND_UP)".
+#   tests/guest/check-guest.sh vvu-trace:MODE [GUESTDIR] [BINARY]
+#       vvu-forward as for vvu-forward:MODE, with vvu-trace between guest B and port 1:
+#
+#   guest A ── SOCK0 ── vvu-forward port 0 ⇄ port 1 ── SOCK1R ── vvu-trace ── SOCK1 ── guest B
+#
+#       Also required: the trace shows guest B's session (features, memory table with its fds,
+#       each vring's set-up and kick), vvu-trace exits 0 on SIGTERM, and vvu-decode of its
+#       --capture file gives the trace's lines, one for one. vvu-trace and vvu-decode are
+#       taken from BINARY's directory.
 #
 # The dpdk back-end proves the guest itself. GUESTDIR defaults to build/guest (built by
 # build-guest.sh when missing). Exit 0 only if guest A reports "VVU-GUEST-RESULT ping ok".
@@ -29,7 +38,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=tests/guest/guest-lib.sh
 . "$HERE/guest-lib.sh"
 
-BACKEND=${1:?usage: $0 dpdk|vvu-forward:MODE|vvu-device:MODE [GUESTDIR] [VVU_FORWARD] [VVU_DEVICE]}
+BACKEND=${1:?usage: $0 dpdk|vvu-forward:MODE|vvu-device:MODE|vvu-trace:MODE [GUESTDIR] [VVU_FORWARD] [VVU_DEVICE]}
 GUESTDIR=${2:-$ROOT/build/guest}
 VVU_FORWARD=${3:-${VVU_FORWARD:-$ROOT/build/gcc-release/examples/vvu-forward}}
 VVU_DEVICE=${4:-${VVU_DEVICE:-$(dirname "$VVU_FORWARD")/vvu-device}}
@@ -39,7 +48,10 @@ case $BACKEND in
   vvu-device:xconnect|vvu-device:learn)
     [ -x "$VVU_FORWARD" ] || { echo "FAIL: no $VVU_FORWARD"; exit 1; }
     [ -x "$VVU_DEVICE" ] || { echo "FAIL: no $VVU_DEVICE"; exit 1; } ;;
-  *) echo "usage: $0 dpdk|vvu-forward:xconnect|vvu-forward:learn|vvu-device:xconnect|vvu-device:learn [GUESTDIR] [VVU_FORWARD] [VVU_DEVICE]" >&2; exit 2 ;;
+  vvu-trace:xconnect|vvu-trace:learn)
+    VVU_TRACE=$(dirname "$VVU_FORWARD")/vvu-trace VVU_DECODE=$(dirname "$VVU_FORWARD")/vvu-decode
+    for exe in "$VVU_FORWARD" "$VVU_TRACE" "$VVU_DECODE"; do [ -x "$exe" ] || { echo "FAIL: no $exe"; exit 1; }; done ;;
+  *) echo "usage: $0 dpdk|vvu-forward:MODE|vvu-device:MODE|vvu-trace:MODE (MODE: xconnect or learn) [GUESTDIR] [VVU_FORWARD] [VVU_DEVICE]" >&2; exit 2 ;;
 esac
 TMO=${VVU_CHECK_TIMEOUT:-120}
 COUNT=${VVU_PING_COUNT:-5}
@@ -56,15 +68,15 @@ if [ ! -f "$GUESTDIR/vmlinuz" ] || [ ! -f "$GUESTDIR/initramfs.cpio.gz" ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vvu-guest.XXXXXX")
-SOCK0=$WORK/vhost0.sock SOCK1=$WORK/vhost1.sock PCI=$WORK/pci.sock
-PMD_PID='' A_PID='' B_PID='' DEV_PID=''
+SOCK0=$WORK/vhost0.sock SOCK1=$WORK/vhost1.sock PCI=$WORK/pci.sock SOCK1R=$WORK/vhost1-real.sock
+PMD_PID='' A_PID='' B_PID='' DEV_PID='' TRACE_PID=''
 PREFIX=vvu-guest-$$
 ok=0
 
 dump() {
   local f
   for f in "$WORK/guest-a.log" "$WORK/guest-a.log.qemu" "$WORK/guest-b.log" "$WORK/guest-b.log.qemu" "$WORK/backend.log" \
-           "$WORK/device.log" "$WORK/device.out"; do
+           "$WORK/device.log" "$WORK/device.out" "$WORK/trace.out" "$WORK/trace.log"; do
     [ -s "$f" ] || continue
     echo "===== $f (last 80 lines) ====="
     tail -n 80 "$f" | tr -d '\r'
@@ -74,7 +86,7 @@ cleanup() {
   # No errexit here: vvu_stop's `wait` returns the status of a peer that already died (e.g.
   # vvu-forward exiting 1), which would end the trap before the logs are printed.
   set +e
-  vvu_stop "$A_PID"; vvu_stop "$B_PID"; vvu_stop "$PMD_PID"; vvu_stop "$DEV_PID"
+  vvu_stop "$A_PID"; vvu_stop "$B_PID"; vvu_stop "$TRACE_PID"; vvu_stop "$PMD_PID"; vvu_stop "$DEV_PID"
   # EAL's runtime directory for our --file-prefix (testpmd leaves it behind).
   rm -rf "/var/run/dpdk/$PREFIX" "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk/$PREFIX"
   [ "$ok" -eq 1 ] || dump
@@ -93,6 +105,15 @@ if [ "$BACKEND" = dpdk ]; then
     --vdev "net_vhost0,iface=$SOCK0,queues=1" --vdev "net_vhost1,iface=$SOCK1,queues=1" \
     -- --total-num-mbufs=32768 --forward-mode=io --auto-start --nb-cores=1 --stats-period 10 \
     >"$WORK/backend.log" 2>&1 </dev/null &
+elif [ "${BACKEND%%:*}" = vvu-trace ]; then
+  timeout --kill-after=5 $((TMO + 60)) "$VVU_FORWARD" --mode "${BACKEND#vvu-trace:}" \
+    --port "unix:$SOCK0" --port "unix:$SOCK1R" --poll event \
+    >"$WORK/backend.log" 2>&1 </dev/null &
+  PMD_PID=$!
+  vvu_wait_socket "$SOCK1R" 30 || { echo "FAIL: vvu-forward did not create $SOCK1R within 30 s"; exit 1; }
+  timeout --kill-after=5 $((TMO + 60)) "$VVU_TRACE" --listen "$SOCK1" --connect "$SOCK1R" \
+    --capture "$WORK/session.vhu" >"$WORK/trace.out" 2>"$WORK/trace.log" </dev/null &
+  TRACE_PID=$!
 elif [ "${BACKEND%%:*}" = vvu-forward ]; then
   # Event mode: the forwarder sleeps on the guests' kicks when idle instead of taking a core
   # from the two TCG guests (2 cores here).
@@ -112,7 +133,7 @@ else
     --port "unix:$SOCK0" --port "vvu:$PCI" --poll event \
     >"$WORK/backend.log" 2>&1 </dev/null &
 fi
-PMD_PID=$!
+[ "${BACKEND%%:*}" = vvu-trace ] || PMD_PID=$!
 
 if ! vvu_wait_socket "$SOCK0" 30 || ! vvu_wait_socket "$SOCK1" 30; then
   echo "FAIL: the back-end did not create $SOCK0 and $SOCK1 within 30 s"; exit 1
@@ -173,6 +194,26 @@ if [ "$BACKEND" != dpdk ]; then
       echo "FAIL: vvu-forward's counters do not show the ping traffic: $line"; exit 1
     fi
   done
+fi
+
+# vvu-trace: guest B's whole session in the trace, and the capture decodes to the same lines.
+if [ -n "$TRACE_PID" ]; then
+  vvu_stop "$B_PID"; B_PID=''
+  vvu_stop_clean vvu-trace "$TRACE_PID" 20 || exit 1
+  TRACE_PID=''
+  live=$(grep -a -E '^ *[0-9]+\.[0-9]+ (->|<-|<=|=>) ' "$WORK/trace.out" | sed -E 's/^ *[0-9]+\.[0-9]+ //')
+  for pattern in '^-> SET_FEATURES' '^-> SET_MEM_TABLE .* fds=[1-8]$' '^-> SET_VRING_NUM( need_reply)? index=1 ' \
+                 '^-> SET_VRING_ADDR( need_reply)? index=1 ' '^-> SET_VRING_KICK( need_reply)? .*fds=1$' \
+                 '^-> SET_VRING_CALL( need_reply)? .*fds=1$'; do
+    line=$(grep -a -m 1 -E -- "$pattern" <<<"$live") || { echo "FAIL: the trace has no line matching $pattern"; exit 1; }
+    echo "trace: $line"
+  done
+  decoded=$("$VVU_DECODE" "$WORK/session.vhu" | grep -a -E '^  (->|<-|<=|=>) ' | sed 's/^  //')
+  if [ "$live" != "$decoded" ]; then
+    diff <(echo "$live") <(echo "$decoded") | head -20
+    echo "FAIL: vvu-decode of the capture differs from the live trace"; exit 1
+  fi
+  echo "vvu-trace: $(wc -l <<<"$live") messages traced; vvu-decode of the capture gives the same lines"
 fi
 
 # vvu-device: a front-end (guest B's QEMU) reached the driver, and its counters say so.

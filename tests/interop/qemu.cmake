@@ -18,6 +18,10 @@ if(TARGET vvu-device)
 else()
   message(STATUS "vvu: interop.qemu.ping.vvu-device.* tests need the vvu-device example")
 endif()
+# Guest B's session through vvu-trace (it and vvu-decode are found beside vvu-forward).
+if(TARGET vvu-trace AND TARGET vvu-decode)
+  list(APPEND vvu_guest_backends vvu-trace:learn)
+endif()
 foreach(backend IN LISTS vvu_guest_backends)
   string(REPLACE ":" "." name ${backend})
   add_test(NAME interop.qemu.ping.${name}
