@@ -202,7 +202,7 @@ if [ -n "$TRACE_PID" ]; then
   vvu_stop_clean vvu-trace "$TRACE_PID" 20 || exit 1
   TRACE_PID=''
   live=$(grep -a -E '^ *[0-9]+\.[0-9]+ (->|<-|<=|=>) ' "$WORK/trace.out" | sed -E 's/^ *[0-9]+\.[0-9]+ //')
-  for pattern in '^-> SET_FEATURES' '^-> SET_MEM_TABLE .* fds=[1-8]$' '^-> SET_VRING_NUM( need_reply)? index=1 ' \
+  for pattern in '^-> SET_FEATURES' '^-> (SET_MEM_TABLE|ADD_MEM_REG)( need_reply)? .* fds=[1-8]$' '^-> SET_VRING_NUM( need_reply)? index=1 ' \
                  '^-> SET_VRING_ADDR( need_reply)? index=1 ' '^-> SET_VRING_KICK( need_reply)? .*fds=1$' \
                  '^-> SET_VRING_CALL( need_reply)? .*fds=1$'; do
     line=$(grep -a -m 1 -E -- "$pattern" <<<"$live") || { echo "FAIL: the trace has no line matching $pattern"; exit 1; }

@@ -84,14 +84,32 @@ wait_socket() {
   fail "$name did not create $sock within ${secs}s"
 }
 
-wait_log() {
-  local name=$1 text=$2 secs=$3 i
+# wait_file NAME FILE TEXT SECS: TEXT appears in FILE (one of peer NAME's) within SECS, while
+# the peer lives. wait_log: in its log (NAME.log); wait_out: in its stdout (NAME.out).
+wait_file() {
+  local name=$1 file=$2 text=$3 secs=$4 i
   for ((i = 0; i < secs * 20; i++)); do
-    grep -a -q -- "$text" "$work/$name.log" 2>/dev/null && return 0
-    peer_alive "$name" || fail "$name ended before logging '$text'"
+    grep -a -q -- "$text" "$file" 2>/dev/null && return 0
+    peer_alive "$name" || fail "$name ended before writing '$text' to ${file##*/}"
     sleep 0.05
   done
-  fail "$name did not log '$text' within ${secs}s"
+  fail "$name did not write '$text' to ${file##*/} within ${secs}s"
+}
+wait_log() { wait_file "$1" "$work/$1.log" "$2" "$3"; }
+wait_out() { wait_file "$1" "$work/$1.out" "$2" "$3"; }
+
+# peer_wait NAME SECS: a peer that ends by itself (a vvu tool) must do so within SECS; its exit
+# status is left in peer_rc.
+peer_wait() {
+  local name=$1 secs=$2 pid=${peer_pid[$1]} i
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && fail "$name did not finish within ${secs}s"
+  wait "$pid"
+  peer_rc=$?
+  unset "peer_pid[$name]"
 }
 
 # vvu-device's counters (one JSON line on stdout) land in NAME.out, its event log in NAME.log.

@@ -26,7 +26,9 @@ set(vvu_vvu_tests
   "echo.split|${CMAKE_CURRENT_SOURCE_DIR}/interop/frontend/echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring split"
   "echo.packed|${CMAKE_CURRENT_SOURCE_DIR}/interop/frontend/echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring packed"
   "lifecycle|${vvu_vvu_dir}/lifecycle.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}"
-  "driver-restart|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}")
+  "driver-restart|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}"
+  # The same with a clean exit (SIGTERM) of the old vvu-forward: it leaves the session to vvu-device.
+  "driver-restart.clean-exit|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM")
 
 foreach(spec IN LISTS vvu_vvu_tests)
   string(REPLACE "|" ";" spec "${spec}")

@@ -55,18 +55,6 @@ fe_init() {
 
 need_exe() { [[ -x $1 ]] || { echo "FAIL: $test_name: $1 is not an executable" >&2; exit 1; }; }
 
-# peer_wait NAME SECS: a peer that ends by itself (a vvu tool) must do so within SECS.
-peer_wait() {
-  local name=$1 secs=$2 pid=${peer_pid[$1]} i
-  for ((i = 0; i < secs * 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -0 "$pid" 2>/dev/null && fail "$name did not finish within ${secs}s"
-  wait "$pid"
-  peer_rc=$?
-  unset "peer_pid[$name]"
-}
 
 testpmd_final() {
   local name=$1 port=$2 key=$3 v

@@ -10,7 +10,7 @@
 #   expect_in_trace NAME PATTERN WHAT          a trace line matches PATTERN (grep -E), else fail
 #   trace_wait_end NAME SECS                   a tracer run with --once ends by itself within
 #                                              SECS, with status 0
-#   wait_out NAME TEXT SECS                    wait_log for a peer's stdout (NAME.out)
+#   (wait_out NAME TEXT SECS, peer_wait: tests/interop/peers.sh)
 #
 # Environment: TRACE (vvu-trace), DECODE (vvu-decode), and lib.sh's.
 
@@ -32,26 +32,7 @@ expect_in_trace() {
   echo "ok: trace shows $what: $line"
 }
 
-# wait_out NAME TEXT SECS: like wait_log, for a peer's stdout (NAME.out).
-wait_out() {
-  local name=$1 text=$2 secs=$3 i
-  for ((i = 0; i < secs * 20; i++)); do
-    grep -a -q -- "$text" "$work/$name.out" 2>/dev/null && return 0
-    peer_alive "$name" || fail "$name ended before printing '$text'"
-    sleep 0.05
-  done
-  fail "$name did not print '$text' within ${secs}s"
-}
-
 trace_wait_end() {
-  local name=$1 secs=$2 pid=${peer_pid[$1]} i rc
-  for ((i = 0; i < secs * 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of its session's end"
-  wait "$pid"
-  rc=$?
-  unset "peer_pid[$name]"
-  ((rc == 0)) || fail "$name exited with status $rc"
+  peer_wait "$1" "$2"
+  ((peer_rc == 0)) || fail "$1 exited with status $peer_rc"
 }

@@ -16,13 +16,16 @@
 # drivers = 2, frontends = 1 and disconnects = 1 — the front-end's own close once the echo is
 # done, nothing at the restart (its one disconnect line says "front-end closed the socket" and
 # comes after the resume).
+# With --stop TERM the old vvu-forward is not killed but stopped (SIGTERM, a clean exit, as an
+# update of the back-end's VM would stop it): it must exit 0 and leave the session to the device
+# (BACKEND_UP stays set; basic_vvu_pci::leave_session) — the same checks hold.
 # Usage: driver-restart.sh --traffic PATH-TO-vvu-traffic --forward PATH-TO-vvu-forward
-#                          --device PATH-TO-vvu-device [--rate PPS] [--seconds S]
+#                          --device PATH-TO-vvu-device [--rate PPS] [--seconds S] [--stop KILL|TERM]
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../frontend/lib.sh
 source "$here/../frontend/lib.sh"
 
-traffic="" forward="" rate=200000 seconds=8
+traffic="" forward="" rate=200000 seconds=8 stop=KILL
 while [[ $# -gt 0 ]]; do
   case $1 in
     --traffic) traffic=$2; shift 2 ;;
@@ -30,11 +33,12 @@ while [[ $# -gt 0 ]]; do
     --device) VVU_DEVICE=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --stop) stop=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 VVU_DEVICE=${VVU_DEVICE:-}
-fe_init "vvu.driver-restart"
+fe_init "vvu.driver-restart.$(tr "[:upper:]" "[:lower:]" <<<"$stop")"
 need_exe "$traffic"
 need_exe "$forward"
 need_exe "$VVU_DEVICE"
@@ -68,11 +72,19 @@ done
 ((${rx:-0} >= packets / 3)) || fail "forward0 echoed ${rx:-0} frames within 20 s, want $((packets / 3))"
 pid=$(child_of forward0)
 [[ -n $pid ]] || fail "no vvu-forward process under forward0"
-kill -KILL "$pid"
-killed_at=$(date +%s%N)
-wait "${peer_pid[forward0]}" 2>/dev/null
-unset "peer_pid[forward0]"
-echo "killed forward0 (pid $pid) with SIGKILL after ~${rx} echoed frames"
+case $stop in
+  KILL)
+    kill -KILL "$pid"
+    killed_at=$(date +%s%N)
+    wait "${peer_pid[forward0]}" 2>/dev/null
+    unset "peer_pid[forward0]"
+    echo "killed forward0 (pid $pid) with SIGKILL after ~${rx} echoed frames" ;;
+  TERM)
+    killed_at=$(date +%s%N)
+    peer_stop forward0 TERM 20 # fails unless it exits 0
+    echo "stopped forward0 (pid $pid) with SIGTERM after ~${rx} echoed frames: exit status 0" ;;
+  *) fail "--stop takes KILL or TERM" ;;
+esac
 wait_log device "front-end session kept for the next driver" 10
 peer_alive traffic || fail "vvu-traffic ended when its back-end died"
 
