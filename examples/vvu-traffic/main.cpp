@@ -13,6 +13,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -68,7 +69,9 @@ received but duplicates; rx: numbers skipped); late: frames received after a lat
 first time; duplicates: frames received again (within the last 65536 numbers; a back-end that
 crashed after delivering a burst and before giving its TX chains back resends it — the echo
 and rx modes count frames to receive without them); bad_frames: wrong
-length or a net header with flags, GSO or num_buffers a virtio-net driver would not accept;
+length or a net header with flags, GSO or num_buffers a virtio-net driver would not accept,
+and in echo mode a frame whose bytes are not those sent with its sequence number (the MAC
+addresses as sent or swapped, as a back-end forwarding in macswap mode returns them);
 max_stall_us (rx, echo): the longest time between two received frames once traffic began —
 with a steady --rate, the longest outage of the path (e.g. during a back-end's live update).
 Exit status: 0 done, 1 protocol or connection error (message on stderr), 2 bad command line.
@@ -239,6 +242,20 @@ bool frame_ok(const device::net::virtio_net_hdr& h, std::span<const std::byte> f
     return true;
 }
 
+// Echo: the frame that came back is the one sent with its sequence number, byte for byte —
+// but for the two MAC addresses, which may come back as sent or swapped (a back-end in
+// macswap mode). Rebuilt into `expected` (at least test_frame_min_size bytes).
+bool echoed_intact(std::span<const std::byte> f, std::uint64_t seq, std::span<std::byte> expected) {
+    static constexpr device::net::mac_address src{0x52, 0x54, 0x00, 0x00, 0x00, 0x10};
+    static constexpr device::net::mac_address dst{0x52, 0x54, 0x00, 0x00, 0x00, 0x20};
+    const std::size_t n = device::net::make_test_frame(expected, f.size(), seq, src, dst);
+    if (n != f.size()) return false;
+    constexpr std::size_t macs = 12;
+    if (std::memcmp(f.data() + macs, expected.data() + macs, n - macs) != 0) return false;
+    if (std::memcmp(f.data(), expected.data(), macs) == 0) return true;
+    return std::memcmp(f.data(), expected.data() + 6, 6) == 0 && std::memcmp(f.data() + 6, expected.data(), 6) == 0;
+}
+
 using driver_type = device::net::net_driver<protocol::socket_channel>;
 
 // Frames [sent, sent + n) into `frames`, built once per slot of `pool`.
@@ -286,14 +303,19 @@ int run(const options& o) {
     std::vector<device::net::frame> frames;
     frames.reserve(ring::max_burst);
     const bool mrg = nd.mrg_rxbuf();
+    std::vector<std::byte> expected(device::net::max_frame_size); // echo: the frame as sent, rebuilt
     const std::size_t want_size = o.mode == traffic_mode::rx ? (o.size_given ? o.size : 0) : o.size;
     auto on_frame = [&](const device::net::virtio_net_hdr& h, std::span<const std::byte> f) {
         ++rep.received;
         rep.bytes += f.size();
-        if (!frame_ok(h, f, want_size, mrg)) ++rep.bad_frames;
+        bool ok = frame_ok(h, f, want_size, mrg);
         if (o.check_seq) {
-            if (auto s = device::net::test_frame_sequence(f)) rep.seq.see(*s);
+            if (auto s = device::net::test_frame_sequence(f)) {
+                rep.seq.see(*s);
+                if (o.mode == traffic_mode::echo && ok) ok = f.size() <= expected.size() && echoed_intact(f, *s, expected);
+            }
         }
+        if (!ok) ++rep.bad_frames;
     };
 
     const auto start = clock_type::now();

@@ -18,6 +18,9 @@ set(vvu_fe_tests
   "dpdk.tx.packed|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction tx --ring packed"
   "dpdk.rx.split|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction rx --ring split"
   "dpdk.rx.packed|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction rx --ring packed"
+  # End to end: testpmd's macswap returns every frame; vvu-traffic checks each one's bytes.
+  "dpdk.echo.split|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction echo --ring split"
+  "dpdk.echo.packed|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction echo --ring packed"
   "echo.split|echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring split"
   "echo.packed|echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring packed")
 if(TARGET vvu-blk)

@@ -4,7 +4,11 @@
 #                   exactly 1 000 000.
 #   --direction rx: testpmd (txonly) sends, vvu-traffic receives 1 000 000 frames: every one
 #                   64 bytes with a plain net header (no flags, no GSO, num_buffers >= 1).
-# Usage: traffic-dpdk.sh --traffic PATH-TO-vvu-traffic --direction tx|rx --ring split|packed
+#   --direction echo: testpmd forwards in macswap mode, back to vvu-traffic (--mode echo), which
+#                   checks each of the 1 000 000 frames end to end: its sequence number (none
+#                   lost, late or twice) and every byte but the MAC addresses, which come back
+#                   swapped.
+# Usage: traffic-dpdk.sh --traffic PATH-TO-vvu-traffic --direction tx|rx|echo --ring split|packed
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
@@ -38,6 +42,20 @@ if [[ $direction == tx ]]; then
   peer_stop testpmd INT 20
   rx=$(testpmd_final testpmd 0 RX-packets) || exit 1
   expect_eq "testpmd RX-packets" "$rx" "$packets"
+elif [[ $direction == echo ]]; then
+  testpmd_vhost_start testpmd "$sock" macswap
+  PEER_STDOUT=1 peer_run traffic "${pin[@]}" "$traffic" --connect "$sock" --mode echo --packets "$packets" \
+    --size 64 "${packed[@]}" --timeout 10000
+  peer_wait traffic 90
+  ((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
+  echo "vvu-traffic: $(grep -a '^{' "$work/traffic.out" | tail -n 1)"
+  for f in sent received; do expect_eq "vvu-traffic $f" "$(json_field "$work/traffic.out" "$f")" "$packets"; done
+  for f in lost gaps late duplicates bad_frames rx_errors; do
+    expect_eq "vvu-traffic $f" "$(json_field "$work/traffic.out" "$f")" 0
+  done
+  peer_stop testpmd INT 20
+  fwd=$(testpmd_final testpmd 0 TX-packets) || exit 1
+  expect_eq "testpmd TX-packets (macswap)" "$fwd" "$packets"
 else
   testpmd_vhost_start testpmd "$sock" txonly
   PEER_STDOUT=1 peer_run traffic "${pin[@]}" "$traffic" --connect "$sock" --mode rx --packets "$packets" \
