@@ -290,7 +290,9 @@ private:
     void complete_received() noexcept {
         std::size_t first = 0;
         for (std::size_t g = 0; g < held_group_count_; ++g) {
-            const auto [index, count] = held_groups_[g];
+            // (Named copies, not a structured binding: clang 14 cannot capture one in a lambda.)
+            const std::uint32_t index = held_groups_[g].vring;
+            const std::size_t count = held_groups_[g].chains;
             // Another thread cannot have stopped the vring meanwhile (the burst held mutex_).
             auto& v = vrings_[index];
             if (!v) {

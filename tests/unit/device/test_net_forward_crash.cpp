@@ -50,6 +50,8 @@ class shared_guest {
 public:
     static constexpr std::size_t bytes = 8 << 20;
     static constexpr std::uint32_t slots = 6; // three ports
+    // The layout below holds them: rings under 0x80000, inflight areas under 0x100000.
+    static_assert(0x10000 * slots <= 0x80000 && 0x80000 + 0x2000 * slots <= 0x100000);
 
     shared_guest()
         : base_(static_cast<std::byte*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {
