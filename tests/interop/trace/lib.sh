@@ -8,6 +8,8 @@
 #   trace_lines NAME                           the trace's message lines without their time
 #   decode_lines FILE                          vvu-decode's lines for a capture, indent removed
 #   expect_in_trace NAME PATTERN WHAT          a trace line matches PATTERN (grep -E), else fail
+#   check_trace NAME CAPTURE MIN               no message the codec refused, at least MIN message
+#                                              lines, and vvu-decode of CAPTURE = the live trace
 #   trace_wait_end NAME SECS                   a tracer run with --once ends by itself within
 #                                              SECS, with status 0
 #   (wait_out NAME TEXT SECS, peer_wait: tests/interop/peers.sh)
@@ -35,4 +37,17 @@ expect_in_trace() {
 trace_wait_end() {
   peer_wait "$1" "$2"
   ((peer_rc == 0)) || fail "$1 exited with status $peer_rc"
+}
+
+check_trace() {
+  local name=$1 capture=$2 min=$3 n
+  if trace_lines "$name" | grep -a -q -E ' (UNKNOWN|MALFORMED) '; then fail "the trace has messages the codec refused"; fi
+  "$DECODE" "$capture" >"$work/decoded.txt" || fail "vvu-decode failed on the capture"
+  trace_lines "$name" >"$work/live.txt"
+  decode_lines "$capture" >"$work/captured.txt"
+  n=$(wc -l <"$work/live.txt")
+  ((n >= min)) || fail "only $n message lines in the trace"
+  diff "$work/live.txt" "$work/captured.txt" >"$work/capture.diff" ||
+    fail "vvu-decode of the capture differs: $(head -n 20 "$work/capture.diff")"
+  echo "ok: vvu-decode of the capture = the live trace ($n messages)"
 }
