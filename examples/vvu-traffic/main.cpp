@@ -242,13 +242,15 @@ bool frame_ok(const device::net::virtio_net_hdr& h, std::span<const std::byte> f
     return true;
 }
 
+// The addresses of every frame sent (build), which echo checks the returning frames against.
+constexpr device::net::mac_address frame_src{0x52, 0x54, 0x00, 0x00, 0x00, 0x10};
+constexpr device::net::mac_address frame_dst{0x52, 0x54, 0x00, 0x00, 0x00, 0x20};
+
 // Echo: the frame that came back is the one sent with its sequence number, byte for byte —
 // but for the two MAC addresses, which may come back as sent or swapped (a back-end in
 // macswap mode). Rebuilt into `expected` (at least test_frame_min_size bytes).
 bool echoed_intact(std::span<const std::byte> f, std::uint64_t seq, std::span<std::byte> expected) {
-    static constexpr device::net::mac_address src{0x52, 0x54, 0x00, 0x00, 0x00, 0x10};
-    static constexpr device::net::mac_address dst{0x52, 0x54, 0x00, 0x00, 0x00, 0x20};
-    const std::size_t n = device::net::make_test_frame(expected, f.size(), seq, src, dst);
+    const std::size_t n = device::net::make_test_frame(expected, f.size(), seq, frame_src, frame_dst);
     if (n != f.size()) return false;
     constexpr std::size_t macs = 12;
     if (std::memcmp(f.data() + macs, expected.data() + macs, n - macs) != 0) return false;
@@ -261,12 +263,10 @@ using driver_type = device::net::net_driver<protocol::socket_channel>;
 // Frames [sent, sent + n) into `frames`, built once per slot of `pool`.
 std::size_t build(std::vector<std::vector<std::byte>>& pool, std::vector<device::net::frame>& frames,
                   std::uint64_t first_seq, std::size_t n, std::size_t size) {
-    static constexpr device::net::mac_address src{0x52, 0x54, 0x00, 0x00, 0x00, 0x10};
-    static constexpr device::net::mac_address dst{0x52, 0x54, 0x00, 0x00, 0x00, 0x20};
     frames.clear();
     for (std::size_t i = 0; i < n; ++i) {
         auto& buf = pool[i];
-        const std::size_t len = device::net::make_test_frame(buf, size, first_seq + i, src, dst);
+        const std::size_t len = device::net::make_test_frame(buf, size, first_seq + i, frame_src, frame_dst);
         frames.emplace_back(buf.data(), len);
     }
     return n;
