@@ -61,17 +61,10 @@ peer_alive() { kill -0 "${peer_pid[$1]}" 2>/dev/null; }
 
 # peer_stop NAME SIGNAL [SECONDS]: the peer must end within SECONDS (10) and exit 0.
 peer_stop() {
-  local name=$1 sig=$2 secs=${3:-10} pid=${peer_pid[$1]} i rc
-  kill -"$sig" "$pid" 2>/dev/null
-  for ((i = 0; i < secs * 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s of SIG$sig"
-  wait "$pid"
-  rc=$?
-  unset "peer_pid[$name]"
-  ((rc == 0)) || fail "$name exited with status $rc after SIG$sig (124: killed by timeout)"
+  local name=$1 sig=$2 secs=${3:-10}
+  kill -"$sig" "${peer_pid[$name]}" 2>/dev/null
+  peer_wait "$name" "$secs" "of SIG$sig"
+  ((peer_rc == 0)) || fail "$name exited with status $peer_rc after SIG$sig (124: killed by timeout)"
 }
 
 wait_socket() {
@@ -98,15 +91,15 @@ wait_file() {
 wait_log() { wait_file "$1" "$work/$1.log" "$2" "$3"; }
 wait_out() { wait_file "$1" "$work/$1.out" "$2" "$3"; }
 
-# peer_wait NAME SECS: a peer that ends by itself (a vvu tool) must do so within SECS; its exit
-# status is left in peer_rc.
+# peer_wait NAME SECS [WHY]: a peer that ends by itself (a vvu tool), or was told to (peer_stop:
+# WHY names the signal), must do so within SECS; its exit status is left in peer_rc.
 peer_wait() {
-  local name=$1 secs=$2 pid=${peer_pid[$1]} i
+  local name=$1 secs=$2 why=${3:-} pid=${peer_pid[$1]} i
   for ((i = 0; i < secs * 20; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
-  kill -0 "$pid" 2>/dev/null && fail "$name did not finish within ${secs}s"
+  kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s${why:+ $why}"
   wait "$pid"
   peer_rc=$?
   unset "peer_pid[$name]"
