@@ -7,6 +7,7 @@
 // caller can accept the next front-end. Nothing a front-end sends can make the process crash.
 #pragma once
 
+#include <vvu/memory/dirty_log.hpp>
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/protocol/device.hpp>
 #include <vvu/protocol/inflight_area.hpp>
@@ -43,22 +44,24 @@ struct violation {
     [[nodiscard]] const std::string& message() const noexcept { return text; }
 };
 
-// The virtio and vhost feature bits the state machine and the ring layer implement themselves.
+// The virtio and vhost feature bits the state machine and the ring layer implement themselves
+// (LOG_ALL: dirty-page logging for live migration, memory/dirty_log.hpp).
 inline constexpr std::uint64_t backend_virtio_features =
     wire::virtio_feature::version_1 | wire::virtio_feature::ring_indirect_desc | wire::virtio_feature::ring_event_idx |
-    wire::virtio_feature::ring_packed | wire::virtio_feature::in_order | wire::vhost_feature::protocol_features;
+    wire::virtio_feature::ring_packed | wire::virtio_feature::in_order | wire::vhost_feature::protocol_features |
+    wire::vhost_feature::log_all;
 
 // The protocol features the state machine implements for every device (INFLIGHT_SHMFD: split
 // and packed rings record what they took in the front-end's inflight file, so a restarted
-// back-end resubmits it). Not offered, and why:
-// LOG_SHMFD (dirty logging: migration, a later issue), PAGEFAULT (postcopy),
+// back-end resubmits it; LOG_SHMFD: the dirty log is shared memory, SET_LOG_BASE's fd). Not
+// offered, and why: PAGEFAULT (postcopy),
 // HOST_NOTIFIER (a back-end over eventfds has no MMIO notify area to hand out),
 // INBAND_NOTIFICATIONS (simulation only), CROSS_ENDIAN (legacy devices), XEN_MMAP,
 // SHARED_OBJECT, DEVICE_STATE, CRYPTO_SESSION (no such device here).
 inline constexpr std::uint64_t backend_protocol_features =
     wire::protocol_feature::mq | wire::protocol_feature::reply_ack | wire::protocol_feature::backend_req |
     wire::protocol_feature::status | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::reset_device |
-    wire::protocol_feature::inflight_shmfd;
+    wire::protocol_feature::inflight_shmfd | wire::protocol_feature::log_shmfd;
 
 template <class Transport, class Device>
     requires transport::transport<Transport> && device<Device>
@@ -135,6 +138,9 @@ public:
     // transport): those cross "made by the transport", with no fd.
     expected<session_image, std::string> export_session() {
         constexpr bool remakes = transport::remakes_resources<Transport>;
+        // A migration in progress logs into a file the image has no field for: refused rather
+        // than handed over half (the new back-end would stop logging unseen).
+        if (log_) return unexpected(std::string("a dirty log is set (migration in progress): not handed over"));
         session_image img;
         img.owner = state_.owner;
         img.features = state_.features;
@@ -371,9 +377,14 @@ private:
         if (unknown != 0) return fail(fmt::format("features 0x{:x} were not offered", unknown));
         if (state_.features_set && ring_layout_changes(m.payload.value) && any_started())
             return fail("ring layout changed while rings run");
+        const bool was_logging = logging();
         state_.features = m.payload.value;
         state_.features_set = true;
         device_.set_features(m.payload.value);
+        // LOG_ALL turned on or off (a migration starts or ends): the running rings restart
+        // with or without the log.
+        if (logging() != was_logging)
+            if (auto r = restart_rings(); !r) return r;
         // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled ("Ring states").
         if (!wire::has(m.payload.value, wire::vhost_feature::protocol_features))
             for (std::uint32_t i = 0; i < state_.vrings.size(); ++i) set_enabled(i, true);
@@ -467,10 +478,13 @@ private:
     step on(const wire::message<wire::front_request::set_vring_addr>& m, transport::owned_fds&) {
         if (auto r = check_vring(m.payload.index); !r) return r;
         auto& v = state_.vrings[m.payload.index];
-        if (v.started) return fail("vring is running");
+        // A running ring gets this when a migration turns VHOST_VRING_F_LOG on or off (QEMU's
+        // vhost_dev_set_log): it restarts where it stands, over the new addresses and flags.
+        const bool was_started = v.started;
+        if (was_started) stop_vring(m.payload.index);
         v.addr = m.payload;
         v.addr_set = true;
-        return done();
+        return was_started ? start_vring(m.payload.index) : done();
     }
     step on(const wire::message<wire::front_request::set_vring_base>& m, transport::owned_fds&) {
         if (auto r = check_vring(m.payload.index); !r) return r;
@@ -571,6 +585,37 @@ private:
         return ok ? done() : fail(fmt::format("MTU {} refused", m.payload.value));
     }
 
+    // ------------------------------------------------------------ dirty-page logging
+    // SET_LOG_BASE: the log the rings mark from now on (a migration starts, or the front-end's
+    // memory grew and the log with it). Answered — with LOG_SHMFD, u64 0 — only once the
+    // rings run over the new log, so that the front-end may free the old one then.
+    step on(const wire::message<wire::front_request::set_log_base>& m, transport::owned_fds& fds) {
+        if (auto r = require(wire::protocol_feature::log_shmfd, "LOG_SHMFD"); !r) return r;
+        const auto& d = m.payload;
+        if (d.mmap_size == 0 || d.mmap_size > memory::dirty_log::max_bytes)
+            return fail(fmt::format("log size {} outside [1, {}]", d.mmap_size, memory::dirty_log::max_bytes));
+        const wire::memory_region area{0, d.mmap_size, 0, d.mmap_offset};
+        auto mapped = transport_.map_region(area, fds.take(0));
+        if (!mapped) return fail(fmt::format("log of {} bytes at offset {}: {}", d.mmap_size, d.mmap_offset,
+                                             mapped.error().message()));
+        auto log = std::make_shared<const memory::dirty_log>(std::move(*mapped));
+        // A log that cannot cover the memory would leave pages unlogged, and their copies stale.
+        if (memory_ && memory_end(*memory_) > log->covered())
+            return fail(fmt::format("the log covers guest memory up to 0x{:x}, the memory table up to 0x{:x}",
+                                    log->covered(), memory_end(*memory_)));
+        log_ = std::move(log);
+        if (logging())
+            if (auto r = restart_rings(); !r) return r;
+        return done();
+    }
+    // SET_LOG_FD: an eventfd a back-end whose log is not shared memory would signal. vvu's log
+    // is (LOG_SHMFD), so the front-end reads it without being told; the fd is kept, unused,
+    // until the session ends.
+    step on(const wire::message<wire::front_request::set_log_fd>&, transport::owned_fds& fds) {
+        log_fd_ = fds.take(0);
+        return done();
+    }
+
     // ------------------------------------------------------------ inflight I/O tracking
     step on(const wire::message<wire::front_request::get_inflight_fd>& m, transport::owned_fds&) {
         if (auto r = require(wire::protocol_feature::inflight_shmfd, "INFLIGHT_SHMFD"); !r) return r;
@@ -647,6 +692,10 @@ private:
         s.desc_gpa = *desc;
         s.avail_gpa = *avail;
         s.used_gpa = *used;
+        if (logging()) {
+            s.log = log_;
+            s.log_used = (v.addr.flags & wire::vring_addr::flag_log) != 0;
+        }
         if (inflight_) { // split and packed rings alike (the area's parts have room for either layout)
             s.inflight = inflight_->queue(index);
             if (s.inflight.empty()) return fail(fmt::format("vring {} has no part in the inflight area", index));
@@ -693,11 +742,34 @@ private:
     // "a new table replaces the old one only once the rings stopped using it": running rings
     // are stopped (their state kept), the table swapped, and the rings restarted over it.
     step replace_memory(memory_type::ptr table) {
+        // A front-end grows its log before its memory (and shrinks it after): a table past the
+        // log while logging would go partly unlogged.
+        if (logging() && memory_end(*table) > log_->covered())
+            return fail(fmt::format("the memory table reaches 0x{:x}, past the dirty log's 0x{:x}", memory_end(*table),
+                                    log_->covered()));
         stop_all();
         memory_ = std::move(table);
+        return start_all();
+    }
+    step start_all() {
         for (std::uint32_t i = 0; i < state_.vrings.size(); ++i)
             if (auto r = start_vring(i); !r) return r;
         return done();
+    }
+    // The running rings again, where they stand (what they log changed).
+    step restart_rings() {
+        stop_all();
+        return start_all();
+    }
+
+    static std::uint64_t memory_end(const memory_type& m) noexcept {
+        const auto regions = m.regions(); // sorted by guest address
+        return regions.empty() ? 0 : regions.back().guest_phys_addr() + regions.back().size();
+    }
+
+    // Do the rings log their writes? LOG_ALL negotiated and a log given.
+    bool logging() const noexcept {
+        return log_ != nullptr && wire::has(state_.features, wire::vhost_feature::log_all);
     }
 
     // A request that wanted an ack gets a failure ack before the session ends.
@@ -729,6 +801,8 @@ private:
         memory_.reset();
         backend_channel_.reset();
         inflight_.reset();
+        log_.reset();
+        log_fd_.reset();
         needs_reset_->store(false);
     }
 
@@ -742,6 +816,8 @@ private:
     std::vector<any_call_notifier> errs_;
     std::optional<typename Transport::backend_channel> backend_channel_;
     std::shared_ptr<inflight_area> inflight_; // INFLIGHT_SHMFD: the file the rings record in
+    std::shared_ptr<const memory::dirty_log> log_; // SET_LOG_BASE (rings hold it while they run)
+    unique_fd log_fd_;                             // SET_LOG_FD
     std::function<void(const std::string&)> on_notice_;
     // Set from a data-path thread when a ring breaks (vring::report_if_broken); shared with the
     // rings' on_broken so that a ring outliving this object cannot touch a dead one.

@@ -26,6 +26,7 @@
 // Not thread-safe: one control thread. The vrings (driver_vring) may be run by other threads.
 #pragma once
 
+#include <vvu/memory/dirty_log.hpp>
 #include <vvu/protocol/frontend_channel.hpp>
 #include <vvu/protocol/frontend_error.hpp>
 #include <vvu/protocol/frontend_memory.hpp>
@@ -36,13 +37,17 @@
 #include <vvu/wire/features.hpp>
 
 #include <poll.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -55,7 +60,7 @@ namespace vvu::protocol {
 inline constexpr std::uint64_t frontend_protocol_features =
     wire::protocol_feature::mq | wire::protocol_feature::reply_ack | wire::protocol_feature::config |
     wire::protocol_feature::backend_req | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::status |
-    wire::protocol_feature::inflight_shmfd;
+    wire::protocol_feature::inflight_shmfd | wire::protocol_feature::log_shmfd;
 
 // Virtio device status bits (virtio 1.2 §2.1).
 namespace device_status {
@@ -244,13 +249,18 @@ public:
         // Ring addresses are front-end virtual addresses ("Vring address description").
         wire::vring_addr addr{index, 0, memory_->user_address(desc), memory_->user_address(used),
                               memory_->user_address(avail), 0};
+        if (log_ && wire::has(acked_features_, wire::vhost_feature::log_all)) {
+            addr.flags = wire::vring_addr::flag_log; // a ring set up while logging logs its used ring too
+            addr.log_guest_addr = used;
+        }
         if (auto r = request<fr::set_vring_addr>(addr); !r) return unexpected(r.error());
         if (auto r = request<fr::set_vring_kick>({index}, {v->kick_fd()}); !r) return unexpected(r.error());
         if (auto r = request<fr::set_vring_call>({index}, {v->call_fd()}); !r) return unexpected(r.error());
         if (o.enable && wire::has(acked_features_, wire::vhost_feature::protocol_features))
             if (auto r = request<fr::set_vring_enable>({index, 1}); !r) return unexpected(r.error());
-        if (vrings_.size() <= index) vrings_.resize(index + 1);
+        if (vrings_.size() <= index) vrings_.resize(index + 1), vring_addrs_.resize(index + 1);
         vrings_[index] = std::move(v);
+        vring_addrs_[index] = {addr, used};
         return vrings_[index].get();
     }
 
@@ -292,6 +302,56 @@ public:
             if (vrings_[i])
                 if (auto r = stop_vring(i); !r) return unexpected(r.error());
         return set_status(0);
+    }
+
+    // ---------------------------------------------------------------- dirty-page logging
+    // Turns the back-end's dirty logging on, the way a migration does ("Migration" in
+    // vhost-user.rst; needs LOG_SHMFD negotiated and VHOST_F_LOG_ALL offered): a log covering
+    // the shared memory, one bit per 4 KiB page (SET_LOG_BASE with its memfd, answered once the
+    // back-end uses it), SET_FEATURES with LOG_ALL, and each ring's SET_VRING_ADDR again with
+    // VHOST_VRING_F_LOG (logged at its used ring's address).
+    result<void> start_logging() {
+        using fr = wire::front_request;
+        if (!memory_) return fail(frontend_errc::bad_state, fr::set_log_base, "no memory shared yet");
+        if (!negotiated(wire::protocol_feature::log_shmfd))
+            return fail(frontend_errc::not_offered, fr::set_log_base, "LOG_SHMFD not negotiated");
+        if (!wire::has(offered_features_, wire::vhost_feature::log_all))
+            return fail(frontend_errc::not_offered, fr::set_features, "VHOST_F_LOG_ALL not offered");
+        std::uint64_t end = 0;
+        for (const auto& r : memory_->regions()) end = std::max(end, r.gpa + r.size);
+        // Whole u64 words of the bitmap, as front-ends sync it.
+        const std::uint64_t pages = (end + memory::dirty_log::page_size - 1) / memory::dirty_log::page_size;
+        const std::uint64_t bytes = (pages + 63) / 64 * 8;
+        unique_fd fd(::memfd_create("vvu-dirty-log", MFD_CLOEXEC));
+        if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
+            return fail(frontend_errc::transport, fr::set_log_base, std::string("memfd for the log: ") + std::strerror(errno));
+        const int sent_fd = fd.get();
+        auto mapped = memory::region::map({0, bytes, 0, 0}, std::move(fd));
+        if (!mapped) return fail(frontend_errc::transport, fr::set_log_base, "mapping the log: " + mapped.error().message());
+        log_ = std::make_shared<memory::dirty_log>(std::move(*mapped));
+        auto r = transact<fr::set_log_base>({bytes, 0}, {sent_fd});
+        if (!r) return unexpected(r.error());
+        if (r->payload.value != 0) return fail(frontend_errc::rejected, fr::set_log_base, "back-end answered " + std::to_string(r->payload.value));
+        return set_logging(true);
+    }
+    // SET_FEATURES without LOG_ALL, each ring's address without VHOST_VRING_F_LOG. The log stays
+    // (take_dirty_pages reads what was marked before).
+    result<void> stop_logging() { return set_logging(false); }
+
+    // The pages marked since the last call (guest address / 4096, ascending), cleared as they
+    // are read — a migration's sync of the bitmap.
+    [[nodiscard]] std::vector<std::uint64_t> take_dirty_pages() {
+        std::vector<std::uint64_t> pages;
+        if (!log_) return pages;
+        std::byte* bits = log_->mapped().host();
+        for (std::uint64_t i = 0; i < log_->mapped().size(); ++i) {
+            std::atomic_ref<std::uint8_t> byte(*reinterpret_cast<std::uint8_t*>(bits + i));
+            if (byte.load(std::memory_order_relaxed) == 0) continue;
+            const std::uint8_t b = byte.exchange(0, std::memory_order_acquire);
+            for (unsigned k = 0; k < 8; ++k)
+                if ((b >> k) & 1u) pages.push_back(i * 8 + k);
+        }
+        return pages;
     }
 
     // ---------------------------------------------------------------- config space
@@ -398,6 +458,22 @@ private:
         auto f = wire::encode(m);
         if (!f) return fail(frontend_errc::invalid_argument, R, f.error().message());
         if (auto s = channel_.send(*f, options_.timeout); !s) return unexpected(detail::from_transport(R, s.error(), "send"));
+        return {};
+    }
+
+    result<void> set_logging(bool on) {
+        const std::uint64_t features = on ? acked_features_ | wire::vhost_feature::log_all
+                                          : acked_features_ & ~wire::vhost_feature::log_all;
+        if (auto r = request<wire::front_request::set_features>({features}); !r) return r;
+        acked_features_ = features;
+        for (std::size_t i = 0; i < vrings_.size(); ++i) {
+            if (!vrings_[i]) continue;
+            wire::vring_addr addr = vring_addrs_[i].addr;
+            addr.flags = on ? wire::vring_addr::flag_log : 0;
+            addr.log_guest_addr = on ? vring_addrs_[i].used_gpa : 0;
+            if (auto r = request<wire::front_request::set_vring_addr>(addr); !r) return r;
+            vring_addrs_[i].addr = addr;
+        }
         return {};
     }
 
@@ -518,6 +594,12 @@ private:
     std::uint64_t offered_protocol_features_ = 0;
     std::uint64_t protocol_features_ = 0;
     std::uint64_t queue_num_ = 0;
+    struct sent_addresses {
+        wire::vring_addr addr;  // SET_VRING_ADDR as last sent
+        std::uint64_t used_gpa; // its used ring's guest address (the log address)
+    };
+    std::vector<sent_addresses> vring_addrs_;
+    std::shared_ptr<memory::dirty_log> log_;    // start_logging's log
     wire::inflight_description inflight_{};
     unique_fd inflight_fd_;
     std::uint64_t config_changes_ = 0;

@@ -6,6 +6,7 @@
 // vring — and a device — knows nothing of the transport.
 #pragma once
 
+#include <vvu/memory/dirty_log.hpp>
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/ring/packed.hpp>
 #include <vvu/ring/split.hpp>
@@ -44,6 +45,10 @@ struct vring_start {
     // Told once, from whichever thread saw it, when the front-end broke the ring (after its
     // error notifier was signalled): index and the ring layer's reason.
     std::function<void(std::uint32_t, std::error_code)> on_broken;
+    // Dirty logging (VHOST_F_LOG_ALL with a SET_LOG_BASE log): the ring logs the buffer bytes
+    // it completes in `log`, and with `log_used` (VHOST_VRING_F_LOG) its own ring writes.
+    std::shared_ptr<const memory::dirty_log> log;
+    bool log_used = false;
 };
 
 // A call notifier of any transport (signal(): used buffers are ready).
@@ -132,8 +137,9 @@ public:
         v->error_ = std::move(error);
         v->on_broken_ = s.on_broken;
         v->inflight_keepalive_ = s.inflight_keepalive;
+        v->view_.set_log(s.log);
         if (s.packed) {
-            const ring::packed_config cfg{s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0};
+            const ring::packed_config cfg{s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0, s.log_used};
             const auto base = s.base_exact ? ring::packed_state::from_vring_base(s.base) : packed_base(s.base);
             if (!s.inflight.empty()) {
                 // Tracked (ring/packed_inflight.hpp). A new area starts recording where SET_VRING_BASE
@@ -167,7 +173,7 @@ public:
             if (!r) return unexpected(r.error());
             v->ring_.template emplace<packed_ring>(std::move(*r));
         } else {
-            const ring::split_config cfg{s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0};
+            const ring::split_config cfg{s.size, s.desc_gpa, s.avail_gpa, s.used_gpa, s.features, 0, s.log_used};
             if (!s.inflight.empty()) {
                 // Tracked: the inflight area, not SET_VRING_BASE, says where to go on (a chain in
                 // flight is taken again first; ring/inflight.hpp).

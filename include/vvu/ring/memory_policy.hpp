@@ -44,6 +44,21 @@ concept memory_policy = requires(M& m, std::uint64_t addr, std::uint64_t len) {
     { m.translate(addr, len) } noexcept -> std::same_as<std::byte*>;
 };
 
+// A memory policy that also logs the device's writes (dirty-page logging of a live migration,
+// memory/dirty_log.hpp). The device rings then record, for each chain they take, where its
+// writable part lies, and when the chain is pushed they log the first `len` bytes of it (the
+// bytes the device says it wrote) and the ring bytes they wrote themselves:
+//
+//   m.logging()          noexcept -> bool   is a log attached (fixed while a ring uses m)
+//   m.log_write(a, len)  noexcept           mark [a, a + len) of guest memory written
+//
+// Policies without these (local_memory) cost nothing: the rings' logging compiles away.
+template <class M>
+concept write_logging_policy = memory_policy<M> && requires(M& m, std::uint64_t addr, std::uint64_t len) {
+    { m.logging() } noexcept -> std::same_as<bool>;
+    { m.log_write(addr, len) } noexcept;
+};
+
 // A memory policy over a caller-provided buffer: guest address `base` is buffer[0].
 // The default base is deliberately not 0 so that a zero address (a common driver bug) fails.
 class local_memory {

@@ -66,6 +66,10 @@ struct packed_config {
     std::uint64_t device_event_addr = 0;    // Device Area: device event suppression
     ring_features features{};
     std::uint32_t max_chain_len = 0;        // 0 = queue size (§2.8.5)
+    // Dirty logging (a write_logging_policy with a log attached): also log what the device
+    // writes of the ring itself — used descriptors, device event suppression (vhost-user
+    // SET_VRING_ADDR's VHOST_VRING_F_LOG), at their own guest addresses.
+    bool log_used = false;
 };
 
 // Device-side ring state (vhost-user SET/GET_VRING_BASE for packed rings).
@@ -232,11 +236,13 @@ public:
                (std::uint32_t{ring_event_flags_desc} << 16))
             : (std::uint32_t{ring_event_flags_enable} << 16);
         detail::store_relaxed32(dev_evt_, v);   // one store: off_wrap and flags change together
+        wlog_.ring(dev_evt_addr_, 4);
         detail::store_load_fence();
         return has_available();
     }
     void disable_notifications() noexcept {
         detail::store_relaxed32(dev_evt_, std::uint32_t{ring_event_flags_disable} << 16);
+        wlog_.ring(dev_evt_addr_, 4);
     }
     bool has_available() noexcept {
         return !broken_ &&
@@ -265,7 +271,8 @@ private:
           next_avail_(st.avail_idx), avail_wrap_(st.avail_wrap), used_idx_(st.used_idx),
           used_wrap_(st.used_wrap), irq_old_(packed_position(st.used_idx, st.used_wrap, c.size)),
           inflight_(new std::uint16_t[c.size]()), wtotal_(new std::uint32_t[c.size]()),
-          fifo_(new std::uint16_t[c.size]()), arena_(limit_ + 256) {}
+          fifo_(new std::uint16_t[c.size]()), arena_(limit_ + 256), desc_addr_(c.desc_addr),
+          dev_evt_addr_(c.device_event_addr), wlog_(mem, c.size, limit_, c.log_used) {}
 
     void fail(errc e) noexcept {
         broken_ = true;
@@ -308,6 +315,7 @@ private:
         std::size_t k = 0;
         std::byte* first = nullptr;
         std::uint16_t first_flags = 0;
+        std::uint16_t first_slot = 0;
         while (k < used.size()) {
             const used_element& e = used[k];
             if (e.id >= size_ || inflight_[e.id] == 0) break;
@@ -335,11 +343,14 @@ private:
             if (first == nullptr) {
                 first = d + 14;
                 first_flags = f;
+                first_slot = used_idx_;
             } else {
                 detail::store_relaxed16(d + 14, f);
+                wlog_.ring(desc_addr_ + 16 * std::size_t(used_idx_), 16); // logged once written
             }
             for (std::size_t i = 0; i < run; ++i) {
                 const std::uint16_t id = used[k + i].id;
+                wlog_.written(id, used[k + i].len);
                 if constexpr (Tracked) tracker_->completing(id);
                 inflight_[id] = 0;
                 if (features_.in_order && fifo_[fifo_head_] == id)
@@ -354,6 +365,7 @@ private:
         if (first == nullptr) return k;
         if constexpr (Tracked) tracker_->publishing(used_idx_, used_wrap_);
         detail::store_release16(first, first_flags);
+        wlog_.ring(desc_addr_ + 16 * std::size_t(first_slot), 16);
         if constexpr (Tracked) tracker_->completed(used.first(k), used_idx_, used_wrap_);
         return k;
     }
@@ -370,7 +382,8 @@ private:
             if constexpr (Tracked) {
                 if (resubmit_next_ < resubmit_.size()) {
                     const packed_inflight_chain& c = resubmit_[resubmit_next_];
-                    detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs, arena_.capacity() - used_segs, limit_);
+                    detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs, arena_.capacity() - used_segs, limit_,
+                                                 wlog_.recording());
                     bool indirect = false;
                     const auto st = rebuild(b, c, indirect);
                     if (st == detail::build_status::arena_full) break;
@@ -390,7 +403,7 @@ private:
                 detail::load_acquire16(desc_ + 16 * std::size_t(next_avail_) + 14);
             if (!detail::is_avail(flags, avail_wrap_)) break;
             detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs,
-                                         arena_.capacity() - used_segs, limit_);
+                                         arena_.capacity() - used_segs, limit_, wlog_.recording());
             std::uint16_t id = 0, ring_descs = 0;
             bool indirect = false;
             [[maybe_unused]] std::uint16_t cursor = 0;
@@ -417,6 +430,7 @@ private:
     }
 
     void took(const chain& c, std::uint16_t id, std::uint16_t ring_descs) noexcept {
+        wlog_.keep(id);
         inflight_[id] = ring_descs;
         wtotal_[id] = c.writable_bytes();
         if (features_.in_order) fifo_[(fifo_head_ + n_inflight_) % size_] = id;
@@ -521,6 +535,9 @@ private:
     std::uint16_t fifo_head_ = 0;
     std::uint32_t n_inflight_ = 0;
     detail::segment_arena arena_;
+    std::uint64_t desc_addr_;      // guest addresses of what the device writes (dirty logging)
+    std::uint64_t dev_evt_addr_;
+    detail::write_log<Mem> wlog_;
     errc err_{};
     bool broken_ = false;
     std::optional<packed_inflight> tracker_;       // inflight tracking, when the session has a region

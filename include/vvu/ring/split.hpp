@@ -21,6 +21,7 @@
 #include "vvu/util/endian.hpp"
 #include "vvu/util/expected.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <optional>
 #include <vector>
@@ -72,6 +73,9 @@ struct split_config {
     std::uint64_t used_addr = 0;
     ring_features features{};
     std::uint32_t max_chain_len = 0;   // buffer descriptors per chain; 0 = queue size (§2.7.5.3.1)
+    // Dirty logging (a write_logging_policy with a log attached): also log the used ring's
+    // writes (vhost-user SET_VRING_ADDR's VHOST_VRING_F_LOG), at used_addr.
+    bool log_used = false;
 };
 
 // Device-side ring state (vhost-user SET/GET_VRING_BASE): the next available index to take.
@@ -180,13 +184,14 @@ public:
             if (head >= size_) { fail(errc::head_out_of_range); break; }
             if (inflight_[head]) { fail(errc::head_in_use); break; }
             detail::chain_builder<Mem> b(*mem_, arena_.data() + used_segs,
-                                         arena_.capacity() - used_segs, limit_);
+                                         arena_.capacity() - used_segs, limit_, wlog_.recording());
             bool indirect = false;
             const auto st = walk(b, head, indirect);
             if (st == detail::build_status::arena_full) break;   // retried next call
             if (st == detail::build_status::error) { fail(b.error()); break; }
             b.finish(out[got], head, 1, indirect);
             used_segs += b.segments();
+            wlog_.keep(head);
             inflight_[head] = 1;
             ++n_inflight_;
             if (resubmitting) {
@@ -213,6 +218,7 @@ public:
             std::byte* u = used_ + split_layout::ring_off + 8 * std::size_t(used_idx_ & mask_);
             le::store<std::uint32_t>(u, e.id);
             le::store<std::uint32_t>(u + 4, e.len);
+            wlog_.written(e.id, e.len);
             if (tracker_) tracker_->completing(static_cast<std::uint16_t>(e.id));
             inflight_[e.id] = 0;
             --n_inflight_;
@@ -220,6 +226,7 @@ public:
             ++k;
         }
         if (k != 0) detail::store_release16(used_ + split_layout::idx_off, used_idx_);
+        if (k != 0) log_used_entries(static_cast<std::uint16_t>(used_idx_ - k), k);
         if (k != 0 && tracker_) tracker_->completed(used.first(k), used_idx_);
         return k;
     }
@@ -252,9 +259,11 @@ public:
     bool enable_notifications() noexcept {
         if (features_.event_idx) {
             detail::store_relaxed16(used_ + split_layout::avail_event_off(size_), next_avail_);
+            wlog_.ring(used_addr_ + split_layout::avail_event_off(size_), 2);
         } else {
             used_flags_ = static_cast<std::uint16_t>(used_flags_ & ~split_used_f_no_notify);
             detail::store_relaxed16(used_ + split_layout::flags_off, used_flags_);
+            wlog_.ring(used_addr_ + split_layout::flags_off, 2);
         }
         detail::store_load_fence();   // our event/flags store before the load of avail->idx
         return has_available();
@@ -265,6 +274,7 @@ public:
         if (features_.event_idx) return;
         used_flags_ = static_cast<std::uint16_t>(used_flags_ | split_used_f_no_notify);
         detail::store_relaxed16(used_ + split_layout::flags_off, used_flags_);
+        wlog_.ring(used_addr_ + split_layout::flags_off, 2);
     }
     bool has_available() noexcept {
         return !broken_ && detail::load_acquire16(avail_ + split_layout::idx_off) != next_avail_;
@@ -298,11 +308,21 @@ private:
           next_avail_(st.next_avail), avail_seen_(st.next_avail),
           used_idx_(detail::load_relaxed16(r.used + split_layout::idx_off)), irq_old_(used_idx_),
           used_flags_(detail::load_relaxed16(r.used + split_layout::flags_off)),
-          inflight_(new std::uint8_t[c.size]()), arena_(limit_ + 256) {}
+          inflight_(new std::uint8_t[c.size]()), arena_(limit_ + 256), used_addr_(c.used_addr),
+          wlog_(mem, c.size, limit_, c.log_used) {}
 
     void fail(errc e) noexcept {
         broken_ = true;
         err_ = e;
+    }
+
+    // Dirty logging of a pushed batch: its `count` used elements from index `first` (one range,
+    // or two where the ring wraps) and used->idx.
+    void log_used_entries(std::uint16_t first, std::size_t count) noexcept {
+        const std::size_t slot = first & mask_, run = std::min<std::size_t>(count, size_ - slot);
+        wlog_.ring(used_addr_ + split_layout::ring_off + 8 * slot, 8 * run);
+        if (run < count) wlog_.ring(used_addr_ + split_layout::ring_off, 8 * (count - run));
+        wlog_.ring(used_addr_ + split_layout::idx_off, 2);
     }
 
     // Walk the chain at `head`: direct descriptors, optionally ending in one indirect table
@@ -357,6 +377,8 @@ private:
     std::unique_ptr<std::uint8_t[]> inflight_;
     std::uint32_t n_inflight_ = 0;
     detail::segment_arena arena_;
+    std::uint64_t used_addr_;               // guest address of the used ring (dirty logging)
+    detail::write_log<Mem> wlog_;
     errc err_{};
     bool broken_ = false;
     std::optional<split_inflight> tracker_;  // inflight tracking, when the session has a region

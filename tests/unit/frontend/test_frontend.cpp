@@ -364,3 +364,43 @@ TEST_CASE("over any channel — without PROTOCOL_FEATURES no acks are awaited", 
     CHECK(wire::load_header(sent[1].bytes()).request == static_cast<std::uint32_t>(fr::set_owner));
     CHECK_FALSE(wire::load_header(sent[2].bytes()).need_reply());
 }
+
+TEST_CASE("front-end dirty logging: start_logging, the pages the back-end wrote, stop_logging", "[frontend][log]") {
+    const bool packed = GENERATE(false, true);
+    CAPTURE(packed);
+    test::vvu_backend be(1, device::net::forward_mode::loopback);
+    {
+        device::net::driver_options o;
+        o.packed = packed;
+        o.queue_size = 64;
+        o.timeout = 5000ms;
+        auto nd = driver::open(protocol::socket_channel(be.take_frontend_end()), o);
+        if (!nd) FAIL(nd.error().message());
+        auto& fe = (*nd)->frontend();
+        REQUIRE(fe.negotiated(wire::protocol_feature::log_shmfd));
+        REQUIRE(echo(**nd, 10).size() == 10); // receive buffers posted, rings running
+        if (auto r = fe.start_logging(); !r) FAIL(r.error().message());
+        CHECK(wire::has(fe.features(), wire::vhost_feature::log_all));
+        (void)fe.take_dirty_pages(); // what the restarts wrote
+
+        REQUIRE(echo(**nd, 100).size() == 100);
+        const auto pages = fe.take_dirty_pages();
+        // The frames went into receive buffers and both used rings: pages of the shared memory.
+        REQUIRE_FALSE(pages.empty());
+        const auto& regions = fe.memory().regions();
+        for (std::uint64_t page : pages) {
+            const std::uint64_t at = page * 4096;
+            CHECK(std::any_of(regions.begin(), regions.end(),
+                              [&](const auto& r) { return at >= r.gpa && at < r.gpa + r.size; }));
+        }
+        CHECK(fe.take_dirty_pages().empty()); // taken means cleared
+
+        if (auto r = fe.stop_logging(); !r) FAIL(r.error().message());
+        CHECK_FALSE(wire::has(fe.features(), wire::vhost_feature::log_all));
+        REQUIRE(echo(**nd, 100).size() == 100);
+        CHECK(fe.take_dirty_pages().empty());
+        auto all = (*nd)->close();
+        if (!all) FAIL(all.error().message());
+    }
+    CHECK(be.join() == "peer closed the connection");
+}

@@ -853,3 +853,140 @@ TEST_CASE("backend: INFLIGHT_SHMFD with a packed ring — positions the area can
         CHECK(r.error().message().find("inflight region corrupt") != std::string::npos);
     }
 }
+
+namespace {
+// What a migrating front-end does first: LOG_SHMFD, LOG_ALL, one memory region, and RX vring 0
+// (split, 256) with VHOST_VRING_F_LOG: descriptors at +0, avail at +0x1000, used at +0x2000.
+struct logging_session {
+    static constexpr std::uint64_t gpa = 0x10000000, uaddr = 0x7f0000000000;
+    static constexpr std::uint64_t features = virtio_feature::version_1 | vhost_feature::protocol_features;
+    fixture f;
+    shared_memory mem{1 << 20};
+
+    logging_session() {
+        f.expect_ok(msg<fr::set_protocol_features>({protocol_feature::log_shmfd | protocol_feature::reply_ack}));
+        f.expect_ok(msg<fr::set_features>({features | vhost_feature::log_all}));
+        memory_table t;
+        t.nregions = 1;
+        t.regions[0] = {gpa, mem.size, uaddr, 0};
+        std::vector<unique_fd> fds;
+        fds.push_back(mem.dup());
+        f.expect_ok(msg<fr::set_mem_table>(t, std::move(fds)));
+        f.expect_ok(msg<fr::set_vring_num>({0, 256}));
+        f.expect_ok(msg<fr::set_vring_addr>({0, vring_addr::flag_log, uaddr, uaddr + 0x2000, uaddr + 0x1000, gpa + 0x2000}));
+        std::vector<unique_fd> kick;
+        kick.push_back(make_eventfd());
+        f.expect_ok(msg<fr::set_vring_kick>({0}, std::move(kick)));
+        f.expect_ok(msg<fr::set_vring_enable>({0, 1}));
+        REQUIRE(f.backend.state().vrings[0].started);
+    }
+    // Posts one receive buffer of two writable descriptors: [+0x8f00, +0x9100) and [+0xc000, +0xd000).
+    void post_receive_buffer(std::uint16_t avail_idx) {
+        std::byte* desc = mem.data;
+        const std::uint16_t head = static_cast<std::uint16_t>(2 * (avail_idx % 128));
+        le::store<std::uint64_t>(desc + 16 * head, gpa + 0x8f00);
+        le::store<std::uint32_t>(desc + 16 * head + 8, 0x200);
+        le::store<std::uint16_t>(desc + 16 * head + 12, 0x1 | 0x2); // NEXT | WRITE
+        le::store<std::uint16_t>(desc + 16 * head + 14, static_cast<std::uint16_t>(head + 1));
+        le::store<std::uint64_t>(desc + 16 * (head + 1), gpa + 0xc000);
+        le::store<std::uint32_t>(desc + 16 * (head + 1) + 8, 0x1000);
+        le::store<std::uint16_t>(desc + 16 * (head + 1) + 12, 0x2);
+        le::store<std::uint16_t>(mem.data + 0x1000 + 4 + 2 * (avail_idx % 256), head);
+        std::atomic_ref<std::uint16_t>(*reinterpret_cast<std::uint16_t*>(mem.data + 0x1000 + 2))
+            .store(static_cast<std::uint16_t>(avail_idx + 1), std::memory_order_release);
+    }
+    // A frame of `size` bytes into the front-end's RX vring.
+    std::size_t deliver(std::size_t size) {
+        std::vector<std::byte> bytes(size, std::byte{0x42});
+        const device::net::frame fr(bytes);
+        return f.port.transmit(std::span(&fr, 1));
+    }
+};
+
+// A log file of `bytes` and the mapping the test reads it through.
+struct log_file {
+    shared_memory file;
+    explicit log_file(std::size_t bytes) : file(bytes) {}
+    std::set<std::uint64_t> marked_pages() const {
+        std::set<std::uint64_t> pages;
+        for (std::size_t i = 0; i < file.size; ++i)
+            for (unsigned b = 0; b < 8; ++b)
+                if ((std::to_integer<unsigned>(file.data[i]) >> b) & 1u) pages.insert(i * 8 + b);
+        return pages;
+    }
+    void clear() { std::fill(file.data, file.data + file.size, std::byte{0}); }
+};
+} // namespace
+
+TEST_CASE("backend: dirty logging — after a burst the log marks exactly the pages written, buffers and used ring",
+          "[protocol][backend][log]") {
+    logging_session s;
+    // The log covers the region's end (gpa + 1 MiB): one bit per 4 KiB page from address 0.
+    constexpr std::uint64_t page = 4096, first_page = logging_session::gpa / page;
+    log_file log((first_page + 256) / 8);
+    std::vector<unique_fd> fds;
+    fds.push_back(log.file.dup());
+    // LOG_SHMFD: SET_LOG_BASE is answered (0) once the rings use the log.
+    CHECK(s.f.expect_reply<fr::set_log_base>(msg<fr::set_log_base>({log.file.size, 0}, std::move(fds))).payload.value == 0);
+    CHECK(s.f.backend.state().vrings[0].started); // restarted over the log
+
+    s.post_receive_buffer(0);
+    REQUIRE(s.deliver(400) == 1);
+    // 12 + 400 bytes from +0x8f00: pages +0x8000 and +0x9000. The second descriptor (+0xc000)
+    // was not written; descriptors (+0) and the avail ring (+0x1000) were only read.
+    const std::uint16_t used_len = le::load<std::uint16_t>(s.mem.data + 0x2000 + 4 + 4);
+    CHECK(used_len == 412);
+    CHECK(log.marked_pages() == std::set<std::uint64_t>{first_page + 2, first_page + 8, first_page + 9});
+
+    // A frame of 20 bytes: only its page and the used ring's.
+    log.clear();
+    s.post_receive_buffer(1);
+    REQUIRE(s.deliver(20) == 1);
+    CHECK(log.marked_pages() == std::set<std::uint64_t>{first_page + 2, first_page + 8});
+
+    // LOG_ALL off (the migration ended): the rings restart without the log and mark nothing.
+    log.clear();
+    s.f.expect_ok(msg<fr::set_features>({logging_session::features}));
+    CHECK(s.f.backend.state().vrings[0].started);
+    s.post_receive_buffer(2);
+    REQUIRE(s.deliver(400) == 1);
+    CHECK(log.marked_pages().empty());
+
+    // On again: SET_VRING_ADDR without VHOST_VRING_F_LOG logs the buffers, not the used ring.
+    s.f.expect_ok(msg<fr::set_features>({logging_session::features | vhost_feature::log_all}));
+    s.f.expect_ok(msg<fr::set_vring_addr>({0, 0, logging_session::uaddr, logging_session::uaddr + 0x2000,
+                                           logging_session::uaddr + 0x1000, 0}));
+    log.clear(); // (the ring, restarted in between with its used ring logged, asked for kicks)
+    s.post_receive_buffer(3);
+    REQUIRE(s.deliver(400) == 1);
+    CHECK(log.marked_pages() == std::set<std::uint64_t>{first_page + 8, first_page + 9});
+}
+
+TEST_CASE("backend: SET_LOG_BASE refuses a log it cannot use, with the reason", "[protocol][backend][log][hostile]") {
+    logging_session s;
+    auto set_log_base = [&](std::uint64_t size, std::uint64_t offset, unique_fd fd) {
+        std::vector<unique_fd> fds;
+        fds.push_back(std::move(fd));
+        return s.f.expect_violation(msg<fr::set_log_base>({size, offset}, std::move(fds)));
+    };
+    shared_memory file(0x10000);
+    CHECK(set_log_base(0, 0, file.dup()) == "SET_LOG_BASE: log size 0 outside [1, 4294967296]");
+    CHECK(set_log_base(1ull << 40, 0, file.dup()) == "SET_LOG_BASE: log size 1099511627776 outside [1, 4294967296]");
+    // Past the file's end: the offset, or the size.
+    CHECK_THAT(set_log_base(0x1000, 0x10000, file.dup()),
+               Catch::StartsWith("SET_LOG_BASE: log of 4096 bytes at offset 65536: "));
+    CHECK_THAT(set_log_base(0x20000, 0, file.dup()), Catch::StartsWith("SET_LOG_BASE: log of 131072 bytes at offset 0: "));
+    // Something that cannot be mapped at all.
+    CHECK_THAT(set_log_base(0x1000, 0, make_eventfd()), Catch::StartsWith("SET_LOG_BASE: log of 4096 bytes at offset 0: "));
+    // Too small for the memory table: the region's last pages could not be logged.
+    CHECK(set_log_base(0x1000, 0, file.dup()) ==
+          "SET_LOG_BASE: the log covers guest memory up to 0x8000000, the memory table up to 0x10100000");
+    // Without LOG_SHMFD there is no log to share.
+    fixture plain;
+    std::vector<unique_fd> fds;
+    fds.push_back(file.dup());
+    CHECK(plain.expect_violation(msg<fr::set_log_base>({0x1000, 0}, std::move(fds))) ==
+          "SET_LOG_BASE: requires protocol feature LOG_SHMFD (not negotiated)");
+    // A refused log leaves the rings unlogged and running.
+    CHECK(s.f.backend.state().vrings[0].started);
+}

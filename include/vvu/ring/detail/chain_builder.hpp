@@ -4,9 +4,11 @@
 #include "vvu/ring/chain.hpp"
 #include "vvu/ring/error.hpp"
 #include "vvu/ring/memory_policy.hpp"
+#include "vvu/ring/detail/write_log.hpp"
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace vvu::ring::detail {
 
@@ -44,12 +46,14 @@ enum class build_status { ok, arena_full, error };
 
 // Appends the buffer descriptors of one chain, enforcing the limits of the issue:
 // readable-before-writable, translation of every element, total length <= 2^32 - 1,
-// segment count <= limit.
+// segment count <= limit. `writes`: where to record the guest addresses of the writable
+// descriptors (dirty logging, write_log.hpp; reserved for `limit` entries), or null.
 template <memory_policy Mem>
 class chain_builder {
 public:
-    chain_builder(Mem& mem, segment* base, std::uint32_t room, std::uint32_t limit) noexcept
-        : mem_(mem), base_(base), room_(room), limit_(limit) {}
+    chain_builder(Mem& mem, segment* base, std::uint32_t room, std::uint32_t limit,
+                  std::vector<extent>* writes = nullptr) noexcept
+        : mem_(mem), base_(base), room_(room), limit_(limit), writes_(writes) {}
 
     build_status add(std::uint64_t addr, std::uint32_t len, bool writable) noexcept {
         if (++count_ > limit_) return fail(errc::chain_too_long);
@@ -64,6 +68,7 @@ public:
         if (p == nullptr) return fail(errc::buffer_out_of_memory);
         if (n_r_ + n_w_ == room_) return build_status::arena_full;
         base_[n_r_ + n_w_] = segment{p, len};
+        if (writable && writes_ != nullptr) writes_->push_back({addr, len});
         (writable ? n_w_ : n_r_) += 1;
         return build_status::ok;
     }
@@ -87,6 +92,7 @@ private:
     segment* base_;
     std::uint32_t room_;
     std::uint32_t limit_;
+    std::vector<extent>* writes_;
     std::uint32_t count_ = 0;
     std::uint32_t n_r_ = 0;
     std::uint32_t n_w_ = 0;
