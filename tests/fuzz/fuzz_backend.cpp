@@ -5,7 +5,7 @@
 //
 // The fds a message carries are what its request needs, so that sessions get past set-up:
 // SET_MEM_TABLE and ADD_MEM_REG get memfds sized from the regions they describe (bounded:
-// max_region_bytes each), SET_INFLIGHT_FD one sized from its description, the vring
+// max_region_bytes each), SET_INFLIGHT_FD and SET_LOG_BASE one sized from their description, the vring
 // notifiers eventfds, anything else a small memfd. The input is a sequence of records,
 //   [u16 length][u8 control][length bytes]
 //   control < 0xf0   a message (its bytes), with control % (max_fds + 1) fds
@@ -14,7 +14,8 @@
 //   control = 0xf1   the data path: the front-end's TX vrings drained, then the bytes sent as
 //                    frames (u16 length-prefixed) to its RX vrings
 // and the data path also runs (both directions) after every message. At exit the target
-// prints how many inputs started a vring and moved frames each way (the CI log shows it).
+// prints how many inputs started a vring and moved frames each way, and how many wrote frames
+// while dirty logging was on (the CI log shows it).
 #include <vvu/device/net_port.hpp>
 #include <vvu/protocol/backend.hpp>
 #include <vvu/transport/backend_channel.hpp>
@@ -43,13 +44,14 @@ constexpr std::size_t max_records = 96;
 
 // What the inputs reached, printed once at exit.
 struct reach_counts {
-    std::uint64_t inputs = 0, started = 0, received = 0, transmitted = 0;
+    std::uint64_t inputs = 0, started = 0, received = 0, transmitted = 0, logged = 0;
     ~reach_counts() {
         std::fprintf(stderr,
                      "fuzz_backend: %llu inputs; %llu started a vring, %llu moved a frame from a TX vring, "
-                     "%llu wrote a frame into an RX vring\n",
+                     "%llu wrote a frame into an RX vring, %llu of them with dirty logging on\n",
                      static_cast<unsigned long long>(inputs), static_cast<unsigned long long>(started),
-                     static_cast<unsigned long long>(received), static_cast<unsigned long long>(transmitted));
+                     static_cast<unsigned long long>(received), static_cast<unsigned long long>(transmitted),
+                     static_cast<unsigned long long>(logged));
     }
 } reach;
 
@@ -73,7 +75,7 @@ std::vector<std::uint64_t> wanted_sizes(fr request, std::span<const std::byte> p
         for (std::uint32_t i = 0; i < n; ++i) sizes.push_back(region_end(8 + 32 * std::size_t{i}));
     } else if (request == fr::add_mem_reg) {
         sizes.push_back(region_end(8));
-    } else if (request == fr::set_inflight_fd && payload.size() >= 16) {
+    } else if ((request == fr::set_inflight_fd || request == fr::set_log_base) && payload.size() >= 16) {
         const auto size = le::load<std::uint64_t>(payload.data());
         const auto offset = le::load<std::uint64_t>(payload.data() + 8);
         sizes.push_back(offset > max_region_bytes || size > max_region_bytes ? max_region_bytes : offset + size);
@@ -90,7 +92,8 @@ struct harness {
     std::vector<std::byte> staging = std::vector<std::byte>(ring::max_burst * device::net::max_frame_size);
     std::array<device::net::frame, ring::max_burst> frames{};
     std::vector<unique_fd> regions; // the last table's files (duplicates), for memory writes
-    bool started = false, received = false, transmitted = false;
+    bool started = false, received = false, transmitted = false, logged = false;
+    bool log_set = false; // a SET_LOG_BASE was taken
 
     // A message; false when the session ended (a violation, as serve() would end it).
     bool message(std::span<const std::byte> bytes, std::size_t nfds) {
@@ -108,13 +111,15 @@ struct harness {
             if (i < sizes.size()) fd = memfd_of(sizes[i]);
             else if (is_vring_notifier(request)) fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
             else fd = memfd_of(1 << 16);
-            if (i < sizes.size() && request != fr::set_inflight_fd) table.push_back(dup_cloexec(fd.get()));
+            if (i < sizes.size() && request != fr::set_inflight_fd && request != fr::set_log_base)
+                table.push_back(dup_cloexec(fd.get()));
             (void)m.fds.push_back(std::move(fd));
         }
         if (request == fr::set_mem_table) regions = std::move(table);
         else if (request == fr::add_mem_reg)
             for (auto& fd : table) regions.push_back(std::move(fd));
         const bool ok = static_cast<bool>(backend.handle(m));
+        log_set |= ok && request == fr::set_log_base;
         for (const auto& v : backend.state().vrings) started |= v.started;
         return ok;
     }
@@ -139,7 +144,10 @@ struct harness {
             out = out.subspan(2 + len);
         }
         if (n != 0) {
-            for (std::uint32_t q = 0; q < 2; ++q) transmitted |= port.transmit(std::span(burst).first(n), q) != 0;
+            bool sent = false;
+            for (std::uint32_t q = 0; q < 2; ++q) sent |= port.transmit(std::span(burst).first(n), q) != 0;
+            transmitted |= sent;
+            logged |= sent && log_set && wire::has(backend.state().features, wire::vhost_feature::log_all);
         }
     }
 };
@@ -167,5 +175,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     reach.started += h.started;
     reach.received += h.received;
     reach.transmitted += h.transmitted;
+    reach.logged += h.logged;
     return 0;
 }

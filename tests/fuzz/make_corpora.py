@@ -48,6 +48,7 @@ import struct
 REGION_GPA, REGION_SIZE, REGION_UADDR = 0x0, 0x100000, 0x7F0000000000
 QSIZE = 256
 F_VERSION_1, F_RING_PACKED, F_MRG_RXBUF = 1 << 32, 1 << 34, 1 << 15
+F_LOG_ALL, PF_LOG_SHMFD, VRING_F_LOG = 1 << 26, 1 << 1, 1
 
 
 def message(request, payload=b""):
@@ -62,20 +63,24 @@ def mem_write(offset, data):
     return record(0xF0, struct.pack("<BI", 0, offset) + data)
 
 
-def session(packed, frames):
-    features = F_VERSION_1 | F_MRG_RXBUF | (F_RING_PACKED if packed else 0)
+def session(packed, frames, logged=False):
+    features = F_VERSION_1 | F_MRG_RXBUF | (F_RING_PACKED if packed else 0) | (F_LOG_ALL if logged else 0)
     out = record(0, message(3))  # SET_OWNER
+    if logged:
+        out += record(0, message(16, struct.pack("<Q", PF_LOG_SHMFD)))  # SET_PROTOCOL_FEATURES
     out += record(0, message(2, struct.pack("<Q", features)))  # SET_FEATURES
     table = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", REGION_GPA, REGION_SIZE, REGION_UADDR, 0)
     out += record(1, message(5, table))  # SET_MEM_TABLE, one fd
+    if logged:  # SET_LOG_BASE: one bit per 4 KiB page of the 1 MiB region, one fd
+        out += record(1, message(6, struct.pack("<QQ", REGION_SIZE // 4096 // 8, 0)))
     # vring i's areas at 0x10000 * (1 + 3 i); its buffers at 0x80000 + 0x20000 i.
     for vring in (0, 1):
         base = 0x10000 * (1 + 3 * vring)
         desc, driver, device = base, base + 0x10000, base + 0x20000
         buffers = 0x80000 + 0x20000 * vring
         out += record(0, message(8, struct.pack("<II", vring, QSIZE)))  # SET_VRING_NUM
-        addr = struct.pack("<IIQQQQ", vring, 0, REGION_UADDR + desc, REGION_UADDR + device,
-                           REGION_UADDR + driver, 0)
+        addr = struct.pack("<IIQQQQ", vring, VRING_F_LOG if logged else 0, REGION_UADDR + desc,
+                           REGION_UADDR + device, REGION_UADDR + driver, REGION_GPA + device if logged else 0)
         out += record(0, message(9, addr))  # SET_VRING_ADDR
         out += record(0, message(10, struct.pack("<II", vring, 0x8000 if packed else 0)))  # SET_VRING_BASE
         # The ring's contents before it starts: `frames` descriptors, TX readable, RX writable.
@@ -107,4 +112,7 @@ for packed in (False, True):
     for frames in (1, 32):
         name = f"session-{'packed' if packed else 'split'}-{frames}"
         (backend_out / name).write_bytes(session(packed, frames))
+    # The same with dirty logging on (a migration in progress): the data path logs as it writes.
+    name = f"session-logged-{'packed' if packed else 'split'}-32"
+    (backend_out / name).write_bytes(session(packed, 32, logged=True))
 print(f"data-path seeds in {backend_out.relative_to(root)}")

@@ -140,7 +140,7 @@ public:
         constexpr bool remakes = transport::remakes_resources<Transport>;
         // A migration in progress logs into a file the image has no field for: refused rather
         // than handed over half (the new back-end would stop logging unseen).
-        if (log_) return unexpected(std::string("a dirty log is set (migration in progress): not handed over"));
+        if (logging()) return unexpected(std::string("dirty logging is on (a migration in progress): not handed over"));
         session_image img;
         img.owner = state_.owner;
         img.features = state_.features;
