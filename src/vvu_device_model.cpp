@@ -34,7 +34,7 @@ namespace vvu::vvu_device {
 std::uint64_t passthrough_protocol_features() noexcept {
     namespace pf = wire::protocol_feature;
     return pf::mq | pf::rarp | pf::reply_ack | pf::net_mtu | pf::backend_req | pf::config | pf::reset_device |
-           pf::configure_mem_slots | pf::status;
+           pf::configure_mem_slots | pf::status | pf::log_shmfd;
 }
 
 namespace {
@@ -99,7 +99,7 @@ struct vring_record {
 };
 struct session_record {
     static constexpr std::size_t max_config_ranges = 32;
-    std::optional<frame_bytes> owner, protocol_features, features, backend_req_fd, mtu, status;
+    std::optional<frame_bytes> owner, protocol_features, features, backend_req_fd, mtu, status, log_base;
     std::vector<std::pair<std::uint64_t, frame_bytes>> config; // SET_CONFIG by (offset, size)
     std::map<std::uint32_t, vring_record> vrings;
     std::uint64_t protocol_features_value = 0;
@@ -130,6 +130,7 @@ struct device_model::impl final : function_owner {
     // What the front-end gave, kept while its session lasts.
     layout::window_layout window;
     std::vector<unique_fd> window_fds; // parallel to window.areas()
+    unique_fd log_fd;                  // window.log()'s file (SET_LOG_BASE)
     std::vector<unique_fd> kick_fds;   // per vring
     std::vector<unique_fd> call_fds;   // per vring: the doorbells' ioeventfds
 
@@ -243,6 +244,7 @@ struct device_model::impl final : function_owner {
         }
         window.clear();
         window_fds.clear();
+        log_fd.reset();
         to_driver.clear();
         record = {};
         awaited.clear();
@@ -330,7 +332,7 @@ struct device_model::impl final : function_owner {
             to_driver.push_back(std::move(f));
             ++n;
         }
-        if (!window.areas().empty()) {
+        if (!window.areas().empty() || window.log()) {
             // The last replayed request comes after the memory messages: its ack will do.
             if (acks && !order.empty()) order.back().barrier = true;
             else queue_barrier(order);
@@ -383,6 +385,8 @@ struct device_model::impl final : function_owner {
             for (std::size_t i = first; i < regions.size(); ++i)
                 out.push_back(make_frame<front_request::add_mem_reg>({0, regions[i]}, std::span(fds).subspan(i, 1)));
         }
+        // The log after the regions, where the compaction above put it.
+        if (window.log()) put(record.log_base);
         for (const auto& [i, v] : record.vrings) {
             put(v.num);
             put(v.addr);
@@ -445,6 +449,8 @@ struct device_model::impl final : function_owner {
             record.mtu = b();
         } else if constexpr (R == front_request::set_status) {
             record.status = b();
+        } else if constexpr (R == front_request::set_log_base) {
+            record.log_base = b();
         } else if constexpr (R == front_request::set_config) {
             const std::uint64_t range = (std::uint64_t{msg.payload.offset} << 32) | msg.payload.size;
             auto it = std::ranges::find_if(record.config, [&](const auto& c) { return c.first == range; });
@@ -477,6 +483,7 @@ struct device_model::impl final : function_owner {
             next.protocol_features = std::move(record.protocol_features);
             next.protocol_features_value = record.protocol_features_value;
             next.owner = make_frame<front_request::set_owner>({});
+            next.log_base = std::move(record.log_base); // the window keeps the log's area, as its regions
             record = std::move(next);
         }
         // Memory: the window is the record. GET_VRING_BASE: when its reply passes.
@@ -565,6 +572,13 @@ struct device_model::impl final : function_owner {
                         break;
                     }
                     // An unknown region is the back-end's to refuse.
+                } else if constexpr (R == front_request::set_log_base) {
+                    // The dirty log: an area of the window after the regions, as for a region
+                    // (pci::vvu_function::window_layout); the driver's back-end marks it there.
+                    const auto region = layout::window_layout::log_region(msg.payload);
+                    if (auto c = check_region_fd(region, m.fds[0]); !c) return fail(c.error());
+                    if (!window.set_log(region)) return fail("the log does not fit the shared-memory window");
+                    log_fd = m.fds.take(0);
                 } else if constexpr (R == front_request::set_vring_kick) {
                     const std::uint32_t i = msg.payload.index();
                     if (!vring_ok(i)) return fail(fmt::format("vring {} beyond max_vhost_queues {}", i, opt.max_queues));
@@ -600,7 +614,7 @@ struct device_model::impl final : function_owner {
         if (!r) return r;
         std::visit([&](const auto& msg) { remember(msg, m.bytes()); }, *decoded);
         const bool memory = request == front_request::set_mem_table || request == front_request::add_mem_reg ||
-                            request == front_request::rem_mem_reg;
+                            request == front_request::rem_mem_reg || request == front_request::set_log_base;
         const bool replied = wire::expects_reply(request, m.header.flags, record.protocol_features_value);
         if (replied || memory) {
             if (awaited.size() >= max_awaited) return fail(fmt::format("more than {} requests await replies", max_awaited));
@@ -886,6 +900,7 @@ struct device_model::impl final : function_owner {
         const auto& areas = window.areas();
         for (std::size_t i = 0; i < areas.size(); ++i)
             out.push_back({areas[i].offset, areas[i].size(), window_fds[i].get()});
+        if (const auto& l = window.log()) out.push_back({l->offset, l->size(), log_fd.get()});
         return out;
     }
     int doorbell_eventfd(std::uint32_t vring) override {
@@ -905,14 +920,12 @@ struct device_model::impl final : function_owner {
     // in no region read as zero and are not written.
     template <class Io>
     int window_io(std::uint64_t offset, std::size_t len, Io io) {
-        const auto& areas = window.areas();
-        for (std::size_t i = 0; i < areas.size(); ++i) {
-            const auto& a = areas[i];
+        for (const window_area& a : window_areas()) {
             const std::uint64_t begin = std::max(offset, a.offset);
-            const std::uint64_t end = std::min(offset + len, a.offset + a.size());
+            const std::uint64_t end = std::min(offset + len, a.offset + a.size);
             if (begin >= end) continue;
             const std::size_t done = begin - offset;
-            if (io(window_fds[i].get(), begin - a.offset, done, end - begin) < 0) return errno;
+            if (io(a.fd, begin - a.offset, done, end - begin) < 0) return errno;
         }
         return 0;
     }

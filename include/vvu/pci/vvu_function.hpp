@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace vvu::pci::vvu_function {
@@ -108,9 +109,13 @@ struct bar2_layout {
 //                  regions never move while they live).
 //   REM_MEM_REG    the region matching guest_phys_addr, memory_size and userspace_addr
 //                  leaves; the others stay where they are.
+//   SET_LOG_BASE   the dirty log (LOG_SHMFD) is an area too, after the highest end in use; a
+//                  new log replaces the old one. SET_MEM_TABLE lays the regions out and puts the
+//                  log after them again. (A vvu departure: the draft spec has no log area.)
 //
 // Each area spans the region's file from offset 0 to mmap_offset + memory_size, so guest
-// address guest_phys_addr is at window offset (area offset + mmap_offset).
+// address guest_phys_addr is at window offset (area offset + mmap_offset). The log's area is
+// described as a region too (log_region): mmap_size bytes of its file at mmap_offset.
 class window_layout {
 public:
     struct area {
@@ -122,7 +127,13 @@ public:
     explicit window_layout(std::uint64_t capacity = bar2_layout::for_queues(0).shared_memory_size) noexcept
         : capacity_(capacity) {}
 
-    // False (layout unchanged) when the regions overflow the window or a size wraps.
+    // The area a SET_LOG_BASE log takes: its file's bytes [mmap_offset, mmap_offset + mmap_size).
+    [[nodiscard]] static constexpr wire::memory_region log_region(const wire::log_description& d) noexcept {
+        return {0, d.mmap_size, 0, d.mmap_offset};
+    }
+
+    // False (layout unchanged) when the regions (and the log after them) overflow the window or
+    // a size wraps.
     [[nodiscard]] bool set_table(std::span<const wire::memory_region> regions) {
         std::vector<area> next;
         std::uint64_t at = 0;
@@ -131,14 +142,38 @@ public:
             next.push_back({r, at});
             at += r.mmap_offset + r.memory_size;
         }
+        std::optional<area> log;
+        if (log_) {
+            if (!fits(log_->region, at)) return false;
+            log = area{log_->region, at};
+        }
         areas_ = std::move(next);
+        log_ = log;
         return true;
     }
     [[nodiscard]] bool add(const wire::memory_region& r) {
-        std::uint64_t at = 0;
-        for (const auto& a : areas_) at = std::max(at, a.offset + a.size());
+        const std::uint64_t at = end();
         if (!fits(r, at)) return false;
         areas_.push_back({r, at});
+        return true;
+    }
+    // SET_LOG_BASE: the log's area, after the highest end in use (the old log's area is given up).
+    [[nodiscard]] bool set_log(const wire::memory_region& r) {
+        std::optional<area> old = std::exchange(log_, std::nullopt);
+        const std::uint64_t at = end();
+        if (!fits(r, at)) {
+            log_ = old;
+            return false;
+        }
+        log_ = area{r, at};
+        return true;
+    }
+    [[nodiscard]] const std::optional<area>& log() const noexcept { return log_; }
+    // A live update puts the log back where it was (place's rules).
+    [[nodiscard]] bool place_log(const wire::memory_region& r, std::uint64_t at) {
+        if (!place(r, at)) return false;
+        log_ = areas_.back();
+        areas_.pop_back();
         return true;
     }
     [[nodiscard]] bool remove(const wire::memory_region& r) {
@@ -147,7 +182,10 @@ public:
         areas_.erase(it);
         return true;
     }
-    void clear() noexcept { areas_.clear(); }
+    void clear() noexcept {
+        areas_.clear();
+        log_.reset();
+    }
     // Puts a region at a known offset (a live update restores a driver's layout): false when
     // it does not fit the window or overlaps an area already placed.
     [[nodiscard]] bool place(const wire::memory_region& r, std::uint64_t at) {
@@ -155,6 +193,7 @@ public:
         const std::uint64_t end = at + r.mmap_offset + r.memory_size;
         for (const auto& a : areas_)
             if (at < a.offset + a.size() && a.offset < end) return false;
+        if (log_ && at < log_->offset + log_->size() && log_->offset < end) return false;
         areas_.push_back({r, at});
         return true;
     }
@@ -164,6 +203,7 @@ public:
         if (it == areas_.end()) return std::nullopt;
         return *it;
     }
+    // The regions' areas (the log's is log()).
     [[nodiscard]] const std::vector<area>& areas() const noexcept { return areas_; }
 
     [[nodiscard]] static bool same(const wire::memory_region& a, const wire::memory_region& b) noexcept {
@@ -177,8 +217,16 @@ private:
         return range_within(at, r.mmap_offset + r.memory_size, capacity_);
     }
 
+    // The highest end in use.
+    [[nodiscard]] std::uint64_t end() const noexcept {
+        std::uint64_t at = log_ ? log_->offset + log_->size() : 0;
+        for (const auto& a : areas_) at = std::max(at, a.offset + a.size());
+        return at;
+    }
+
     std::uint64_t capacity_;
     std::vector<area> areas_;
+    std::optional<area> log_; // SET_LOG_BASE's area
 };
 
 } // namespace vvu::pci::vvu_function

@@ -594,8 +594,12 @@ private:
         const auto& d = m.payload;
         if (d.mmap_size == 0 || d.mmap_size > memory::dirty_log::max_bytes)
             return fail(fmt::format("log size {} outside [1, {}]", d.mmap_size, memory::dirty_log::max_bytes));
-        const wire::memory_region area{0, d.mmap_size, 0, d.mmap_offset};
-        auto mapped = transport_.map_region(area, fds.take(0));
+        // A transport that places the log itself (VVU: an area of the window) maps it its way;
+        // the others map the fd like a region of mmap_size bytes at mmap_offset.
+        auto mapped = [&] {
+            if constexpr (requires { transport_.map_log(d, unique_fd{}); }) return transport_.map_log(d, fds.take(0));
+            else return transport_.map_region({0, d.mmap_size, 0, d.mmap_offset}, fds.take(0));
+        }();
         if (!mapped) return fail(fmt::format("log of {} bytes at offset {}: {}", d.mmap_size, d.mmap_offset,
                                              mapped.error().message()));
         auto log = std::make_shared<const memory::dirty_log>(std::move(*mapped));

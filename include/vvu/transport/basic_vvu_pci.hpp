@@ -143,6 +143,11 @@ public:
         if (fd) return memory::region::map(d, std::move(fd)); // a transport-neutral caller with an fd
         return s_->map_region(d);
     }
+    // SET_LOG_BASE: the dirty log is an area of the window too, after the regions.
+    [[nodiscard]] expected<memory::region, memory::error> map_log(const wire::log_description& d, unique_fd fd) {
+        if (fd) return memory::region::map(pci::vvu_function::window_layout::log_region(d), std::move(fd));
+        return s_->map_log(d);
+    }
     // An fd comes only with a session taken over (import): the function signals it already.
     [[nodiscard]] expected<kick_notifier, error> make_kick_notifier(std::uint32_t vring, unique_fd fd) {
         if (fd) return eventfd_notifier(std::move(fd));
@@ -329,12 +334,16 @@ struct basic_vvu_pci<F>::shared {
             for (std::uint64_t iova : *list) w.put<std::uint64_t>(iova);
         w.put<std::uint16_t>(static_cast<std::uint16_t>(tx_free.size()));
         for (std::uint16_t i : tx_free) w.put<std::uint16_t>(i);
+        const auto& log = window.log();
         w.put<std::uint32_t>(static_cast<std::uint32_t>(window.areas().size()));
         for (const auto& a : window.areas()) {
             for (std::uint64_t v : {a.region.guest_phys_addr, a.region.memory_size, a.region.userspace_addr,
                                     a.region.mmap_offset, a.offset})
                 w.put<std::uint64_t>(v);
         }
+        w.put_bool(log.has_value()); // the dirty log's area (SET_LOG_BASE), after the regions
+        if (log)
+            for (std::uint64_t v : {log->region.memory_size, log->region.mmap_offset, log->offset}) w.put<std::uint64_t>(v);
         if (!driver->save(w, fds)) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
         return {};
     }
@@ -365,6 +374,13 @@ struct basic_vvu_pci<F>::shared {
             region.mmap_offset = r.get<std::uint64_t>();
             at = r.get<std::uint64_t>();
         }
+        std::optional<std::pair<wire::memory_region, std::uint64_t>> log;
+        if (r.get_bool()) {
+            wire::log_description d;
+            d.mmap_size = r.get<std::uint64_t>();
+            d.mmap_offset = r.get<std::uint64_t>();
+            log.emplace(pci::vvu_function::window_layout::log_region(d), r.get<std::uint64_t>());
+        }
         if (!r.ok()) return malformed();
         auto d = pci::virtio_driver<F>::adopt(*f, driver_options(), r, fds);
         if (!d) return unexpected(failure(d.error()));
@@ -372,6 +388,8 @@ struct basic_vvu_pci<F>::shared {
         if (auto l = read_layout(); !l) return l;
         for (const auto& [region, at] : areas)
             if (!window.place(region, at)) return unexpected(protocol("the adopted window layout does not fit the window"));
+        if (log && !window.place_log(log->first, log->second))
+            return unexpected(protocol("the adopted window layout does not fit the window"));
         for (std::uint16_t i = 0; i < opts.queue_size; ++i)
             if (driver->arena().translate(rx_iova[i], buffer_size) == nullptr ||
                 driver->arena().translate(tx_iova[i], buffer_size) == nullptr)
@@ -504,6 +522,8 @@ struct basic_vvu_pci<F>::shared {
             (void)window.add(a->payload.region);
         } else if (auto* r = std::get_if<wire::message<wire::front_request::rem_mem_reg>>(&*decoded)) {
             (void)window.remove(r->payload.region);
+        } else if (auto* l = std::get_if<wire::message<wire::front_request::set_log_base>>(&*decoded)) {
+            (void)window.set_log(pci::vvu_function::window_layout::log_region(l->payload));
         }
     }
 
@@ -584,9 +604,18 @@ struct basic_vvu_pci<F>::shared {
     expected<memory::region, memory::error> map_region(const wire::memory_region& d) {
         auto area = window.find(d);
         if (!area) return unexpected(memory::error{memory::errc::no_such_region});
-        auto w = f->map_window(vvu_bar, shared_memory + area->offset, area->size());
-        if (!w) return unexpected(memory::error{memory::errc::mmap_failed, 0, 0, area->size(), 0, w.error().code.value()});
-        return memory::region(d, w->host + d.mmap_offset, std::move(w->keepalive));
+        return map_area(*area);
+    }
+    expected<memory::region, memory::error> map_log(const wire::log_description& d) {
+        const auto& area = window.log();
+        if (!area || !(area->region == pci::vvu_function::window_layout::log_region(d)))
+            return unexpected(memory::error{memory::errc::no_such_region});
+        return map_area(*area);
+    }
+    expected<memory::region, memory::error> map_area(const pci::vvu_function::window_layout::area& area) {
+        auto w = f->map_window(vvu_bar, shared_memory + area.offset, area.size());
+        if (!w) return unexpected(memory::error{memory::errc::mmap_failed, 0, 0, area.size(), 0, w.error().code.value()});
+        return memory::region(area.region, w->host + area.region.mmap_offset, std::move(w->keepalive));
     }
 
     expected<eventfd_notifier, error> make_kick_notifier(std::uint32_t vring) {

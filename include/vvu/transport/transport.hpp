@@ -20,6 +20,10 @@
 //   SET_VRING_ERR              t.make_error_notifier(vring, fd) -> T::call_notifier
 //   SET_BACKEND_REQ_FD         t.make_backend_channel(fd)      -> T::backend_channel
 //
+// SET_LOG_BASE's log is mapped with t.map_log(log_description, fd) -> memory::region where the
+// transport has it (VVU: the log is an area of the window), else with t.map_region over a
+// region of mmap_size bytes at mmap_offset of the fd.
+//
 // (SET_VRING_KICK with the NOFD flag means "no notifier, poll the ring": the state machine
 // then calls nothing.) Fds the state machine does not take are closed with the
 // received_message. A transport that keeps the fds itself (VVU: the device consumed them)
