@@ -28,7 +28,9 @@ namespace vvu::protocol {
 //   d.reset()                               back to the initial state (RESET_DEVICE, disconnect)
 //
 // Optional, detected when present: d.send_rarp(mac) (SEND_RARP), d.set_mtu(mtu) -> bool
-// (NET_SET_MTU).
+// (NET_SET_MTU), and the device's own state for a live update (backend::export_session /
+// import_session): d.save_state() -> std::vector<std::byte>, d.load_state(span<const byte>)
+// -> bool (false: refused; the import fails). A device without them carries none.
 template <class D>
 concept device = requires(D& d, const D& cd, std::uint64_t value, std::uint32_t offset, std::uint32_t index,
                           std::span<std::uint8_t> out, std::span<const std::uint8_t> in,
