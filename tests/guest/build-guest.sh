@@ -142,7 +142,8 @@ read -r -d '' INIT <<'EOF' || true
 #   vvu.role=stream-send|stream-recv  raw Ethernet frames (EtherType 0x88b5, /bin/vvu-stream):
 #                             stream-recv announces itself and checks every frame it receives;
 #                             stream-send waits (vvu.wait) for it, then sends for vvu.seconds
-#                             (default 20) at vvu.rate frames/s (default 1000)
+#                             (default 20) at vvu.rate frames/s (default 1000); vvu.hold=S
+#                             (stream-recv, default 0): check each frame S s after it came
 #   vvu.job=net|rng|disk      what the guest does (default net: the keys above). rng: read
 #                             vvu.bytes (default 4096) from /dev/hwrng. disk: vvu.phase=format
 #                             makes an ext2 file system on /dev/vda and writes files of random
@@ -180,7 +181,7 @@ say() { echo "$*"; }
 bye() { sync; poweroff -f; sleep 5; }
 fail() { say "VVU-GUEST-RESULT error $*"; bye; }
 
-role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120 rate=1000 seconds=20
+role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120 rate=1000 seconds=20 hold=0
 job=net bytes=4096 phase=check files=
 for kv in $(cat /proc/cmdline); do
   case "$kv" in
@@ -195,6 +196,7 @@ for kv in $(cat /proc/cmdline); do
     vvu.timeout=*) tmo=${kv#*=} ;;
     vvu.rate=*) rate=${kv#*=} ;;
     vvu.seconds=*) seconds=${kv#*=} ;;
+    vvu.hold=*) hold=${kv#*=} ;;
     vvu.job=*) job=${kv#*=} ;;
     vvu.bytes=*) bytes=${kv#*=} ;;
     vvu.phase=*) phase=${kv#*=} ;;
@@ -350,7 +352,7 @@ case "$role" in
   stream-recv|stream-send)
     # vvu-stream prints its own lines (VVU-GUEST-STREAM...); its status makes the result.
     if [ "$role" = stream-recv ]; then
-      vvu-stream recv "$iface" --wait "$wait" --idle 10; rc=$? what=stream
+      vvu-stream recv "$iface" --wait "$wait" --idle 10 --hold "$hold"; rc=$? what=stream
     else
       vvu-stream send "$iface" --wait "$wait" --rate "$rate" --seconds "$seconds"; rc=$? what=stream-send
     fi

@@ -1,7 +1,7 @@
 /* vvu-stream: a stream of numbered, self-checking raw Ethernet frames between two test guests
  * (built static by build-guest.sh into the initramfs as /bin/vvu-stream).
  *
- *   vvu-stream recv IFACE [--wait S] [--idle S]
+ *   vvu-stream recv IFACE [--wait S] [--idle S] [--hold S]
  *   vvu-stream send IFACE [--wait S] [--rate FPS] [--seconds S]
  *
  * Frames carry the local experimental EtherType 0x88b5 over AF_PACKET (no IP). Layout after the
@@ -10,7 +10,7 @@
  *   20 u16 frame length (Ethernet header included, 60..1500)
  *   22 u32 sequence number (end: the number of data frames sent)
  *   26 u32 FNV-1a of bytes 30..length   30.. bytes generated from (sequence, length)
- * Data frame k is 60 + (k * 7919) % 1441 bytes long (60..1500, every size over a run).
+ * Data frames are 60..128 and 1232..1500 bytes long (frame_len() says why).
  *
  * recv: broadcasts a hello every 0.5 s until the first data frame arrives (so a learning switch
  * knows the receiver's port, and the sender its MAC), then sends nothing more. It checks every
@@ -20,14 +20,22 @@
  * duplicate, one below the highest seen so far a reordering. Once a second:
  *   VVU-GUEST-STREAM-PROGRESS received=N corrupt=C dup=D reordered=R last_seq=K
  * and at the end (an end frame, or --idle S without a data frame once the stream ran):
- *   VVU-GUEST-STREAM received=N corrupt=C missing=M reordered=R dup=D last_seq=K total=T|unknown
+ *   VVU-GUEST-STREAM-GAP first=K count=N      (each run of frames that never came, the first 20)
+ *   VVU-GUEST-STREAM received=N corrupt=C missing=M reordered=R dup=D last_seq=K total=T|unknown gaps=G
  * missing = frames sent (T from the end frame, else last_seq+1) that never arrived. Exit 0 when
  * frames arrived and none was corrupt, duplicated or reordered; 1 otherwise; 2 on bad usage or a
  * socket error; 3 when no data frame came within --wait S (default 60).
+ * --hold S (default 0) makes it a delay line: it reads a data frame only S seconds after the
+ * kernel received it (SO_TIMESTAMPNS, peeked), so the frames of the last S seconds wait in its
+ * socket queue — their bytes in the receive buffers the back-end wrote, as page fragments. With
+ * S longer than a migration, frames the back-end wrote as it began are checked on the
+ * destination: the ones whose pages QEMU had sent before the back-end wrote them and never sent
+ * again (had the back-end not logged the write) arrive stale.
  *
  * send: waits (--wait S) for a receiver's hello, then sends data frames to its MAC for --seconds
  * (default 20) at --rate frames per second (default 1000), then five end frames 0.1 s apart;
- * prints VVU-GUEST-STREAM-SENT sent=N seconds=S enobufs=E. Exit 0, or 2/3 as above.
+ * prints VVU-GUEST-STREAM-SENDING sent=N enobufs=E once a second, then
+ * VVU-GUEST-STREAM-SENT sent=N seconds=S enobufs=E. Exit 0, or 2/3 as above.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -76,7 +84,17 @@ static uint32_t fnv1a(const uint8_t *p, size_t n) {
     return h;
 }
 
-static uint32_t frame_len(uint32_t seq) { return MIN_LEN + (uint32_t)(((uint64_t)seq * 7919u) % (MAX_LEN - MIN_LEN + 1)); }
+/* Data frame seq's length: 60..128 or 1232..1500 bytes, every one of these 338 sizes in turn.
+ * Linux's virtio-net (mergeable receive buffers of about 1.5 KiB) copies a frame of up to 128
+ * bytes out of its receive buffer, and leaves one above about 1210 bytes there as a page fragment
+ * (it copies the Ethernet header); both times the guest writes nothing into the buffer's page.
+ * A frame in between is built in place (build_skb writes its skb_shared_info into the buffer),
+ * a write of the guest's own that would mark the page dirty for the migration and hide a
+ * back-end that did not log its write of the frame. */
+static uint32_t frame_len(uint32_t seq) {
+    uint32_t k = (uint32_t)(((uint64_t)seq * 7919u) % 338u);
+    return k < 69 ? MIN_LEN + k : 1232 + (k - 69);
+}
 
 /* The payload of data frame seq: xorshift32 bytes seeded from (seq, len), never all zero. */
 static void fill(uint8_t *p, size_t n, uint32_t seq, uint32_t len) {
@@ -111,8 +129,8 @@ static int open_socket(const char *ifname, int *ifindex, uint8_t mac[6]) {
         close(fd);
         return -1;
     }
-    /* A deep receive queue: frames wait in guest memory (where a migration must carry them). */
-    int rcv = 8 << 20;
+    /* A deep receive queue (--hold: seconds of frames wait in it, in guest memory). */
+    int rcv = 32 << 20;
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv) < 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
     return fd;
@@ -150,12 +168,35 @@ static size_t build(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], int 
     return len;
 }
 
-static int do_recv(const char *ifname, double wait_s, double idle_s) {
+/* Seconds since the kernel received the frame at the head of the socket's queue (peeked, not
+ * taken); -1 when the queue is empty. */
+static double head_age(int fd) {
+    uint8_t b[1];
+    char ctl[CMSG_SPACE(sizeof(struct timespec))];
+    struct iovec iov = {b, sizeof b};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    if (recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) < 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts, nowts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            clock_gettime(CLOCK_REALTIME, &nowts);
+            return (double)(nowts.tv_sec - ts.tv_sec) + (double)(nowts.tv_nsec - ts.tv_nsec) / 1e9;
+        }
+    }
+    return 1e9; /* no timestamp: take it */
+}
+
+static int do_recv(const char *ifname, double wait_s, double idle_s, double hold_s) {
     int ifindex;
     uint8_t mac[6], f[2048], want[MAX_LEN];
     int fd = open_socket(ifname, &ifindex, mac);
     if (fd < 0) return 2;
     static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    if (hold_s > 0) {
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) { perror("vvu-stream: SO_TIMESTAMPNS"); return 2; }
+    }
     uint8_t *seen = calloc(MAX_SEQ / 8, 1);
     if (!seen) { perror("vvu-stream: calloc"); return 2; }
     uint64_t received = 0, corrupt = 0, dup = 0, reordered = 0, total = 0;
@@ -187,6 +228,16 @@ static int do_recv(const char *ifname, double wait_s, double idle_s) {
         if (r < 0 && errno != EINTR) { perror("vvu-stream: poll"); return 2; }
         if (r <= 0) continue;
         for (;;) {
+            if (started && hold_s > 0) {
+                double age = head_age(fd);
+                if (age < 0) break;
+                if (age < hold_s) { /* the head is too young: wait (at most 0.1 s, for progress lines) */
+                    double w = hold_s - age < 0.1 ? hold_s - age : 0.1;
+                    struct timespec ts = {0, (long)(w * 1e9)};
+                    nanosleep(&ts, NULL);
+                    break;
+                }
+            }
             ssize_t n = recv(fd, f, sizeof f, MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
@@ -231,13 +282,21 @@ static int do_recv(const char *ifname, double wait_s, double idle_s) {
     }
 done:;
     uint64_t sent = have_total ? total : (uint64_t)(last + 1);
+    /* The runs of frames that never came (e.g. a migration's switch-over), the first 20. */
+    uint64_t gaps = 0;
+    for (uint64_t k = 0; k < sent && k < MAX_SEQ; k++) {
+        if (seen[k / 8] & (1u << (k % 8))) continue;
+        uint64_t first = k;
+        while (k < sent && k < MAX_SEQ && !(seen[k / 8] & (1u << (k % 8)))) k++;
+        if (++gaps <= 20) printf("VVU-GUEST-STREAM-GAP first=%llu count=%llu\n", (unsigned long long)first, (unsigned long long)(k - first));
+    }
     char tot[32];
     if (have_total) snprintf(tot, sizeof tot, "%llu", (unsigned long long)total);
     else snprintf(tot, sizeof tot, "unknown");
-    printf("VVU-GUEST-STREAM received=%llu corrupt=%llu missing=%llu reordered=%llu dup=%llu last_seq=%lld total=%s\n",
+    printf("VVU-GUEST-STREAM received=%llu corrupt=%llu missing=%llu reordered=%llu dup=%llu last_seq=%lld total=%s gaps=%llu\n",
            (unsigned long long)received, (unsigned long long)corrupt,
            (unsigned long long)(sent > received ? sent - received : 0), (unsigned long long)reordered,
-           (unsigned long long)dup, (long long)last, tot);
+           (unsigned long long)dup, (long long)last, tot, (unsigned long long)gaps);
     return received > 0 && corrupt == 0 && dup == 0 && reordered == 0 ? 0 : 1;
 }
 
@@ -262,10 +321,14 @@ static int do_send(const char *ifname, double wait_s, double rate, double second
     fflush(stdout);
     uint32_t seq = 0;
     uint64_t enobufs = 0;
-    double start = now();
+    double start = now(), next_progress = start + 1;
     for (;;) {
         double el = now() - start;
         if (el >= seconds) break;
+        if (el + start >= next_progress) {
+            printf("VVU-GUEST-STREAM-SENDING sent=%u enobufs=%llu\n", seq, (unsigned long long)enobufs);
+            next_progress += 1;
+        }
         uint64_t due = (uint64_t)(el * rate) + 1;
         while (seq < due) {
             size_t len = build(f, peer, mac, T_DATA, seq);
@@ -292,7 +355,7 @@ static int do_send(const char *ifname, double wait_s, double rate, double second
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 3) goto usage;
-    double wait_s = 60, idle_s = 10, rate = 1000, seconds = 20;
+    double wait_s = 60, idle_s = 10, rate = 1000, seconds = 20, hold_s = 0;
     for (int i = 3; i < argc; i++) {
         if (i + 1 >= argc) goto usage;
         double v = atof(argv[i + 1]);
@@ -300,14 +363,15 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--idle") == 0) idle_s = v;
         else if (strcmp(argv[i], "--rate") == 0) rate = v;
         else if (strcmp(argv[i], "--seconds") == 0) seconds = v;
+        else if (strcmp(argv[i], "--hold") == 0) hold_s = v;
         else goto usage;
         i++;
     }
     if (rate <= 0 || seconds <= 0 || seconds * rate >= MAX_SEQ) goto usage;
-    if (strcmp(argv[1], "recv") == 0) return do_recv(argv[2], wait_s, idle_s);
+    if (strcmp(argv[1], "recv") == 0) return do_recv(argv[2], wait_s, idle_s, hold_s);
     if (strcmp(argv[1], "send") == 0) return do_send(argv[2], wait_s, rate, seconds);
 usage:
-    fprintf(stderr, "usage: vvu-stream recv IFACE [--wait S] [--idle S]\n"
+    fprintf(stderr, "usage: vvu-stream recv IFACE [--wait S] [--idle S] [--hold S]\n"
                     "       vvu-stream send IFACE [--wait S] [--rate FPS] [--seconds S]\n");
     return 2;
 }

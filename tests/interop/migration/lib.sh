@@ -66,7 +66,8 @@ backend_start() {
   local s args=()
   if [[ $backend == vvu-forward ]]; then
     for s in "$@"; do args+=(--port "unix:$s"); done
-    PEER_STDOUT=1 peer_run forward "$forward" "${args[@]}" --mode learn --poll event
+    # --stats 1: every port's counters on stderr once a second, for the tests to follow.
+    PEER_STDOUT=1 peer_run forward "$forward" "${args[@]}" --mode learn --poll event --stats 1
     for s in "$@"; do wait_socket "$s" forward 20; done
   else
     local prefix=vvu-mig-$$ first=$1 last=${*: -1}

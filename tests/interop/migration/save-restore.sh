@@ -60,7 +60,7 @@ qemu_quit guest-a
 t_quit=$(vvu_now)
 if [[ $backend == vvu-forward ]]; then
   wait_log forward "port 0: session ended" 20
-  echo "vvu-forward: $(grep -a -m 1 'port 0: session ended' "$work/forward.log")"
+  grep -a -m 1 "port 0: session ended" "$work/forward.log"
 fi
 
 # The same devices on the same socket; it loads the file and runs on.
