@@ -157,9 +157,11 @@ read -r -d '' INIT <<'EOF' || true
 #   VVU-GUEST-RESULT ping ok|fail sent=N received=M first_reply_s=T
 #   VVU-GUEST-RESULT responder done uptime_s=T
 #   VVU-GUEST-STREAM-PROGRESS received=N corrupt=C dup=D reordered=R last_seq=K   (stream-recv, 1/s)
-#   VVU-GUEST-STREAM received=N corrupt=C missing=M reordered=R dup=D last_seq=K total=T
+#   VVU-GUEST-STREAM-GAP first=K count=N   (stream-recv, at the end: a run of frames that never came)
+#   VVU-GUEST-STREAM received=N corrupt=C missing=M reordered=R dup=D last_seq=K total=T gaps=G
 #   VVU-GUEST-RESULT stream ok|fail status=S  (stream-recv; ok: frames came, none corrupt,
 #                             duplicated or reordered)
+#   VVU-GUEST-STREAM-SENDING sent=N enobufs=E   (stream-send, 1/s)
 #   VVU-GUEST-STREAM-SENT sent=N seconds=S enobufs=E
 #   VVU-GUEST-RESULT stream-send ok|fail status=S
 #   VVU-GUEST-RESULT error <reason>
