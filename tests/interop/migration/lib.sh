@@ -34,6 +34,25 @@ source "$guest_src/guest-lib.sh"
 forward="" guest_dir="" backend=""
 declare -A rx=() tx=() drop=()
 
+# fail's dump of every peer's log (peers.sh's print_logs), with vvu-forward's log cut down to
+# its own lines and the last of its --stats lines (one per port each second would fill the tail).
+print_logs() {
+  local name f
+  for name in "${peer_names[@]}"; do
+    for f in "$work/$name.log" "$work/$name.out"; do
+      [[ -f $f ]] || continue
+      echo "======== $name: ${f##*/} (last 150 lines) ========"
+      if [[ $name == forward && $f == *.log ]]; then
+        grep -a -v '^{"port":' "$f" | tail -n 150
+        echo "(its last --stats lines:)"
+        grep -a '^{"port":' "$f" | tail -n 3
+      else
+        tail -n 150 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
+      fi
+    done
+  done
+}
+
 mig_init() {
   local name=$1
   shift

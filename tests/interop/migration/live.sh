@@ -194,7 +194,11 @@ if [[ $check == ping ]]; then
   lost=$((sent - received))
   echo "pings: sent=$sent received=$received lost=$lost (unanswered: $(ranges <"$work/missing"));" \
     "$src replies on the source's console (last seq=$last_src), $dst on the destination's (first seq=$first_dst)"
-  echo "guest A's ping: $(tr -d '\r' <"$work/guest-a-dst.log" | grep -a "packets transmitted")"
+  echo "guest A's ping: $(tr -d '\r' <"$work/guest-a-dst.log" | grep -a "packets transmitted");" \
+    "$(tr -d '\r' <"$work/guest-a-dst.log" | grep -a "round-trip")"
+  rtt() { tr -d '\r' <"$work/$1.log" | sed -n "s/^64 bytes from .* seq=$2 .* time=\([0-9.]*\) ms.*/\1 ms/p"; }
+  echo "round trips around the switch-over: seq=$last_src $(rtt guest-a "$last_src") (source)," \
+    "seq=$first_dst $(rtt guest-a-dst "$first_dst"), seq=$((first_dst + 1)) $(rtt guest-a-dst $((first_dst + 1))) (destination)"
   ((src + dst == received)) || fail "the consoles show $((src + dst)) replies, guest A counted $received"
   late=$(awk -v f="$first_dst" '$1 > f' "$work/missing" | ranges)
   [[ $late == - ]] || fail "pings after the first reply on the destination (seq=$first_dst) went unanswered: $late"

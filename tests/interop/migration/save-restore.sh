@@ -93,7 +93,12 @@ seq 0 $((pings - 1)) | grep -v -x -F -f "$work/replied" >"$work/missing"
 lost=$((sent - received))
 echo "pings: sent=$sent received=$received lost=$lost (unanswered: $(ranges <"$work/missing")); $before replies" \
   "before the save (last seq=$(replies guest-a | tail -n 1)), $after after the restore (first seq=$first_new)"
-echo "guest A's ping: $(tr -d '\r' <"$work/guest-a-restored.log" | grep -a "packets transmitted")"
+echo "guest A's ping: $(tr -d '\r' <"$work/guest-a-restored.log" | grep -a "packets transmitted");" \
+  "$(tr -d '\r' <"$work/guest-a-restored.log" | grep -a "round-trip")"
+rtt() { tr -d '\r' <"$work/$1.log" | sed -n "s/^64 bytes from .* seq=$2 .* time=\([0-9.]*\) ms.*/\1 ms/p"; }
+last_old=$(replies guest-a | tail -n 1)
+echo "round trips around the save and restore: seq=$last_old $(rtt guest-a "$last_old") (saved guest)," \
+  "seq=$first_new $(rtt guest-a-restored "$first_new"), seq=$((first_new + 1)) $(rtt guest-a-restored $((first_new + 1))) (restored)"
 ((before + after == received)) || fail "the consoles show $((before + after)) replies, guest A counted $received"
 late=$(awk -v f="$first_new" '$1 > f' "$work/missing" | ranges)
 [[ $late == - ]] || fail "pings after the first reply after the restore (seq=$first_new) went unanswered: $late"
