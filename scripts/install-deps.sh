@@ -15,6 +15,7 @@ peer_pkgs=(
   dpdk dpdk-dev                         # dpdk-testpmd: virtio-user / net_vhost peers
   qemu-system-x86 qemu-utils            # QEMU 7.2 front-end, qemu-storage-daemon
   busybox-static cpio                   # the test guest's initramfs
+  gcc libc6-dev                         # the test guest's vvu-stream (gcc -static)
   e2fsprogs                             # debugfs: the guest disk test reads the image on the host
   python3                               # capture and peer scripts
   meson ninja-build libjson-c-dev libcmocka-dev pkg-config  # libvfio-user (vfio-user interop peer)

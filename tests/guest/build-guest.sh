@@ -3,20 +3,23 @@
 # loads the virtio-net driver stack, configures eth0 from the kernel command line, pings a peer
 # (or only answers pings), prints one machine-readable result line and powers off. With
 # vvu.job=rng or vvu.job=disk on the kernel command line it drives a virtio-rng or virtio-blk
-# device instead (see the /init below and README.md).
+# device instead (see the /init below and README.md). With vvu.role=stream-send / stream-recv
+# two guests exchange self-checking raw Ethernet frames (vvu-stream.c, built here with
+# `gcc -static` into the initramfs).
 #
 #   tests/guest/build-guest.sh OUTDIR
 #
 # Outputs (idempotent: each step is skipped when its output exists and is current):
 #   OUTDIR/vmlinuz               the kernel
-#   OUTDIR/initramfs.cpio.gz     busybox + the virtio modules + /init
+#   OUTDIR/initramfs.cpio.gz     busybox + the virtio modules + /init + /bin/vvu-stream
 #   OUTDIR/kernel-version        e.g. 6.1.0-56-cloud-amd64
 #   OUTDIR/scratch/              downloaded .deb and its extracted tree (kept as a cache)
 #
 # Environment: VVU_GUEST_KPKG=linux-image-... pins the kernel package instead of resolving the
 # current one with apt-cache.
 #
-# Needs root only for `apt-get` (update, download, install of busybox-static/cpio when missing).
+# Needs root only for `apt-get` (update, download, install of busybox-static/cpio when missing),
+# and gcc with a static libc (Debian: gcc, libc6-dev) for vvu-stream.
 set -euo pipefail
 
 log() { printf 'build-guest: %s\n' "$*" >&2; }
@@ -24,6 +27,8 @@ die() { printf 'build-guest: error: %s\n' "$*" >&2; exit 1; }
 
 [ $# -eq 1 ] || die "usage: $0 OUTDIR"
 OUT=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+STREAM_SRC=$HERE/vvu-stream.c
 mkdir -p "$OUT/scratch"
 OUT=$(cd "$OUT" && pwd)
 SCRATCH=$OUT/scratch
@@ -59,6 +64,9 @@ if [ -n "$need_pkgs" ]; then
 fi
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "$BUSYBOX not found after installing busybox-static"
+CC=${CC:-gcc}
+command -v "$CC" >/dev/null 2>&1 || die "no C compiler $CC for vvu-stream (apt-get install gcc libc6-dev)"
+[ -f "$STREAM_SRC" ] || die "no $STREAM_SRC"
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || \
   { ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' || die "$BUSYBOX is not static"; }
 
@@ -131,6 +139,11 @@ read -r -d '' INIT <<'EOF' || true
 #   vvu.wait=S                seconds to wait for the first reply (default 60)
 #   vvu.linger=S              role=ping: keep answering S seconds after the result (default 0)
 #   vvu.timeout=S             role=responder: power off after S seconds (default 120)
+#   vvu.role=stream-send|stream-recv  raw Ethernet frames (EtherType 0x88b5, /bin/vvu-stream):
+#                             stream-recv announces itself and checks every frame it receives;
+#                             stream-send waits (vvu.wait) for it, then sends for vvu.seconds
+#                             (default 20) at vvu.rate frames/s (default 1000); vvu.hold=S
+#                             (stream-recv, default 0): check each frame S s after it came
 #   vvu.job=net|rng|disk      what the guest does (default net: the keys above). rng: read
 #                             vvu.bytes (default 4096) from /dev/hwrng. disk: vvu.phase=format
 #                             makes an ext2 file system on /dev/vda and writes files of random
@@ -143,6 +156,14 @@ read -r -d '' INIT <<'EOF' || true
 #   VVU-GUEST-RUN count=N interval=S      (role=ping: the measured run starts; ping's own lines follow as they come)
 #   VVU-GUEST-RESULT ping ok|fail sent=N received=M first_reply_s=T
 #   VVU-GUEST-RESULT responder done uptime_s=T
+#   VVU-GUEST-STREAM-PROGRESS received=N corrupt=C dup=D reordered=R last_seq=K   (stream-recv, 1/s)
+#   VVU-GUEST-STREAM-GAP first=K count=N   (stream-recv, at the end: a run of frames that never came)
+#   VVU-GUEST-STREAM received=N corrupt=C missing=M reordered=R dup=D last_seq=K total=T gaps=G
+#   VVU-GUEST-RESULT stream ok|fail status=S  (stream-recv; ok: frames came, none corrupt,
+#                             duplicated or reordered)
+#   VVU-GUEST-STREAM-SENDING sent=N enobufs=E   (stream-send, 1/s)
+#   VVU-GUEST-STREAM-SENT sent=N seconds=S enobufs=E
+#   VVU-GUEST-RESULT stream-send ok|fail status=S
 #   VVU-GUEST-RESULT error <reason>
 #   VVU-GUEST-READY job=rng source=virtio_rng.0
 #   VVU-GUEST-RESULT rng ok|fail bytes=N wanted=N distinct=D sha256=H
@@ -162,7 +183,7 @@ say() { echo "$*"; }
 bye() { sync; poweroff -f; sleep 5; }
 fail() { say "VVU-GUEST-RESULT error $*"; bye; }
 
-role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120
+role=ping ip= peer= mac= count=5 interval=1 wait=60 linger=0 tmo=120 rate=1000 seconds=20 hold=0
 job=net bytes=4096 phase=check files=
 for kv in $(cat /proc/cmdline); do
   case "$kv" in
@@ -175,6 +196,9 @@ for kv in $(cat /proc/cmdline); do
     vvu.wait=*) wait=${kv#*=} ;;
     vvu.linger=*) linger=${kv#*=} ;;
     vvu.timeout=*) tmo=${kv#*=} ;;
+    vvu.rate=*) rate=${kv#*=} ;;
+    vvu.seconds=*) seconds=${kv#*=} ;;
+    vvu.hold=*) hold=${kv#*=} ;;
     vvu.job=*) job=${kv#*=} ;;
     vvu.bytes=*) bytes=${kv#*=} ;;
     vvu.phase=*) phase=${kv#*=} ;;
@@ -327,6 +351,17 @@ case "$role" in
     sleep "$tmo"
     say "VVU-GUEST-RESULT responder done uptime_s=$(cut -d' ' -f1 /proc/uptime)"
     bye ;;
+  stream-recv|stream-send)
+    # vvu-stream prints its own lines (VVU-GUEST-STREAM...); its status makes the result.
+    if [ "$role" = stream-recv ]; then
+      vvu-stream recv "$iface" --wait "$wait" --idle 10 --hold "$hold"; rc=$? what=stream
+    else
+      vvu-stream send "$iface" --wait "$wait" --rate "$rate" --seconds "$seconds"; rc=$? what=stream-send
+    fi
+    if [ $rc -eq 0 ]; then res=ok; else res=fail; fi
+    say "VVU-GUEST-RESULT $what $res status=$rc"
+    [ "$linger" != 0 ] && sleep "$linger"
+    bye ;;
   ping) ;;
   *) fail "unknown vvu.role=$role" ;;
 esac
@@ -363,7 +398,8 @@ EOF
 
 # --- initramfs -----------------------------------------------------------------------------------
 # Rebuild when anything that goes into the archive changes, this script included.
-stamp=$( { echo "$KVER"; echo "$MODULES $JOB_MODULES"; sha256sum "$0" "$BUSYBOX" | cut -d" " -f1; } | sha256sum | cut -d" " -f1)
+stamp=$( { echo "$KVER"; echo "$MODULES $JOB_MODULES"; sha256sum "$0" "$BUSYBOX" "$STREAM_SRC" | cut -d" " -f1; "$CC" --version | head -n1; } \
+        | sha256sum | cut -d" " -f1)
 if [ -f "$OUT/initramfs.cpio.gz" ] && [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
   log "initramfs up to date"
 else
@@ -375,6 +411,10 @@ else
   for applet in $("$BUSYBOX" --list); do
     [ "$applet" = busybox ] || ln -sf busybox "$IR/bin/$applet"
   done
+  # The stream tool, static like busybox (the initramfs has no libc).
+  "$CC" -static -O2 -Wall -Wextra -o "$IR/bin/vvu-stream" "$STREAM_SRC" >&2 \
+    || die "$CC -static $STREAM_SRC failed (a static libc is in libc6-dev)"
+  strip "$IR/bin/vvu-stream" 2>/dev/null || true
   for m in $MODULES $JOB_MODULES; do
     # Module file names use '-' or '_' interchangeably in some trees.
     ko=$(find "$MODDIR/kernel" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \

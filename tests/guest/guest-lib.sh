@@ -121,13 +121,14 @@ vvu_guest_wait() {
 
 # Waits for the guest's result line. Usage: vvu_guest_result LOG SECONDS [PID]
 # Prints e.g. "VVU-GUEST-RESULT ping ok sent=5 received=5 first_reply_s=0.31"; returns 0 only for
-# "ping ok" or "responder done".
+# "ping ok", "responder done", "stream ok" or "stream-send ok".
 vvu_guest_result() {
   local line
   line=$(vvu_guest_wait "$1" VVU-GUEST-RESULT "$2" "${3:-}") || return 1
   echo "$line"
   case "$line" in
     *"VVU-GUEST-RESULT ping ok "*|*"VVU-GUEST-RESULT responder done"*) return 0 ;;
+    *"VVU-GUEST-RESULT stream ok "*|*"VVU-GUEST-RESULT stream-send ok "*) return 0 ;;
     *) return 1 ;;
   esac
 }

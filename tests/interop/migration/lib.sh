@@ -1,0 +1,205 @@
+# shellcheck shell=bash
+# Shared by the migration tests (tests/interop/migration/*.sh; sourced, not run): QEMU 7.2 test
+# guests (tests/guest/) on a vhost-user back-end — vvu-forward, or DPDK testpmd's net_vhost as
+# the reference — migrated live to a second QEMU, or saved to a file and restored, while they
+# ping or stream, driven over QMP by qmp.py (bounded in time).
+#
+#   mig_init NAME ARGS...        the common arguments (below), tools present (else skip/fail), work
+#                                dir, cleanup on exit (frontend/lib.sh), the guest built
+#   backend_start SOCK...        the back-end with these unix: ports (vvu-forward --mode learn
+#                                --poll event, or testpmd io-forwarding 2 ports), sockets waited for
+#   guest_start NAME SOCK MAC ARGS [QEMU-OPTION...]  a guest (guest-lib.sh) with a QMP socket
+#                                NAME.qmp, registered as a peer: console NAME.log, QEMU's stderr
+#                                NAME.out (printed by fail)
+#   qmp NAME ACTION...           qmp.py on NAME's QMP socket (see qmp.py); fails the test on error
+#   migrate NAME URI             migrate NAME's guest to URI and wait (bounded) for completion;
+#                                prints and sets mig_total_ms, mig_downtime_ms, mig_mb, mig_wall
+#   qemu_quit NAME               QMP quit, then the QEMU must end within 20 s with status 0
+#   replies NAME                 seq=K of every ping reply on NAME's console, sorted, once each
+#   wait_reply NAME K SECS       bounded poll until NAME's console has the reply to ping K or later
+#   check_qemu_stderr NAME...    QEMU printed nothing but the expected lines (below) on its stderr
+#   forward_counters             ends vvu-forward (status 0 required), prints its JSON lines and
+#                                sets rx[P], tx[P], drop[P] per port P
+#   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
+#
+# Common arguments: --guest-dir DIR (build-guest.sh's output, built or refreshed there),
+# --forward VVU_FORWARD or --testpmd (the reference back-end: dpdk-testpmd net_vhost).
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+guest_src=$(cd "$here/../../guest" && pwd)
+# shellcheck source=../frontend/lib.sh
+source "$here/../frontend/lib.sh"
+# shellcheck source=../../guest/guest-lib.sh
+source "$guest_src/guest-lib.sh"
+
+forward="" guest_dir="" backend=""
+declare -A rx=() tx=() drop=()
+
+# fail's dump of every peer's log (peers.sh's print_logs), with vvu-forward's log cut down to
+# its own lines and the last of its --stats lines (one per port each second would fill the tail).
+print_logs() {
+  local name f
+  for name in "${peer_names[@]}"; do
+    for f in "$work/$name.log" "$work/$name.out"; do
+      [[ -f $f ]] || continue
+      echo "======== $name: ${f##*/} (last 150 lines) ========"
+      if [[ $name == forward && $f == *.log ]]; then
+        grep -a -v '^{"port":' "$f" | tail -n 150
+        echo "(its last --stats lines:)"
+        grep -a '^{"port":' "$f" | tail -n 3
+      else
+        tail -n 150 "$f" | tr -d '\033' | sed 's/\[2J\[1;1H//g'
+      fi
+    done
+  done
+}
+
+mig_init() {
+  local name=$1
+  shift
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --forward) forward=$2 backend=vvu-forward; shift 2 ;;
+      --testpmd) backend=testpmd; shift ;;
+      --guest-dir) guest_dir=$2; shift 2 ;;
+      *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+  done
+  local tools=("$VVU_GUEST_QEMU" python3)
+  [[ $backend == testpmd ]] && tools+=("$TESTPMD")
+  fe_init "migration.$name" "${tools[@]}"
+  [[ -n $backend ]] || { echo "FAIL: $test_name: --forward VVU_FORWARD or --testpmd is needed" >&2; exit 2; }
+  [[ $backend == vvu-forward ]] && need_exe "$forward"
+  [[ -n $guest_dir ]] || { echo "FAIL: $test_name: --guest-dir DIR is needed" >&2; exit 2; }
+  VVU_GUEST_TIMEOUT=$PEER_TIMEOUT # each QEMU's bound (guest-lib's `timeout`)
+  # The guest: built when missing, its initramfs rebuilt when build-guest.sh or vvu-stream.c
+  # changed (0.05 s when up to date).
+  timeout 900 "$guest_src/build-guest.sh" "$guest_dir" >"$work/build-guest.log" 2>&1 ||
+    { cat "$work/build-guest.log" >&2; fail "tests/guest/build-guest.sh $guest_dir failed"; }
+}
+
+# backend_start SOCK...: vvu-forward with one unix: port per SOCK, in order (port 0, 1, ...),
+# learning MAC addresses; or testpmd with net_vhost ports on the first and the last SOCK (io
+# forwarding port 0 <-> 1: a wire; the reference has no switch, so a migrating guest's source
+# and destination QEMU take turns on the same socket, which net_vhost accepts).
+backend_start() {
+  local s args=()
+  if [[ $backend == vvu-forward ]]; then
+    for s in "$@"; do args+=(--port "unix:$s"); done
+    # --stats 1: every port's counters on stderr once a second, for the tests to follow.
+    PEER_STDOUT=1 peer_run forward "$forward" "${args[@]}" --mode learn --poll event --stats 1
+    for s in "$@"; do wait_socket "$s" forward 20; done
+  else
+    local prefix=vvu-mig-$$ first=$1 last=${*: -1}
+    eal_prefixes+=("$prefix")
+    # --stats-period: a testpmd whose stdin is not a terminal otherwise quits at once.
+    # shellcheck disable=SC2054 # the commas belong to DPDK's options
+    peer_run testpmd "$TESTPMD" -l 0,1 --main-lcore 0 -n 1 --file-prefix="$prefix" --no-huge -m 512 --no-pci \
+      --vdev "net_vhost0,iface=$first,queues=1" --vdev "net_vhost1,iface=$last,queues=1" \
+      -- --total-num-mbufs=32768 --forward-mode=io --auto-start --nb-cores=1 --stats-period 10
+    wait_socket "$first" testpmd 30
+    wait_socket "$last" testpmd 30
+  fi
+}
+
+# guest_start NAME SOCK MAC ARGS [QEMU-OPTION...]: the test guest with a QMP socket NAME.qmp
+# and the extra QEMU options given (-incoming ...). Source and destination of a migration get
+# the same device options from guest-lib.sh (memory, NIC, MAC), as QEMU requires.
+guest_start() {
+  local name=$1 sock=$2 mac=$3 kargs=$4
+  shift 4
+  VVU_GUEST_EXTRA=(-qmp "unix:$work/$name.qmp,server=on,wait=off" "$@")
+  vvu_guest_start "$guest_dir" "$sock" "$work/$name.log" "$mac" "$kargs" || fail "cannot start $name"
+  VVU_GUEST_EXTRA=()
+  ln -s "$name.log.qemu" "$work/$name.out"
+  peer_pid[$name]=$VVU_GUEST_PID
+  peer_names+=("$name")
+  echo "started $name (pid $VVU_GUEST_PID): QEMU on $sock${*:+ $*}, $kargs"
+}
+
+# qmp NAME ACTION...: prints qmp.py's output; a failure (an error reply, a timeout) fails the test.
+qmp() {
+  local name=$1 out
+  shift
+  out=$(python3 "$here/qmp.py" "$work/$name.qmp" "$@" 2>&1) || fail "QMP $* on $name: $out"
+  echo "$out"
+}
+
+# A number of query-migrate's JSON (one line) by key, e.g. json_num "$info" downtime.
+json_num() { sed -n "s/.*\"$2\": \([0-9.]*\).*/\1/p" <<<"$1" | head -n 1; }
+
+# migrate NAME URI: live migration of NAME's guest to URI (unix:SOCK, "exec:cat > FILE"), bounded
+# by 90 s. QEMU's own figures: total-time and downtime (ms), bytes transferred.
+migrate() {
+  local name=$1 uri=$2 t0 info
+  t0=$(vvu_now)
+  qmp "$name" execute migrate "{\"uri\": \"$uri\"}" >/dev/null
+  info=$(python3 "$here/qmp.py" "$work/$name.qmp" --timeout 90 wait-migrate 2>&1) ||
+    fail "the migration of $name to $uri did not complete: $info"
+  mig_wall=$(awk -v a="$t0" -v b="$(vvu_now)" 'BEGIN{printf "%.2f", b - a}')
+  mig_total_ms=$(json_num "$info" total-time)
+  mig_downtime_ms=$(json_num "$info" downtime)
+  mig_mb=$(awk -v b="$(json_num "$info" transferred)" 'BEGIN{printf "%.1f", b / 1048576}')
+  echo "migration of $name to $uri completed: total-time ${mig_total_ms} ms, downtime ${mig_downtime_ms} ms," \
+    "${mig_mb} MiB transferred, dirty-sync-count $(json_num "$info" dirty-sync-count) (${mig_wall} s wall)"
+}
+
+# qemu_quit NAME: QMP quit; the QEMU must end by itself within 20 s with status 0.
+qemu_quit() {
+  qmp "$1" execute quit >/dev/null
+  peer_wait "$1" 20 "of QMP quit"
+  ((peer_rc == 0)) || fail "$1's QEMU exited with status $peer_rc after QMP quit"
+}
+
+replies() { tr -d '\r' <"$work/$1.log" | sed -n 's/^64 bytes from .* seq=\([0-9]*\) .*/\1/p' | sort -un; }
+
+# wait_reply NAME K SECS: bounded poll until NAME's console has the reply to ping K or a later one.
+wait_reply() {
+  local name=$1 k=$2 secs=$3 i last
+  for ((i = 0; i < secs * 10; i++)); do
+    last=$(replies "$name" | tail -n 1)
+    [[ -n $last ]] && ((last >= k)) && return 0
+    peer_alive "$name" || fail "$name ended before its reply to ping $k"
+    sleep 0.1
+  done
+  fail "$name had no reply to ping $k within ${secs}s (last: seq=${last:-none})"
+}
+
+ranges() {
+  awk 'NF == 0 { next }
+       n++ == 0 { s = p = $1; next }
+       $1 == p + 1 { p = $1; next }
+       { o = o (o != "" ? " " : "") (s == p ? s : s "-" p); s = p = $1 }
+       END { if (n) o = o (o != "" ? " " : "") (s == p ? s : s "-" p); print (o != "" ? o : "-") }'
+}
+
+# What QEMU 7.2 prints on its stderr in these tests: with vvu-forward, "warning: vhost-user
+# backend supports VHOST_USER_PROTOCOL_F_CONFIG but QEMU does not." (vvu offers CONFIG, QEMU's
+# virtio-net does not use it); "terminating on signal 15 from pid N (timeout)" when the test
+# ends it. Anything else (an error of the migration, of vhost, a lost back-end) fails the test.
+qemu_expected='warning: vhost-user backend supports VHOST_USER_PROTOCOL_F_CONFIG but QEMU does not\.$'
+qemu_expected+='|: terminating on signal 15 from pid [0-9]+ \(timeout\)$'
+check_qemu_stderr() {
+  local name other
+  for name in "$@"; do
+    other=$(grep -a -v -E -- "$qemu_expected" "$work/$name.out")
+    [[ -z $other ]] || fail "$name's QEMU printed: $other"
+  done
+  echo "ok: QEMU printed nothing unexpected ($*)"
+}
+
+# forward_counters: vvu-forward ends on SIGTERM (status 0 required) and prints one JSON line per
+# port; sets rx[P], tx[P], drop[P].
+# shellcheck disable=SC2034 # tx and drop are for the scripts
+forward_counters() {
+  local line p
+  peer_stop forward TERM 20
+  while IFS= read -r line; do
+    p=$(sed -n 's/^{"port":\([0-9]*\),.*/\1/p' <<<"$line")
+    [[ -n $p ]] || continue
+    rx[$p]=$(sed -n 's/.*"rx_packets":\([0-9]*\).*/\1/p' <<<"$line")
+    tx[$p]=$(sed -n 's/.*"tx_packets":\([0-9]*\).*/\1/p' <<<"$line")
+    drop[$p]=$(sed -n 's/.*"tx_dropped":\([0-9]*\).*/\1/p' <<<"$line")
+    echo "vvu-forward: $line"
+  done <"$work/forward.out"
+  [[ -n ${rx[0]:-} ]] || fail "vvu-forward printed no counters"
+}
