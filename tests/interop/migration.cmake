@@ -30,6 +30,17 @@ set(vvu_mig_tests
   # (log-blind-proxy.py); passes only when the test finds corrupt frames, as it must.
   "stream.dpdk-no-log|live.sh|--check stream --testpmd --blind-log ${vvu_mig_guest}|reference")
 
+# The same two with guest A's ports behind vvu-devices (virtio-vhost-user): the dirty log crosses
+# the device as an area of its BAR window.
+if(TARGET vvu-device)
+  set(vvu_mig_device "--device $<TARGET_FILE:vvu-device>")
+  list(APPEND vvu_mig_tests
+    "ping.vvu-device|live.sh|--check ping ${vvu_mig_forward} ${vvu_mig_device} ${vvu_mig_guest}|interop"
+    "stream.vvu-device|live.sh|--check stream ${vvu_mig_forward} ${vvu_mig_device} ${vvu_mig_guest}|interop")
+else()
+  message(STATUS "vvu: interop.migration.*.vvu-device tests need the vvu-device example")
+endif()
+
 foreach(spec IN LISTS vvu_mig_tests)
   string(REPLACE "|" ";" spec "${spec}")
   list(GET spec 0 name)

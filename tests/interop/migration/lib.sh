@@ -23,7 +23,9 @@
 #   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
 #
 # Common arguments: --guest-dir DIR (build-guest.sh's output, built or refreshed there),
-# --forward VVU_FORWARD or --testpmd (the reference back-end: dpdk-testpmd net_vhost).
+# --forward VVU_FORWARD or --testpmd (the reference back-end: dpdk-testpmd net_vhost);
+# --device VVU_DEVICE (with --forward): every port but the last is served through a vvu-device
+# of its own, vvu-forward driving its PCI function (--port vvu:PCI): virtio-vhost-user.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 guest_src=$(cd "$here/../../guest" && pwd)
 # shellcheck source=../frontend/lib.sh
@@ -60,6 +62,7 @@ mig_init() {
     case $1 in
       --forward) forward=$2 backend=vvu-forward; shift 2 ;;
       --testpmd) backend=testpmd; shift ;;
+      --device) VVU_DEVICE=$2; shift 2 ;;
       --guest-dir) guest_dir=$2; shift 2 ;;
       *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -69,6 +72,7 @@ mig_init() {
   fe_init "migration.$name" "${tools[@]}"
   [[ -n $backend ]] || { echo "FAIL: $test_name: --forward VVU_FORWARD or --testpmd is needed" >&2; exit 2; }
   [[ $backend == vvu-forward ]] && need_exe "$forward"
+  [[ -n ${VVU_DEVICE:-} ]] && need_exe "$VVU_DEVICE"
   [[ -n $guest_dir ]] || { echo "FAIL: $test_name: --guest-dir DIR is needed" >&2; exit 2; }
   VVU_GUEST_TIMEOUT=$PEER_TIMEOUT # each QEMU's bound (guest-lib's `timeout`)
   # The guest: built when missing, its initramfs rebuilt when build-guest.sh or vvu-stream.c
@@ -82,12 +86,25 @@ mig_init() {
 # forwarding port 0 <-> 1: a wire; the reference has no switch, so a migrating guest's source
 # and destination QEMU take turns on the same socket, which net_vhost accepts).
 backend_start() {
-  local s args=()
+  local s args=() devices=() n=0
   if [[ $backend == vvu-forward ]]; then
-    for s in "$@"; do args+=(--port "unix:$s"); done
+    for s in "$@"; do
+      n=$((n + 1))
+      if [[ -n ${VVU_DEVICE:-} && $n -lt $# ]]; then
+        # --device: this guest's NIC is served through a vvu-device of its own (the QEMU
+        # connects to the device; vvu-forward drives the device's PCI function, vvu:PCI).
+        device_start "device-$n" "$s" "$s.pci"
+        devices+=("device-$n")
+        args+=(--port "vvu:$s.pci")
+      else
+        args+=(--port "unix:$s")
+      fi
+    done
     # --stats 1: every port's counters on stderr once a second, for the tests to follow.
     PEER_STDOUT=1 peer_run forward "$forward" "${args[@]}" --mode learn --poll event --stats 1
     for s in "$@"; do wait_socket "$s" forward 20; done
+    # A front-end may connect once vvu-forward's driver is ready behind its device (BACKEND_UP).
+    for s in "${devices[@]}"; do wait_log "$s" "driver ready" 20; done
   else
     local prefix=vvu-mig-$$ first=$1 last=${*: -1}
     eal_prefixes+=("$prefix")

@@ -45,7 +45,11 @@
 # --blind-log (the negative control of --check stream): the source QEMU reaches its port through
 # log-blind-proxy.py, which answers SET_LOG_BASE itself, so the back-end never gets the dirty
 # log; the test then passes only if A found corrupt frames (the other stream checks are skipped).
-# Usage: live.sh --check ping|stream --guest-dir DIR (--forward VVU_FORWARD | --testpmd)
+# With --device VVU_DEVICE (virtio-vhost-user): guest A's two ports are vvu: ports, each behind
+# a vvu-device of its own that the source or the destination QEMU connects to; the dirty log then
+# reaches vvu-forward as an area of the device's BAR window (docs/migration.md), and the same
+# checks hold.
+# Usage: live.sh --check ping|stream --guest-dir DIR (--forward VVU_FORWARD [--device VVU_DEVICE] | --testpmd)
 #                [--pings N] [--at K] [--max-lost N] [--rate FPS] [--seconds S] [--hold S]
 #                [--rx-queue N] [--blind-log]
 # Exit 0 pass, 1 fail, 77 skip (no QEMU, python3 or testpmd; a failure when CI=true).
@@ -69,6 +73,7 @@ done
 [[ $blind == 0 || $check == stream ]] || { echo "--blind-log goes with --check stream" >&2; exit 2; }
 kind=learn
 [[ " ${common[*]} " == *" --testpmd "* ]] && kind=dpdk
+[[ " ${common[*]} " == *" --device "* ]] && kind=vvu-device
 ((blind)) && kind+=-no-log
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
