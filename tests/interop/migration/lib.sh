@@ -21,8 +21,8 @@
 #   forward_counters             ends vvu-forward (status 0 required), prints its JSON lines and
 #                                sets rx[P], tx[P], drop[P] per port P
 #   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
-#   ram_compare SRC DST          both QEMUs stopped: their guest RAM, page for page (pmemsave,
-#                                ramdiff.py); prints the differences, sets ram_differ
+#   ram_dump NAME, ram_diff A B  a stopped QEMU's guest RAM into a file (pmemsave); two such
+#                                dumps compared page for page (ramdiff.py), sets ram_differ
 #
 # Common arguments: --guest-dir DIR (build-guest.sh's output, built or refreshed there),
 # --forward VVU_FORWARD or --testpmd (the reference back-end: dpdk-testpmd net_vhost);
@@ -35,7 +35,7 @@ source "$here/../frontend/lib.sh"
 # shellcheck source=../../guest/guest-lib.sh
 source "$guest_src/guest-lib.sh"
 
-forward="" guest_dir="" backend=""
+forward="" guest_dir="" backend="" py=python3
 declare -A rx=() tx=() drop=()
 
 # fail's dump of every peer's log (peers.sh's print_logs), with vvu-forward's log cut down to
@@ -75,6 +75,9 @@ mig_init() {
   [[ -n $backend ]] || { echo "FAIL: $test_name: --forward VVU_FORWARD or --testpmd is needed" >&2; exit 2; }
   [[ $backend == vvu-forward ]] && need_exe "$forward"
   [[ -n ${VVU_DEVICE:-} ]] && need_exe "$VVU_DEVICE"
+  # The interpreter itself, once: a version manager's shim in front of it (pyenv) costs a second
+  # per QMP call on a busy machine, and the switch-over is timed in QMP calls.
+  py=$(python3 -c 'import sys; print(sys.executable)') || fail "python3 does not run"
   [[ -n $guest_dir ]] || { echo "FAIL: $test_name: --guest-dir DIR is needed" >&2; exit 2; }
   VVU_GUEST_TIMEOUT=$PEER_TIMEOUT # each QEMU's bound (guest-lib's `timeout`)
   # 256 MiB + 8 KiB of guest RAM, not 256 MiB: QEMU before 9.0 loses writes of a TCG guest
@@ -151,7 +154,7 @@ guest_start() {
 qmp() {
   local name=$1 out
   shift
-  out=$(python3 "$here/qmp.py" "$work/$name.qmp" "$@" 2>&1) || fail "QMP $* on $name: $out"
+  out=$("$py" "$here/qmp.py" "$work/$name.qmp" "$@" 2>&1) || fail "QMP $* on $name: $out"
   echo "$out"
 }
 
@@ -164,7 +167,7 @@ migrate() {
   local name=$1 uri=$2 t0 info
   t0=$(vvu_now)
   qmp "$name" execute migrate "{\"uri\": \"$uri\"}" >/dev/null
-  info=$(python3 "$here/qmp.py" "$work/$name.qmp" --timeout 90 wait-migrate 2>&1) ||
+  info=$("$py" "$here/qmp.py" "$work/$name.qmp" --timeout 90 wait-migrate 2>&1) ||
     fail "the migration of $name to $uri did not complete: $info"
   mig_wall=$(awk -v a="$t0" -v b="$(vvu_now)" 'BEGIN{printf "%.2f", b - a}')
   mig_total_ms=$(json_num "$info" total-time)
@@ -220,25 +223,53 @@ check_qemu_stderr() {
 
 # forward_counters: vvu-forward ends on SIGTERM (status 0 required) and prints one JSON line per
 # port; sets rx[P], tx[P], drop[P].
-# ram_compare SRC DST: the guest RAM of two stopped QEMUs (a migration's source after it, its
-# destination started with -S and loaded), page for page: they must be equal, unless a page
-# written behind QEMU's back (by the back-end) was not logged. Prints ramdiff.py's lines (the
-# first differing pages) and sets ram_differ; the images (a few hundred MiB) are removed.
+# ram_dump NAME: NAME's guest RAM (all of it) into a file, while the VM is stopped. The RAM is
+# the memory-backend-memfd QEMU shares with the back-end: copied from QEMU's fd of it
+# (/proc/PID/fd, a fraction of a second), into /dev/shm when it has room, else the work
+# directory; QMP pmemsave (several seconds under load) when the fd cannot be read. Removed at exit.
+# ram_diff A B: the dumps of A and B, page for page (ramdiff.py); prints its lines (the first
+# differing pages), sets ram_differ, and removes both files.
+declare -a ram_files=()
+ram_how=""
+# shellcheck disable=SC2034 # ram_how is for the scripts
+ram_dump() {
+  local name=$1 size dir=$work free pid fd f out
+  size=$(qmp "$name" execute query-memory-size-summary | sed -n 's/.*"base-memory": \([0-9]*\).*/\1/p')
+  [[ -n $size ]] || fail "no base-memory in query-memory-size-summary of $name"
+  free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }') # KiB
+  [[ -w /dev/shm && $free =~ ^[0-9]+$ ]] && ((free > 3 * size / 1024)) && dir=/dev/shm
+  out=$dir/vvu-mig-$$-$name.ram
+  ram_files+=("$out")
+  pid=$(pgrep -P "${peer_pid[$name]}" | head -n 1) fd=""
+  for f in /proc/"$pid"/fd/*; do
+    [[ $(readlink "$f" 2>/dev/null) == "/memfd:mem (deleted)" ]] && { fd=$f; break; }
+  done
+  if [[ -n $pid && -n $fd ]] && head -c "$size" "$fd" >"$out" 2>/dev/null && (($(stat -c %s "$out") == size)); then
+    ram_how="copied from QEMU's memfd to ${dir%/}"
+    return 0
+  fi
+  ram_how="QMP pmemsave to ${dir%/}"
+  qmp "$name" --timeout 60 execute pmemsave "{\"val\": 0, \"size\": $size, \"filename\": \"$out\"}" >/dev/null
+}
 # shellcheck disable=SC2034 # ram_differ is for the scripts
-ram_compare() {
-  local src=$1 dst=$2 size out rc t0
-  t0=$(vvu_now)
-  size=$(qmp "$src" execute query-memory-size-summary | sed -n 's/.*"base-memory": \([0-9]*\).*/\1/p')
-  [[ -n $size ]] || fail "no base-memory in query-memory-size-summary of $src"
-  qmp "$src" --timeout 60 execute pmemsave "{\"val\": 0, \"size\": $size, \"filename\": \"$work/$src.ram\"}" >/dev/null
-  qmp "$dst" --timeout 60 execute pmemsave "{\"val\": 0, \"size\": $size, \"filename\": \"$work/$dst.ram\"}" >/dev/null
-  out=$(python3 "$here/ramdiff.py" "$work/$src.ram" "$work/$dst.ram")
+ram_diff() {
+  local a b out rc f
+  for f in "${ram_files[@]}"; do
+    [[ $f == *"-$1.ram" ]] && a=$f
+    [[ $f == *"-$2.ram" ]] && b=$f
+  done
+  out=$("$py" "$here/ramdiff.py" "$a" "$b")
   rc=$?
-  rm -f "$work/$src.ram" "$work/$dst.ram"
+  rm -f "$a" "$b"
   echo "$out"
   ((rc <= 1)) || fail "ramdiff.py could not compare the RAM images: $out"
   ram_differ=$(sed -n 's/^ramdiff: pages=[0-9]* differ=\([0-9]*\).*/\1/p' <<<"$out" | head -n 1)
-  echo "RAM of $src and $dst compared ($((size / 1024)) KiB) in $(awk -v a="$t0" -v b="$(vvu_now)" 'BEGIN{printf "%.1f", b - a}') s"
+}
+# The exit cleanup of frontend/lib.sh, and the RAM dumps.
+cleanup() {
+  ((${#ram_files[@]})) && rm -f "${ram_files[@]}"
+  end_peers
+  remove_work
 }
 
 # shellcheck disable=SC2034 # tx and drop are for the scripts
