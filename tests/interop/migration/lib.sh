@@ -242,7 +242,8 @@ ram_dump() {
   ram_files+=("$out")
   pid=$(pgrep -P "${peer_pid[$name]}" | head -n 1) fd=""
   for f in /proc/"$pid"/fd/*; do
-    [[ $(readlink "$f" 2>/dev/null) == "/memfd:mem (deleted)" ]] && { fd=$f; break; }
+    # QEMU 7.2 names the memfd after the backend type ("/memfd:memory-backend-memfd (deleted)").
+    [[ $(readlink "$f" 2>/dev/null) == "/memfd:memory-backend-memfd"* ]] && { fd=$f; break; }
   done
   if [[ -n $pid && -n $fd ]] && head -c "$size" "$fd" >"$out" 2>/dev/null && (($(stat -c %s "$out") == size)); then
     ram_how="copied from QEMU's memfd to ${dir%/}"
