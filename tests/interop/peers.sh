@@ -13,6 +13,7 @@
 #   device_start NAME SOCK PCI   vvu-device ($VVU_DEVICE) for a front-end on SOCK, PCI function
 #                                on PCI; waits for both sockets
 #   end_peers, remove_work       the common part of each library's exit cleanup
+#   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
 
 skip() {
   if [[ ${CI:-} == true ]]; then
@@ -146,4 +147,13 @@ remove_work() {
   if [[ -n $work && -d $work ]]; then
     if [[ ${KEEP_LOGS:-0} == 1 ]]; then echo "logs kept in $work"; else rm -rf -- "$work"; fi
   fi
+}
+
+# The ranges of the numbers on stdin (sorted): "3-5 9" ("-" for none).
+ranges() {
+  awk 'NF == 0 { next }
+       n++ == 0 { s = p = $1; next }
+       $1 == p + 1 { p = $1; next }
+       { o = o (o != "" ? " " : "") (s == p ? s : s "-" p); s = p = $1 }
+       END { if (n) o = o (o != "" ? " " : "") (s == p ? s : s "-" p); print (o != "" ? o : "-") }'
 }

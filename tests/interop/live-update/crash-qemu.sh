@@ -127,15 +127,6 @@ guests_alive() {
 # Seconds (2 decimals) from $1 to $2, both vvu_now values.
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b - a}'; }
 
-# The ranges of the numbers on stdin (sorted): "3-5 9" ("-" for none).
-ranges() {
-  awk 'NF == 0 { next }
-       n++ == 0 { s = p = $1; next }
-       $1 == p + 1 { p = $1; next }
-       { o = o (o != "" ? " " : "") (s == p ? s : s "-" p); s = p = $1 }
-       END { if (n) o = o (o != "" ? " " : "") (s == p ? s : s "-" p); print (o != "" ? o : "-") }'
-}
-
 # What QEMU 7.2 prints on its stderr in this setup (seen by killing vvu-forward under a guest by
 # hand): at start, while its netdev waits for the first back-end, "info: QEMU waiting for
 # connection on: disconnected:unix:SOCK,server=on"; when a back-end (vvu-forward) connects,

@@ -20,7 +20,6 @@
 #   check_qemu_stderr NAME...    QEMU printed nothing but the expected lines (below) on its stderr
 #   forward_counters             ends vvu-forward (status 0 required), prints its JSON lines and
 #                                sets rx[P], tx[P], drop[P] per port P
-#   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
 #   ram_dump NAME, ram_diff A B  a stopped QEMU's guest RAM into a file (pmemsave); two such
 #                                dumps compared page for page (ramdiff.py), sets ram_differ
 #
@@ -196,14 +195,6 @@ wait_reply() {
     sleep 0.1
   done
   fail "$name had no reply to ping $k within ${secs}s (last: seq=${last:-none})"
-}
-
-ranges() {
-  awk 'NF == 0 { next }
-       n++ == 0 { s = p = $1; next }
-       $1 == p + 1 { p = $1; next }
-       { o = o (o != "" ? " " : "") (s == p ? s : s "-" p); s = p = $1 }
-       END { if (n) o = o (o != "" ? " " : "") (s == p ? s : s "-" p); print (o != "" ? o : "-") }'
 }
 
 # What QEMU 7.2 prints on its stderr in these tests: with vvu-forward, "warning: vhost-user
