@@ -575,7 +575,7 @@ struct device_model::impl final : function_owner {
                 } else if constexpr (R == front_request::set_log_base) {
                     // The dirty log: an area of the window after the regions, as for a region
                     // (pci::vvu_function::window_layout); the driver's back-end marks it there.
-                    const auto region = layout::window_layout::log_region(msg.payload);
+                    const auto region = msg.payload.as_region();
                     if (auto c = check_region_fd(region, m.fds[0]); !c) return fail(c.error());
                     if (!window.set_log(region)) return fail("the log does not fit the shared-memory window");
                     log_fd = m.fds.take(0);

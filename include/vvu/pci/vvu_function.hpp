@@ -115,7 +115,8 @@ struct bar2_layout {
 //
 // Each area spans the region's file from offset 0 to mmap_offset + memory_size, so guest
 // address guest_phys_addr is at window offset (area offset + mmap_offset). The log's area is
-// described as a region too (log_region): mmap_size bytes of its file at mmap_offset.
+// described as a region too (wire::log_description::as_region): mmap_size bytes of its file at
+// mmap_offset.
 class window_layout {
 public:
     struct area {
@@ -126,11 +127,6 @@ public:
 
     explicit window_layout(std::uint64_t capacity = bar2_layout::for_queues(0).shared_memory_size) noexcept
         : capacity_(capacity) {}
-
-    // The area a SET_LOG_BASE log takes: its file's bytes [mmap_offset, mmap_offset + mmap_size).
-    [[nodiscard]] static constexpr wire::memory_region log_region(const wire::log_description& d) noexcept {
-        return {0, d.mmap_size, 0, d.mmap_offset};
-    }
 
     // False (layout unchanged) when the regions (and the log after them) overflow the window or
     // a size wraps.

@@ -598,7 +598,7 @@ private:
         // the others map the fd like a region of mmap_size bytes at mmap_offset.
         auto mapped = [&] {
             if constexpr (requires { transport_.map_log(d, unique_fd{}); }) return transport_.map_log(d, fds.take(0));
-            else return transport_.map_region({0, d.mmap_size, 0, d.mmap_offset}, fds.take(0));
+            else return transport_.map_region(d.as_region(), fds.take(0));
         }();
         if (!mapped) return fail(fmt::format("log of {} bytes at offset {}: {}", d.mmap_size, d.mmap_offset,
                                              mapped.error().message()));

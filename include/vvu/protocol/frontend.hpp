@@ -326,10 +326,11 @@ public:
         if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
             return fail(frontend_errc::transport, fr::set_log_base, std::string("memfd for the log: ") + std::strerror(errno));
         const int sent_fd = fd.get();
-        auto mapped = memory::region::map({0, bytes, 0, 0}, std::move(fd));
+        const wire::log_description desc{bytes, 0};
+        auto mapped = memory::region::map(desc.as_region(), std::move(fd));
         if (!mapped) return fail(frontend_errc::transport, fr::set_log_base, "mapping the log: " + mapped.error().message());
         log_ = std::make_shared<memory::dirty_log>(std::move(*mapped));
-        auto r = transact<fr::set_log_base>({bytes, 0}, {sent_fd});
+        auto r = transact<fr::set_log_base>(desc, {sent_fd});
         if (!r) return unexpected(r.error());
         if (r->payload.value != 0) return fail(frontend_errc::rejected, fr::set_log_base, "back-end answered " + std::to_string(r->payload.value));
         return set_logging(true);

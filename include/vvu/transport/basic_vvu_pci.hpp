@@ -145,7 +145,7 @@ public:
     }
     // SET_LOG_BASE: the dirty log is an area of the window too, after the regions.
     [[nodiscard]] expected<memory::region, memory::error> map_log(const wire::log_description& d, unique_fd fd) {
-        if (fd) return memory::region::map(pci::vvu_function::window_layout::log_region(d), std::move(fd));
+        if (fd) return memory::region::map(d.as_region(), std::move(fd));
         return s_->map_log(d);
     }
     // An fd comes only with a session taken over (import): the function signals it already.
@@ -379,7 +379,7 @@ struct basic_vvu_pci<F>::shared {
             wire::log_description d;
             d.mmap_size = r.get<std::uint64_t>();
             d.mmap_offset = r.get<std::uint64_t>();
-            log.emplace(pci::vvu_function::window_layout::log_region(d), r.get<std::uint64_t>());
+            log.emplace(d.as_region(), r.get<std::uint64_t>());
         }
         if (!r.ok()) return malformed();
         auto d = pci::virtio_driver<F>::adopt(*f, driver_options(), r, fds);
@@ -523,7 +523,7 @@ struct basic_vvu_pci<F>::shared {
         } else if (auto* r = std::get_if<wire::message<wire::front_request::rem_mem_reg>>(&*decoded)) {
             (void)window.remove(r->payload.region);
         } else if (auto* l = std::get_if<wire::message<wire::front_request::set_log_base>>(&*decoded)) {
-            (void)window.set_log(pci::vvu_function::window_layout::log_region(l->payload));
+            (void)window.set_log(l->payload.as_region());
         }
     }
 
@@ -608,7 +608,7 @@ struct basic_vvu_pci<F>::shared {
     }
     expected<memory::region, memory::error> map_log(const wire::log_description& d) {
         const auto& area = window.log();
-        if (!area || !(area->region == pci::vvu_function::window_layout::log_region(d)))
+        if (!area || !(area->region == d.as_region()))
             return unexpected(memory::error{memory::errc::no_such_region});
         return map_area(*area);
     }

@@ -134,6 +134,9 @@ static_assert(sizeof(single_memory_region) == 40 && offsetof(single_memory_regio
 struct log_description {
     std::uint64_t mmap_size = 0;
     std::uint64_t mmap_offset = 0;
+    // The log's bytes described as a region to map: mmap_size bytes of its file at mmap_offset
+    // (no guest or front-end address).
+    [[nodiscard]] constexpr memory_region as_region() const noexcept { return {0, mmap_size, 0, mmap_offset}; }
     static constexpr std::tuple fields{&log_description::mmap_size, &log_description::mmap_offset};
     friend constexpr bool operator==(const log_description&, const log_description&) = default;
 };
