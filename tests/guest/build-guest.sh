@@ -267,6 +267,10 @@ job_disk() {
   while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done
   [ -b /dev/vda ] || fail "disk: no /dev/vda"
   cpus=$(nproc)
+  # Through a scheduler every request is queued and its hardware queue run, which blk-mq's
+  # debugfs counts (runs= below); with none, most requests are issued directly and a queue
+  # that carried I/O may show no run at all.
+  echo mq-deadline > /sys/block/vda/queue/scheduler || fail "disk: no mq-deadline scheduler"
   say "VVU-GUEST-READY job=disk phase=$phase sectors=$(cat /sys/block/vda/size) queues=$(ls /sys/block/vda/mq | wc -l) cpus=$cpus"
   mkdir -p /mnt
   case "$phase" in
@@ -299,7 +303,7 @@ job_disk() {
   if sums; then res=ok; else res=fail; fi
   umount /mnt || res=fail
   # How often blk-mq ran each hardware queue this boot (its debugfs; 6.1 counts no requests
-  # per queue): a queue that carried no I/O is never run.
+  # per queue): with mq-deadline (above) a queue that carried I/O was run.
   mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
   runs=$(cat /sys/kernel/debug/block/vda/hctx*/run 2>/dev/null | tr '\n' ',')
   say "VVU-GUEST-RESULT disk $res phase=$phase files=$(echo $DISK_FILES | wc -w) runs=${runs%,}"
