@@ -4,6 +4,7 @@
 // engine (device::net::forwarder), live update (runtime/live_update.hpp), stats on exit.
 #include "../common/command_line.hpp"
 #include "../common/stop_signals.hpp"
+#include "txonly_template.hpp"
 
 #include <vvu/device/net_forward.hpp>
 #include <vvu/device/net_port.hpp>
@@ -25,9 +26,11 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -53,6 +56,12 @@ Options:
                      loopback: send every frame back on the port it came from
   --queues N         queue pairs per port (default 1)
   --size BYTES       frame size for txonly (default 64)
+  --check testpmd-txonly
+                     rxonly: read every frame and check it is what DPDK testpmd's txonly
+                     mode sends by default (one Ethernet/IPv4/UDP template, 198.18.0.1:9 ->
+                     198.18.0.2:9, valid IPv4 checksum, --size bytes); the port lines then
+                     count "checked" and "check_failed" frames, and the first failure is
+                     described on stderr
   --stats SECONDS    print every port's counters to stderr every SECONDS
   --cpu N            pin the forwarding thread to CPU N (like a DPDK lcore)
   --poll MODE        busy (default): poll every vring without pause, like a DPDK PMD;
@@ -84,6 +93,7 @@ struct options {
     forward_mode mode = forward_mode::xconnect;
     std::uint32_t queues = 1;
     std::size_t frame_size = 64;
+    bool check_txonly_template = false; // --check testpmd-txonly
     unsigned stats_seconds = 0;
     unsigned idle_sleep_us = 0;
     bool event_mode = false;
@@ -129,6 +139,9 @@ std::optional<options> parse(int argc, char** argv) {
         } else if (arg == "--size") {
             if (!examples::parse_number(*v, o.frame_size) || o.frame_size < 64 || o.frame_size > 9000)
                 return fail("--size takes 64..9000");
+        } else if (arg == "--check") {
+            if (*v != "testpmd-txonly") return fail("--check takes testpmd-txonly");
+            o.check_txonly_template = true;
         } else if (arg == "--stats") {
             if (!examples::parse_number(*v, o.stats_seconds)) return fail("--stats takes a number of seconds");
         } else if (arg == "--cpu") {
@@ -149,12 +162,15 @@ std::optional<options> parse(int argc, char** argv) {
         }
     }
     if (o.ports.empty()) return fail("at least one --port is needed");
+    if (o.check_txonly_template && o.mode != forward_mode::rxonly) return fail("--check needs --mode rxonly");
     return o;
 }
 
-std::string stats_json(std::size_t port, const device::net::port_stats& s) {
-    return fmt::format(R"({{"port":{},"rx_packets":{},"rx_bytes":{},"tx_packets":{},"tx_bytes":{},"tx_dropped":{}}})",
-                       port, s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.tx_dropped);
+std::string stats_json(std::size_t port, const device::net::port_stats& s,
+                       const std::optional<device::net::forwarder::check_counts>& checks = std::nullopt) {
+    return fmt::format(R"({{"port":{},"rx_packets":{},"rx_bytes":{},"tx_packets":{},"tx_bytes":{},"tx_dropped":{}{}}})",
+                       port, s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.tx_dropped,
+                       checks ? fmt::format(R"(,"checked":{},"check_failed":{})", checks->checked, checks->failed) : "");
 }
 
 // How the port appears in a hand-over: the same string in the old and the new process.
@@ -248,6 +264,15 @@ int main(int argc, char** argv) {
         handover_ports.push_back(&p->handover());
     }
     device::net::forwarder fwd(devices, opts->mode, opts->frame_size);
+    examples::txonly_template_check txonly_template(opts->frame_size);
+    if (opts->check_txonly_template)
+        fwd.check_received([&txonly_template, reported = false](device::net::frame f) mutable {
+            const auto why = txonly_template.mismatch(f);
+            if (why && !std::exchange(reported, true))
+                fmt::print(stderr, "vvu-forward: first frame unlike testpmd's txonly template: {} (headers {})\n", *why,
+                           examples::txonly_template_check::headers_hex(f));
+            return !why;
+        });
     runtime::poller_options po;
     po.cpu = opts->cpu;
     po.event_mode = opts->event_mode;
@@ -335,7 +360,9 @@ int main(int argc, char** argv) {
         for (auto& p : ports) p->stop();
     } // else: the ports are retired, their sessions live on in the new process
     poller.stop(); // after a hand-over it is paused and ends without another pass
-    for (std::size_t i = 0; i < ports.size(); ++i) fmt::print("{}\n", stats_json(i, ports[i]->device().stats()));
+    for (std::size_t i = 0; i < ports.size(); ++i)
+        fmt::print("{}\n", stats_json(i, ports[i]->device().stats(),
+                                       opts->check_txonly_template ? std::optional(fwd.checks(i)) : std::nullopt));
     if (handed_over) {
         const auto& h = *handed_over;
         fmt::print("{{\"handed_over\":true,\"paused_us\":{},\"park_us\":{},\"pause_us\":{},\"send_us\":{},\"import_us\":{}}}\n",

@@ -18,6 +18,8 @@ set(vvu_dpdk_tests
   "to-backend.packed|one-way.sh|--direction to-backend --ring packed --mem nohuge"
   "to-backend.split.hugepages|one-way.sh|--direction to-backend --ring split --mem huge"
   "to-backend.packed.hugepages|one-way.sh|--direction to-backend --ring packed --mem huge"
+  # The template check must see a frame that differs from it (one address byte).
+  "to-backend.split.unlike-template|one-way.sh|--direction to-backend --ring split --mem nohuge --unlike-template"
   "from-backend.split|one-way.sh|--direction from-backend --ring split --mem nohuge"
   "from-backend.packed|one-way.sh|--direction from-backend --ring packed --mem nohuge"
   "from-backend.split.hugepages|one-way.sh|--direction from-backend --ring split --mem huge"

@@ -9,6 +9,7 @@
 #include <vvu/util/byte_io.hpp>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -45,7 +46,7 @@ public:
         std::size_t moved = 0;
         for (std::size_t p = 0; p < ports_.size(); ++p) {
             switch (mode_) {
-            case forward_mode::rxonly: moved += ports_[p]->discard(); break;
+            case forward_mode::rxonly: moved += check_ ? inspect(p) : ports_[p]->discard(); break;
             case forward_mode::txonly: moved += generate(p); break;
             case forward_mode::loopback: moved += relay(p, [&](auto) { return p; }); break;
             case forward_mode::xconnect: moved += relay(p, [&](auto) { return p ^ 1; }); break;
@@ -54,6 +55,19 @@ public:
         }
         return moved;
     }
+
+    // rxonly that looks at the frames: each received frame is read out of the ring and given
+    // to `check` (true: as expected). Without a check rxonly drops frames unread.
+    using frame_check = std::function<bool(frame)>;
+    struct check_counts {
+        std::uint64_t checked = 0, failed = 0;
+    };
+    void check_received(frame_check check) {
+        check_ = std::move(check);
+        checks_.assign(ports_.size(), {});
+    }
+    // Port p's counts; read them once poll() no longer runs.
+    [[nodiscard]] check_counts checks(std::size_t p) const { return p < checks_.size() ? checks_[p] : check_counts{}; }
 
     // Event mode: after a pass that moved nothing, sleep until a front-end kicks a TX vring, or
     // `wake` (an fd of the caller's: -1 none) is readable, or `timeout` passes (vrings start and
@@ -149,6 +163,16 @@ private:
         return n;
     }
 
+    std::size_t inspect(std::size_t p) {
+        auto burst = ports_[p]->receive(staging_, frames_);
+        const std::size_t n = burst.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            ++checks_[p].checked;
+            if (!check_(frames_[i])) ++checks_[p].failed;
+        }
+        return n;
+    }
+
     std::size_t generate(std::size_t p) {
         if (!ports_[p]->can_transmit()) return 0;
         const mac_address src{0x02, 0x00, 0x00, 0x00, 0x00, static_cast<std::uint8_t>(p)};
@@ -173,6 +197,8 @@ private:
     mac_table table_;
     std::vector<std::vector<frame>> per_port_;
     protocol::kick_wait kicks_; // event mode's sleep
+    frame_check check_;
+    std::vector<check_counts> checks_;
 };
 
 } // namespace vvu::device::net

@@ -44,6 +44,7 @@ PEER_TIMEOUT=${PEER_TIMEOUT:-100}
 BACKEND=${BACKEND:-}
 VIA=${VIA:-unix}
 VVU_DEVICE=${VVU_DEVICE:-}
+BACKEND_ARGS=() # extra vvu-forward options (backend_start)
 
 declare -A peer_pid=()   # name -> pid of `timeout` (it forwards INT/TERM to the peer)
 declare -a peer_names=() # in start order, for the logs
@@ -208,7 +209,7 @@ frontend_start() {
 }
 
 # backend_start MODE SOCK...: the back-end under test, listening on each SOCK (port 0, 1, ...).
-# vvu-forward: stdout (its JSON) into backend.out. The DPDK stand-in: testpmd with one net_vhost
+# vvu-forward: stdout (its JSON) into backend.out; BACKEND_ARGS (an array) extends its options. The DPDK stand-in: testpmd with one net_vhost
 # port per SOCK; rxonly/txonly map to the same forwarding modes, xconnect to io (testpmd pairs
 # port 0 with 1).
 backend_start() {
@@ -233,7 +234,7 @@ backend_start() {
     peer_run backend "${cmd[@]}"
   else
     [[ -n ${VVU_FORWARD_CPU:-} ]] && cmd=(taskset -c "$VVU_FORWARD_CPU")
-    cmd+=("$BACKEND" --mode "$mode")
+    cmd+=("$BACKEND" --mode "$mode" "${BACKEND_ARGS[@]}")
     local i=0
     local -a devices=()
     for sock in "$@"; do

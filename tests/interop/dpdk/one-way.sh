@@ -3,11 +3,15 @@
 # listening on a UNIX socket, and a count of what crossed.
 #
 #   one-way.sh --backend PATH|dpdk --direction to-backend|from-backend [--ring split|packed]
-#              [--mem nohuge|huge] [--seconds N] [--vdev-args ,KEY=VALUE...]
+#              [--mem nohuge|huge] [--seconds N] [--vdev-args ,KEY=VALUE...] [--unlike-template]
 #
 #   to-backend:   testpmd --forward-mode=txonly  ->  vvu-forward --mode rxonly
 #                 vvu's rx_packets must equal testpmd's final TX-packets, less at most one ring
-#                 (frames testpmd queued that the back-end had not taken when testpmd stopped).
+#                 (frames testpmd queued that the back-end had not taken when testpmd stopped),
+#                 and vvu-forward (--check testpmd-txonly) must have found every frame it took
+#                 to be testpmd's txonly template (Ethernet/IPv4/UDP 198.18.0.1:9 -> 198.18.0.2:9).
+#                 --unlike-template (the check of that check): testpmd sends to 198.18.0.3
+#                 instead, and vvu-forward must find every frame unlike the template.
 #   from-backend: vvu-forward --mode txonly  ->  testpmd --forward-mode=rxonly
 #                 testpmd's final RX-packets must equal vvu's tx_packets, less at most one ring.
 #
@@ -24,7 +28,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
 parse_backend_arg "$@"
-direction="" ring=split mem=nohuge seconds=3 vdev_args=""
+direction="" ring=split mem=nohuge seconds=3 vdev_args="" unlike_template=0
 set -- "${rest_args[@]}"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -33,8 +37,10 @@ while [[ $# -gt 0 ]]; do
     --mem) mem=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --vdev-args) vdev_args=$2; shift 2 ;;
+    --unlike-template) unlike_template=1; shift ;;
     *) echo "usage: $0 --backend PATH|dpdk --direction to-backend|from-backend" \
-            "[--ring split|packed] [--mem nohuge|huge] [--seconds N] [--vdev-args ,K=V...]" >&2
+            "[--ring split|packed] [--mem nohuge|huge] [--seconds N] [--vdev-args ,K=V...]" \
+            "[--unlike-template]" >&2
        exit 2 ;;
   esac
 done
@@ -60,8 +66,11 @@ esac
 echo "$test_name: back-end $BACKEND, ring $RING ($ring), front-end memory $mem, work dir $work"
 
 sock=$work/vhost-user.sock
+[[ $direction == to-backend && $BACKEND != dpdk ]] && BACKEND_ARGS=(--check testpmd-txonly)
 backend_start "$be_mode" "$sock"
-frontend_start frontend "$sock" "$fe_mode" 1
+frontend_args=()
+((unlike_template)) && frontend_args=(--tx-ip=198.18.0.1,198.18.0.3)
+frontend_start frontend "$sock" "$fe_mode" 1 "${frontend_args[@]}"
 wait_stats frontend "$key" 30
 check_progress frontend "$key" "$seconds"
 
@@ -82,6 +91,21 @@ if [[ $direction == to-backend ]]; then
   sent=$(final_stat frontend 0 TX-packets) || exit 1
   got=$(backend_stat 0 rx_packets) || exit 1
   check_within "testpmd txonly -> back-end rxonly" "$sent" "$got" "$RING"
+  if [[ $BACKEND != dpdk ]]; then
+    checked=$(backend_stat 0 checked) || exit 1
+    failed=$(backend_stat 0 check_failed) || exit 1
+    if ((unlike_template)); then
+      ((checked == got && failed == checked && got > 0)) ||
+        fail "testpmd sent to 198.18.0.3, yet vvu-forward found only $failed of $checked frames ($got taken) unlike the template"
+      grep -q "first frame unlike testpmd's txonly template: IPv4 addresses" "$work/backend.log" ||
+        fail "vvu-forward did not say why the first frame is unlike the template"
+      echo "ok: every frame vvu-forward took ($checked) is unlike the template, as sent"
+    else
+      ((checked == got && failed == 0)) ||
+        fail "vvu-forward checked $checked of $got frames against testpmd's txonly template, $failed unlike it"
+      echo "ok: every frame vvu-forward took ($checked) is testpmd's txonly template"
+    fi
+  fi
 else
   sent=$(backend_stat 0 tx_packets) || exit 1
   got=$(final_stat frontend 0 RX-packets) || exit 1
