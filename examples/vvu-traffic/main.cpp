@@ -44,6 +44,11 @@ Traffic:
   --size B           frame size in bytes, >= 64 (default 64); rx: the size every frame must have
                      (0: any)
   --rate PPS         frames per second to send (default 0: as fast as possible)
+  --break-ring       once the traffic is done, act as a hostile front-end: post one transmit
+                     buffer at a guest address no shared region covers, kick, and wait up to
+                     --timeout for the back-end's error eventfd (SET_VRING_ERR); then ask
+                     GET_STATUS (with STATUS). The JSON gains "ring_broken":{"error_signalled":
+                     true|false,"status":S|null}
   --seq check|ignore rx: track the sequence numbers in received frames (default check;
                      'ignore' for senders that do not number their frames, like testpmd)
 
@@ -90,6 +95,7 @@ struct options {
     bool size_given = false;
     std::uint64_t rate = 0;
     bool check_seq = true;
+    bool break_ring = false;
     device::net::driver_options driver;
     std::chrono::milliseconds timeout{5000};
     std::chrono::milliseconds idle{2000};
@@ -132,6 +138,8 @@ std::optional<options> parse(int argc, char** argv) {
             if (v == "check") o.check_seq = true;
             else if (v == "ignore") o.check_seq = false;
             else return bad("--seq is check or ignore");
+        } else if (a == "--break-ring") {
+            o.break_ring = true;
         } else if (a == "--packed") {
             o.driver.packed = true;
         } else if (a == "--queue-size") {
@@ -280,6 +288,20 @@ std::uint64_t allowed(const options& o, clock_type::time_point start, std::uint6
     return budget > sent ? std::min(budget - sent, o.packets - sent) : 0;
 }
 
+// --break-ring: one transmit buffer where no region is (a descriptor a back-end must refuse,
+// and then report), and what the back-end says: its error eventfd, and the device status.
+std::string break_tx_ring(driver_type& nd, std::chrono::milliseconds timeout) {
+    constexpr std::uint64_t nowhere = 0xfff0'0000'0000; // far above the memory vvu-traffic shares
+    const ring::buffer outside{nowhere, 64};
+    auto& v = nd.tx_vring(0);
+    if (!v.add({&outside, 1}, {}, ring::max_queue_size)) return ",\"ring_broken\":{\"posted\":false}";
+    v.kick();
+    const bool signalled = v.wait_error(timeout);
+    const auto status = nd.frontend().status();
+    return fmt::format(",\"ring_broken\":{{\"posted\":true,\"error_signalled\":{},\"status\":{}}}", signalled,
+                       status ? fmt::format("{}", *status) : std::string("null"));
+}
+
 int run(const options& o) {
     auto channel = o.listen ? protocol::socket_channel::listen(o.path, o.timeout)
                             : protocol::socket_channel::connect(o.path, o.timeout);
@@ -416,6 +438,7 @@ int run(const options& o) {
         json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{}", rep.bad_frames, nd.stats().rx_errors,
                             std::chrono::duration_cast<std::chrono::microseconds>(rep.max_stall).count());
     }
+    if (o.break_ring && failure.empty()) json += break_tx_ring(nd, o.timeout);
     json += fmt::format(",\"seconds\":{:.6f},\"pps\":{:.0f}}}", secs, pps);
 
     // Stop the rings cleanly (the back-end hands them back) before disconnecting.

@@ -1,5 +1,6 @@
 # vvu's front-end against real back-ends: vvu-traffic -> DPDK testpmd net_vhost (both directions,
-# split and packed rings), vvu-traffic echo through vvu-forward loopback, and vvu-blk against
+# split and packed rings), vvu-traffic echo through vvu-forward loopback (and a front-end that
+# breaks a ring there beside another's traffic), and vvu-blk against
 # qemu-storage-daemon's vhost-user-blk export and
 # vvu-blk-server (unix: and vvu: ports). The scripts are in tests/interop/frontend/ (lib.sh
 # says how they work). A missing peer makes a test skip (exit 77), or fail when CI=true.
@@ -22,7 +23,14 @@ set(vvu_fe_tests
   "dpdk.echo.split|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction echo --ring split"
   "dpdk.echo.packed|traffic-dpdk.sh|--traffic $<TARGET_FILE:vvu-traffic> --direction echo --ring packed"
   "echo.split|echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring split"
-  "echo.packed|echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring packed")
+  "echo.packed|echo-forward.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring packed"
+  # A front-end breaks a ring beside another's steady traffic: reported once, the rest runs on.
+  "broken-ring.split|broken-ring.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring split"
+  "broken-ring.packed|broken-ring.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring packed")
+if(TARGET vvu-device)
+  list(APPEND vvu_fe_tests
+    "broken-ring.vvu-device.split|broken-ring.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward> --ring split --device $<TARGET_FILE:vvu-device>")
+endif()
 if(TARGET vvu-blk)
   # Split ring only: qemu-storage-daemon (libvhost-user) does not offer VIRTIO_F_RING_PACKED
   # (vvu-blk --packed fails there with "GET_FEATURES: required features 0x400000000 not offered").

@@ -68,6 +68,7 @@ inline constexpr std::uint8_t acknowledge = 1;
 inline constexpr std::uint8_t driver = 2;
 inline constexpr std::uint8_t driver_ok = 4;
 inline constexpr std::uint8_t features_ok = 8;
+inline constexpr std::uint8_t needs_reset = 0x40;
 } // namespace device_status
 
 struct frontend_options {
@@ -196,7 +197,7 @@ public:
     // ---------------------------------------------------------------- vrings
     // Places the ring areas in the shared memory, creates the driver side, and tells the
     // back-end: SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK, SET_VRING_CALL,
-    // then SET_VRING_ENABLE 1 (with PROTOCOL_FEATURES; rings start disabled) when asked.
+    // SET_VRING_ERR, then SET_VRING_ENABLE 1 (with PROTOCOL_FEATURES; rings start disabled) when asked.
     result<driver_vring*> setup_vring(std::uint32_t index, const vring_options& o) {
         using fr = wire::front_request;
         if (!memory_) return fail(frontend_errc::bad_state, fr::set_vring_addr, "no memory shared yet");
@@ -217,8 +218,10 @@ public:
         }
         auto kick = eventfd_notifier::create();
         auto call = eventfd_notifier::create();
-        if (!kick || !call)
-            return fail(frontend_errc::transport, fr::set_vring_kick, "eventfd: " + (kick ? call.error() : kick.error()).message());
+        auto error = eventfd_notifier::create();
+        if (!kick || !call || !error)
+            return fail(frontend_errc::transport, fr::set_vring_kick,
+                        "eventfd: " + (!kick ? kick.error() : !call ? call.error() : error.error()).message());
 
         std::unique_ptr<driver_vring> v;
         std::uint64_t desc = 0, avail = 0, used = 0;
@@ -230,7 +233,7 @@ public:
             desc = *d, avail = *drv, used = *dev;
             auto r = driver_vring::packed_ring::create(*memory_, {o.size, desc, avail, used, rf, 0}, ind);
             if (!r) return fail(frontend_errc::ring_setup, fr::set_vring_addr, r.error().message());
-            v = std::make_unique<driver_vring>(index, std::move(*r), std::move(*kick), std::move(*call));
+            v = std::make_unique<driver_vring>(index, std::move(*r), std::move(*kick), std::move(*call), std::move(*error));
             // A new packed ring: index 0, wrap counter 1 — in the 16-bit form QEMU and DPDK send.
             base = 0x8000;
         } else {
@@ -242,7 +245,7 @@ public:
             desc = *d, avail = *a, used = *u;
             auto r = driver_vring::split_ring::create(*memory_, {o.size, desc, avail, used, rf, 0}, ind);
             if (!r) return fail(frontend_errc::ring_setup, fr::set_vring_addr, r.error().message());
-            v = std::make_unique<driver_vring>(index, std::move(*r), std::move(*kick), std::move(*call));
+            v = std::make_unique<driver_vring>(index, std::move(*r), std::move(*kick), std::move(*call), std::move(*error));
         }
         if (auto r = request<fr::set_vring_num>({index, o.size}); !r) return unexpected(r.error());
         if (auto r = request<fr::set_vring_base>({index, base}); !r) return unexpected(r.error());
@@ -256,6 +259,7 @@ public:
         if (auto r = request<fr::set_vring_addr>(addr); !r) return unexpected(r.error());
         if (auto r = request<fr::set_vring_kick>({index}, {v->kick_fd()}); !r) return unexpected(r.error());
         if (auto r = request<fr::set_vring_call>({index}, {v->call_fd()}); !r) return unexpected(r.error());
+        if (auto r = request<fr::set_vring_err>({index}, {v->error_fd()}); !r) return unexpected(r.error());
         if (o.enable && wire::has(acked_features_, wire::vhost_feature::protocol_features))
             if (auto r = request<fr::set_vring_enable>({index, 1}); !r) return unexpected(r.error());
         if (vrings_.size() <= index) vrings_.resize(index + 1), vring_addrs_.resize(index + 1);
@@ -293,6 +297,16 @@ public:
     result<void> driver_ok() {
         return set_status(device_status::acknowledge | device_status::driver | device_status::features_ok |
                           device_status::driver_ok);
+    }
+
+    // GET_STATUS (with STATUS): the device status as the back-end has it — DEVICE_NEEDS_RESET
+    // (device_status::needs_reset) once it found a ring broken.
+    result<std::uint8_t> status() {
+        if (!negotiated(wire::protocol_feature::status))
+            return fail(frontend_errc::not_offered, wire::front_request::get_status, "protocol feature STATUS not negotiated");
+        auto r = transact<wire::front_request::get_status>({});
+        if (!r) return unexpected(r.error());
+        return static_cast<std::uint8_t>(r->payload.value);
     }
 
     // Stops every vring that is set up, then SET_STATUS 0 (with STATUS). The connection stays

@@ -1,11 +1,12 @@
 // driver_vring: one vring as the front-end runs it — the driver side of a split or packed ring
-// (ring/) over the front-end's shared memory, and the kick and call eventfds whose other ends
-// the back-end got with SET_VRING_KICK / SET_VRING_CALL.
+// (ring/) over the front-end's shared memory, and the kick, call and error eventfds whose other
+// ends the back-end got with SET_VRING_KICK / SET_VRING_CALL / SET_VRING_ERR.
 //
 //   v.add_burst(requests);           // post buffers (ring::request: readable, writable, token)
 //   v.kick_if_needed();              // notify the back-end unless it suppressed kicks
 //   n = v.reap_burst(used);          // completed buffers (token, bytes written)
 //   v.wait_call(10ms);               // sleep until the back-end signals used buffers (bounded)
+//   v.wait_error(0ms);               // has the back-end found the ring broken (SET_VRING_ERR)?
 //
 // One thread drives a vring at a time; different vrings may be driven by different threads.
 #pragma once
@@ -28,10 +29,10 @@ public:
     using split_ring = ring::split_driver<frontend_memory>;
     using packed_ring = ring::packed_driver<frontend_memory>;
 
-    driver_vring(std::uint32_t index, split_ring r, eventfd_notifier kick, eventfd_notifier call)
-        : index_(index), ring_(std::move(r)), kick_(std::move(kick)), call_(std::move(call)) {}
-    driver_vring(std::uint32_t index, packed_ring r, eventfd_notifier kick, eventfd_notifier call)
-        : index_(index), ring_(std::move(r)), kick_(std::move(kick)), call_(std::move(call)) {}
+    driver_vring(std::uint32_t index, split_ring r, eventfd_notifier kick, eventfd_notifier call, eventfd_notifier error)
+        : index_(index), ring_(std::move(r)), kick_(std::move(kick)), call_(std::move(call)), error_(std::move(error)) {}
+    driver_vring(std::uint32_t index, packed_ring r, eventfd_notifier kick, eventfd_notifier call, eventfd_notifier error)
+        : index_(index), ring_(std::move(r)), kick_(std::move(kick)), call_(std::move(call)), error_(std::move(error)) {}
 
     // Calls f with the split_driver or packed_driver.
     template <class F>
@@ -71,15 +72,20 @@ public:
     }
     // Waits up to `timeout` for the back-end's call and consumes it.
     bool wait_call(std::chrono::milliseconds timeout) const noexcept { return call_.wait(timeout); }
+    // Waits up to `timeout` for the back-end to signal that it found this ring broken and
+    // stopped it ("SET_VRING_ERR"); consumes the signal.
+    bool wait_error(std::chrono::milliseconds timeout) const noexcept { return error_.wait(timeout); }
 
     [[nodiscard]] int kick_fd() const noexcept { return kick_.native_handle(); }
     [[nodiscard]] int call_fd() const noexcept { return call_.native_handle(); }
+    [[nodiscard]] int error_fd() const noexcept { return error_.native_handle(); }
 
 private:
     std::uint32_t index_;
     std::variant<split_ring, packed_ring> ring_;
     eventfd_notifier kick_;
     eventfd_notifier call_;
+    eventfd_notifier error_;
 };
 
 } // namespace vvu::protocol

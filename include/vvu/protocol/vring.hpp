@@ -245,17 +245,18 @@ public:
     // A ring the front-end broke (a descriptor loop, an index jump: ring/error.hpp) takes no
     // more chains — the ring layer stops it — and is reported once: its error notifier
     // (SET_VRING_ERR) is signalled and on_broken told. The other rings run on. True when this
-    // call reported it.
+    // call reported it. on_broken (which sets DEVICE_NEEDS_RESET) comes first: a front-end that
+    // answers the signal with GET_STATUS must find the status already set.
     bool report_if_broken() noexcept {
         if (reported_.load(std::memory_order_relaxed) || !on_ring([](auto& r) { return r.broken(); })) return false;
         if (reported_.exchange(true)) return false;
-        error_.signal();
         if (on_broken_) {
             try {
                 on_broken_(index_, on_ring([](auto& r) { return r.error(); }));
             } catch (...) { // a logger that threw: the ring is reported all the same
             }
         }
+        error_.signal();
         return true;
     }
 

@@ -128,6 +128,45 @@ TEST_CASE("net driver against vvu's back-end, split and packed, 1 and 2 queue pa
     CHECK(be.final_state().owner == false); // the session was reset after the disconnect
 }
 
+TEST_CASE("a ring the front-end breaks: the back-end signals its SET_VRING_ERR eventfd once and GET_STATUS "
+          "says DEVICE_NEEDS_RESET",
+          "[frontend][net][hostile]") {
+    const bool packed = GENERATE(false, true);
+    CAPTURE(packed);
+    test::vvu_backend be(1, device::net::forward_mode::loopback);
+    {
+        device::net::driver_options o;
+        o.packed = packed;
+        o.queue_size = 64;
+        o.timeout = 5000ms;
+        auto nd = driver::open(protocol::socket_channel(be.take_frontend_end()), o);
+        if (!nd) FAIL(nd.error().message());
+        auto& fe = (*nd)->frontend();
+        REQUIRE(echo(**nd, 10).size() == 10);
+        auto& tx = (*nd)->tx_vring(0);
+        CHECK(!tx.wait_error(0ms));
+        auto before = fe.status();
+        if (!before) FAIL(before.error().message());
+        CHECK((*before & protocol::device_status::needs_reset) == 0);
+
+        // One transmit buffer where no region is: the back-end must refuse the ring and say so.
+        const ring::buffer outside{0xfff0'0000'0000, 64};
+        REQUIRE(tx.add({&outside, 1}, {}, 1000));
+        tx.kick();
+        CHECK(tx.wait_error(5000ms));
+        auto after = fe.status();
+        if (!after) FAIL(after.error().message());
+        CHECK((*after & protocol::device_status::needs_reset) != 0);
+        CHECK((*after & 0x0f) == (*before & 0x0f));
+        CHECK(!tx.wait_error(50ms)); // reported once
+
+        auto all = (*nd)->close(); // the broken ring still stops (GET_VRING_BASE answers)
+        if (!all) FAIL(all.error().message());
+        CHECK(be.port().stats().rx_packets == 10); // the foreign buffer was never taken
+    }
+    CHECK(be.join() == "peer closed the connection");
+}
+
 TEST_CASE("MRG_RXBUF reassembles frames larger than one receive buffer", "[frontend][net]") {
     test::vvu_backend be(1, device::net::forward_mode::loopback);
     device::net::driver_options o;
