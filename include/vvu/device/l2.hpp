@@ -54,6 +54,12 @@ public:
         slots_[victim] = {mac, port, ++clock_, true};
     }
 
+    // Forgets every entry, keeping the table's memory.
+    void clear() noexcept {
+        std::fill(slots_.begin(), slots_.end(), slot{});
+        clock_ = 0;
+    }
+
     [[nodiscard]] std::optional<std::uint32_t> lookup(const mac_address& mac) const noexcept {
         const std::size_t h = hash(mac);
         for (std::size_t i = 0; i < probe_window; ++i) {

@@ -107,17 +107,21 @@ public:
         for (auto& s : sequence) s = r.get<std::uint64_t>();
         const auto n = r.get<std::uint32_t>();
         if (!r.ok() || n > 1u << 20) return false;
-        mac_table table;
+        std::vector<std::pair<mac_address, std::uint32_t>> learned;
+        learned.reserve(std::min<std::size_t>(n, r.remaining() / 10));
         for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
             mac_address mac;
             for (auto& b : mac) b = r.get<std::uint8_t>();
             const auto port = r.get<std::uint32_t>();
             if (port >= ports_.size()) return false;
-            table.learn(mac, port);
+            learned.emplace_back(mac, port);
         }
         if (!r.done()) return false;
         sequence_ = std::move(sequence);
-        table_ = std::move(table);
+        // The table is refilled in place: a live update loads this inside its outage, and a new
+        // table's first touch of its pages (page faults, costly in a VM) would lengthen it.
+        table_.clear();
+        for (const auto& [mac, port] : learned) table_.learn(mac, port);
         return true;
     }
 

@@ -39,6 +39,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -46,6 +47,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -66,6 +70,9 @@ struct handover_options {
     std::chrono::milliseconds park_timeout{1000};   // old: control threads reach a boundary
     std::chrono::milliseconds accept_timeout{5000}; // old: the new process imports everything
     std::chrono::milliseconds commit_timeout{10000}; // new: the old process lets go
+    // New: heap touched before the outage (warm_heap), so that importing allocates from
+    // resident pages; 0 leaves the heap alone.
+    std::size_t warm_heap_bytes = 8u << 20;
 };
 
 // What a successful hand-over measured (old process: from parking the ports to commit sent;
@@ -118,6 +125,30 @@ private:
     sched_param param_{};
     bool active_ = false;
 };
+
+// Touches `bytes` of heap and gives it back to the allocator, which keeps it: a process about
+// to allocate inside an outage (the new process of a live update imports its sessions there)
+// then reuses resident pages instead of faulting fresh ones in — a page fault apiece, measured
+// here at about 25 us in a VM, 1-2 ms for an import. With glibc: allocated in pieces below the
+// mmap threshold (heap, not mappings of their own), and the heap's top kept (M_TRIM_THRESHOLD
+// raised to `bytes` at least). Elsewhere it does nothing.
+inline void warm_heap(std::size_t bytes) {
+#ifdef __GLIBC__
+    constexpr std::size_t piece = 64u << 10;
+    (void)::mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<std::size_t>(2 * bytes, INT_MAX)));
+    std::vector<void*> pieces;
+    pieces.reserve(bytes / piece);
+    for (std::size_t done = 0; done < bytes; done += piece) {
+        void* p = std::malloc(piece);
+        if (p == nullptr) break;
+        std::memset(p, 0, piece);
+        pieces.push_back(p);
+    }
+    for (void* p : pieces) std::free(p);
+#else
+    (void)bytes;
+#endif
+}
 
 namespace detail {
 
@@ -386,6 +417,7 @@ inline expected<handover_result, error> take_over(const std::string& path, std::
         if (!r.done() || index >= ports.size()) return abort(errc::protocol, "malformed memory record");
         ports[index]->premap(bytes, rec->fds);
     }
+    if (o.warm_heap_bytes != 0) warm_heap(o.warm_heap_bytes);
     urgent_scope urgent; // from `ready` to `commit`: the outage
     if (auto s = peer->send(handover_record::ready, {}, {}, std::chrono::milliseconds(2000)); !s)
         return give_up(detail::fail(errc::protocol, "sending ready: " + s.error().message()));

@@ -72,6 +72,8 @@ public:
 
     void fail() noexcept { ok_ = false; }
     [[nodiscard]] bool ok() const noexcept { return ok_; }
+    // Bytes not read yet (bounds a count read from the input before trusting it).
+    [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - pos_; }
     // Every byte consumed, and no read failed.
     [[nodiscard]] bool done() const noexcept { return ok_ && pos_ == in_.size(); }
 
