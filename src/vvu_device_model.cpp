@@ -159,6 +159,7 @@ struct device_model::impl final : function_owner {
     bool running = true;
     device_counters counts;
     // device_progress of the current front-end socket, and what was last published.
+    std::uint64_t frontend_sockets = 0;
     std::uint64_t frontend_bytes = 0;
     std::uint64_t to_driver_at_accept = 0;
     std::optional<device_progress> published;
@@ -514,6 +515,7 @@ struct device_model::impl final : function_owner {
         }
         if (!*fd) return;
         frontend = transport::framed_socket(std::move(*fd));
+        ++frontend_sockets;
         frontend_bytes = 0;
         to_driver_at_accept = counts.to_driver;
         unwatch(frontend_listener.native_handle()); // one front-end at a time; others wait
@@ -964,6 +966,7 @@ struct device_model::impl final : function_owner {
     void publish_progress() {
         if (!opt.progress) return;
         device_progress p;
+        p.frontend_sockets = frontend_sockets;
         p.sessions_ended = counts.disconnects;
         p.frontend_bytes = frontend_bytes;
         p.to_driver = counts.to_driver - to_driver_at_accept;

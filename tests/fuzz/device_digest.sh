@@ -16,7 +16,8 @@ for ((i = ${#inputs[@]} - 1; i >= 0; i--)); do reversed+=("${inputs[i]}"); done
 # Prints "<input hash> <reply bytes> <reply hash> <end>" per distinct line of a run.
 digests() {
   local out
-  out=$(VVU_FUZZ_DEVICE_DIGEST=1 "$fuzzer" "$@" 2>&1) || { printf '%s\n' "$out" | tail -40; echo "the fuzzer failed"; exit 1; }
+  # (Called in $(...): what goes wrong is told on stderr.)
+  out=$(VVU_FUZZ_DEVICE_DIGEST=1 "$fuzzer" "$@" 2>&1) || { printf '%s\n' "$out" | tail -40 >&2; echo "the fuzzer failed" >&2; exit 1; }
   printf '%s\n' "$out" | sed -n 's/^fuzz_device digest: //p' | sort -u
 }
 first=$(digests "${inputs[@]}")

@@ -73,11 +73,6 @@ namespace {
 // How long any wait of the harness may take before it is a hang (a finding).
 constexpr auto hang_limit = 10s;
 
-[[noreturn]] void hang(const char* what) {
-    std::fprintf(stderr, "fuzz_device: hang: %s took more than %lld s\n", what,
-                 static_cast<long long>(std::chrono::seconds(hang_limit).count()));
-    std::abort();
-}
 
 struct fnv1a {
     std::uint64_t value = 0xcbf29ce484222325ULL;
@@ -117,7 +112,18 @@ struct world {
     template <class Pred>
     void wait(const char* what, Pred ready) {
         std::unique_lock lock(m);
-        if (!cv.wait_for(lock, hang_limit, ready)) hang(what);
+        if (cv.wait_for(lock, hang_limit, ready)) return;
+        const auto& p = progress;
+        std::fprintf(stderr,
+                     "fuzz_device: hang: %s took more than %lld s (device: socket %llu, %llu ended, %llu bytes read, "
+                     "%llu messages to the driver, %s, %s; driver: %s, %llu sessions, %llu handled)\n",
+                     what, static_cast<long long>(std::chrono::seconds(hang_limit).count()),
+                     static_cast<unsigned long long>(p.frontend_sockets), static_cast<unsigned long long>(p.sessions_ended),
+                     static_cast<unsigned long long>(p.frontend_bytes), static_cast<unsigned long long>(p.to_driver),
+                     p.driver_owed ? "owes the driver" : "owes nothing",
+                     p.ready_for_frontend ? "ready for a front-end" : "not ready", driver_waiting ? "waiting" : "serving",
+                     static_cast<unsigned long long>(sessions), static_cast<unsigned long long>(driver_handled));
+        std::abort();
     }
 
     world() {
@@ -151,19 +157,35 @@ struct world {
     // The driver's control thread: protocol::backend::serve() unrolled, so that the harness
     // knows when the driver has handled each message.
     void serve() {
+        unique_fd settle(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!settle) std::abort();
+        driver->set_interrupt(settle.get());
+        auto fail = [](const char* what, const transport::error& e) {
+            std::fprintf(stderr, "fuzz_device: the driver's %s failed: %s\n", what, e.message().c_str());
+            std::abort();
+        };
         for (;;) {
             // A fresh port and state machine per session: nothing an input set (an MTU, the
             // data path's counters) reaches the next.
             device::net::net_port port{device::net::net_port::options{}};
             protocol::backend<transport::vvu_pci, device::net::net_port> backend(*driver, port);
+            // The config interrupts of the last session are all sent once the device has closed
+            // its socket; a wait_for_frontend that cannot block (`settle` readable) acts on any
+            // the driver has not seen (a FRONTEND_UP it saw fall only by the status: BACKEND_UP
+            // cleared and set again) and returns. Else it would act on them as the next
+            // session begins, and end that one.
+            wait("the device ending its session", [&] { return progress.sessions_ended == progress.frontend_sockets; });
+            const std::uint64_t one = 1;
+            if (::write(settle.get(), &one, sizeof one) != sizeof one) std::abort();
+            if (auto r = driver->wait_for_frontend(); r || r.error().code != transport::errc::interrupted)
+                fail("settling wait_for_frontend", r ? transport::error(transport::errc::not_connected) : r.error());
+            std::uint64_t drained = 0;
+            if (::read(settle.get(), &drained, sizeof drained) != sizeof drained) std::abort();
             update([&] {
                 driver_waiting = true;
                 driver_handled = 0;
             });
-            if (auto up = driver->wait_for_frontend(); !up) {
-                std::fprintf(stderr, "fuzz_device: the driver's wait_for_frontend failed: %s\n", up.error().message().c_str());
-                std::abort();
-            }
+            if (auto up = driver->wait_for_frontend(); !up) fail("wait_for_frontend", up.error());
             update([&] {
                 driver_waiting = false;
                 ++sessions;
@@ -267,7 +289,11 @@ bool send_piece(int sock, std::span<const std::uint8_t> bytes, std::span<const i
         // that stays full is a hang.
         pollfd p{sock, POLLOUT, 0};
         const int ready = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(hang_limit).count()));
-        if (ready == 0) hang("the device reading a message");
+        if (ready == 0) {
+            std::fprintf(stderr, "fuzz_device: hang: the device read no more of a message for %lld s\n",
+                         static_cast<long long>(std::chrono::seconds(hang_limit).count()));
+            std::abort();
+        }
         if (ready < 0 && errno != EINTR) return false;
         const ssize_t n = ::sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0) {
@@ -316,15 +342,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::vector<chunk> chunks = chunks_of(std::span(data, size));
     const std::vector<std::uint64_t> ends = message_ends(chunks);
 
-    std::uint64_t sessions_ended = 0;
+    std::uint64_t sessions_ended = 0, socket = 0, driver_sessions = 0;
     w.wait("the last session winding down", [&] {
         sessions_ended = w.progress.sessions_ended;
+        socket = w.progress.frontend_sockets + 1;
+        driver_sessions = w.sessions + 1;
         return w.progress.ready_for_frontend && w.driver_waiting;
     });
     auto session_over = [&] { return w.progress.sessions_ended != sessions_ended; };
 
     unique_fd sock = connect_frontend(w.fe_path);
     reply_reader replies(w, sock.get());
+    // The driver takes the session before a byte is sent, so that every session ends in its
+    // serving loop (one the device ended before the driver saw FRONTEND_UP would leave it an
+    // announcement to act on later, as the next session begins).
+    w.wait("the driver taking the session", [&] {
+        return w.progress.frontend_sockets == socket && w.sessions == driver_sessions && !w.driver_waiting;
+    });
 
     std::uint64_t sent = 0; // bytes of the stream
     auto next_end = ends.begin();
@@ -354,7 +388,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             bool over = false;
             w.wait("the device and the driver handling a message", [&] {
                 over = session_over();
-                return over || (w.progress.frontend_bytes == upto && !w.progress.driver_owed &&
+                return over || (w.progress.frontend_sockets == socket && w.progress.frontend_bytes == upto &&
+                                !w.progress.driver_owed &&
                                 w.driver_handled == w.progress.to_driver);
             });
             open = !over;

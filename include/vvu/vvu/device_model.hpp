@@ -88,9 +88,10 @@ namespace vvu::vvu_device {
 // every byte so far and owes the driver nothing, and connects a front-end once one would be
 // CONNECTED at once.
 struct device_progress {
-    std::uint64_t sessions_ended = 0; // front-end sockets the device closed (counters().disconnects)
-    std::uint64_t frontend_bytes = 0; // bytes of whole front-end messages read, this socket
-    std::uint64_t to_driver = 0;      // messages put on the rxq, this socket (barriers included)
+    std::uint64_t frontend_sockets = 0; // front-end sockets accepted; "this socket" is the last
+    std::uint64_t sessions_ended = 0;   // front-end sockets the device closed (counters().disconnects)
+    std::uint64_t frontend_bytes = 0;   // bytes of whole front-end messages read, this socket
+    std::uint64_t to_driver = 0;        // messages put on the rxq, this socket (barriers included)
     // A message waits for an rxq buffer or for the driver's reply, or a memory message holds the
     // socket until the driver has handled it.
     bool driver_owed = false;
