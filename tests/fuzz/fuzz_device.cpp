@@ -11,8 +11,10 @@
 // What an input does depends on its bytes alone, not on timing (a finding reproduces):
 //   - It starts once the last session is over on both sides: the device has closed its socket
 //     and a driver has set BACKEND_UP again (device_progress::ready_for_frontend), and the
-//     driver waits in wait_for_frontend with a fresh net_port and state machine. So the
-//     device connects it at once, and nothing an input set survives into the next.
+//     driver waits in wait_for_frontend with a fresh net_port and state machine, having acted
+//     on every config interrupt of the last session. So the device connects it at once, and
+//     nothing an input set survives into the next. No byte is sent before the driver has
+//     taken the session (seen FRONTEND_UP).
 //   - The stream is paced by events: at each message boundary (12-byte header + its size)
 //     the harness waits until the device has read every byte so far, owes the driver nothing
 //     (each message on the rxq, each reply passed on) and the driver has handled each message
