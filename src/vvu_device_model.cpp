@@ -158,6 +158,11 @@ struct device_model::impl final : function_owner {
     bool connected = false;
     bool running = true;
     device_counters counts;
+    // device_progress of the current front-end socket, and what was last published.
+    std::uint64_t frontend_sockets = 0;
+    std::uint64_t frontend_bytes = 0;
+    std::uint64_t to_driver_at_accept = 0;
+    std::optional<device_progress> published;
 
     // The server goes first: dropping its client calls back into this object (client_detached),
     // which must still be whole.
@@ -510,6 +515,9 @@ struct device_model::impl final : function_owner {
         }
         if (!*fd) return;
         frontend = transport::framed_socket(std::move(*fd));
+        ++frontend_sockets;
+        frontend_bytes = 0;
+        to_driver_at_accept = counts.to_driver;
         unwatch(frontend_listener.native_handle()); // one front-end at a time; others wait
         frontend_reading = false;
         watch(frontend.native_handle(), EPOLLRDHUP, tag(source::frontend));
@@ -529,6 +537,7 @@ struct device_model::impl final : function_owner {
                        false);
             return;
         }
+        frontend_bytes += msg->bytes().size();
         if (auto r = take_frontend_message(*msg); !r) {
             disconnect(r.error(), false);
             return;
@@ -953,9 +962,25 @@ struct device_model::impl final : function_owner {
         }
     }
 
+    // Tells opt.progress what changed in the last batch of events.
+    void publish_progress() {
+        if (!opt.progress) return;
+        device_progress p;
+        p.frontend_sockets = frontend_sockets;
+        p.sessions_ended = counts.disconnects;
+        p.frontend_bytes = frontend_bytes;
+        p.to_driver = counts.to_driver - to_driver_at_accept;
+        p.driver_owed = !to_driver.empty() || !awaited.empty() || memory_barrier;
+        p.ready_for_frontend = !frontend.is_open() && backend_up && !awaiting_backend_reack;
+        if (published == p) return;
+        published = p;
+        opt.progress(p);
+    }
+
     expected<void, std::string> run() {
         std::array<epoll_event, 64> events;
         while (running) {
+            publish_progress();
             const int n = ::epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()), -1);
             if (n < 0) {
                 if (errno == EINTR) continue;

@@ -82,6 +82,25 @@
 
 namespace vvu::vvu_device {
 
+// What a peer of the device can wait for, as it stands between two batches of events
+// (device_options::progress). A harness that feeds a front-end paces itself by it instead of
+// by time (tests/fuzz/fuzz_device.cpp): it sends the next message once the device has read
+// every byte so far and owes the driver nothing, and connects a front-end once one would be
+// CONNECTED at once.
+struct device_progress {
+    std::uint64_t frontend_sockets = 0; // front-end sockets accepted; "this socket" is the last
+    std::uint64_t sessions_ended = 0;   // front-end sockets the device closed (counters().disconnects)
+    std::uint64_t frontend_bytes = 0;   // bytes of whole front-end messages read, this socket
+    std::uint64_t to_driver = 0;        // messages put on the rxq, this socket (barriers included)
+    // A message waits for an rxq buffer or for the driver's reply, or a memory message holds the
+    // socket until the driver has handled it.
+    bool driver_owed = false;
+    // No front-end socket, BACKEND_UP set and no re-acknowledgement awaited: a front-end that
+    // connects now is CONNECTED at once.
+    bool ready_for_frontend = false;
+    bool operator==(const device_progress&) const = default;
+};
+
 struct device_options {
     std::string vhost_user_path; // where the front-end connects (listening)
     std::string pci_path;        // where the driver attaches over vfio-user (listening)
@@ -91,6 +110,9 @@ struct device_options {
     std::chrono::milliseconds message_timeout{2000};
     // One line per event worth a log (connections, disconnects and why); may be empty.
     std::function<void(std::string_view)> log;
+    // Called on run()'s thread after a batch of events that changed device_progress (and once
+    // as run() starts); may be empty. It must not call back into the device.
+    std::function<void(const device_progress&)> progress;
 };
 
 // The protocol features that can cross the device: those whose fds the device carries (or

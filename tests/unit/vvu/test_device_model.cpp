@@ -121,6 +121,7 @@ struct device_fixture {
     device_counters final_counts;
     mutable std::mutex mutex;
     std::vector<std::string> lines;
+    std::optional<vvu_device::device_progress> progress; // as last published
 
     explicit device_fixture(std::uint32_t max_queues = 8) {
         ::signal(SIGPIPE, SIG_IGN); // a peer that went away is an error return, not a signal
@@ -137,6 +138,10 @@ struct device_fixture {
         o.log = [this](std::string_view line) {
             std::scoped_lock lock(mutex);
             lines.emplace_back(line);
+        };
+        o.progress = [this](const vvu_device::device_progress& p) {
+            std::scoped_lock lock(mutex);
+            progress = p;
         };
         auto d = vvu_device::device_model::create(std::move(o));
         if (!d) FAIL(d.error());
@@ -188,6 +193,19 @@ struct device_fixture {
             std::this_thread::sleep_for(5ms);
         }
         return true;
+    }
+    // Waits until the device publishes a progress `ok` holds for.
+    template <class Pred>
+    bool wait_progress(Pred ok, std::chrono::milliseconds timeout = bound) const {
+        const auto until = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            {
+                std::scoped_lock lock(mutex);
+                if (progress && ok(*progress)) return true;
+            }
+            if (std::chrono::steady_clock::now() > until) return false;
+            std::this_thread::sleep_for(5ms);
+        }
     }
     // The reason of the n-th (1-based) disconnect in the log.
     std::string disconnect_reason(std::size_t n = 1) const {
@@ -720,6 +738,38 @@ TEST_CASE("device model: a hostile front-end is disconnected by the device, the 
     CHECK(c.disconnects == 2);
     CHECK(c.config_interrupts == 4);
     CHECK(be.port.stats().rx_packets == 50);
+}
+
+TEST_CASE("device model: progress says when a front-end is connected at once and when the device owes nothing",
+          "[vvu][device_model]") {
+    device_fixture dev;
+    backend_fixture be(dev.pci_path);
+    using progress = vvu_device::device_progress;
+    REQUIRE(dev.wait_progress([](const progress& p) { return p.ready_for_frontend && p.frontend_sockets == 0; }));
+    {
+        raw_frontend fe(dev.fe_path);
+        fe.send(get_features_bytes);
+        auto reply = fe.receive();
+        if (!reply) FAIL(reply.error().message());
+        // The request read, given to the driver and answered: nothing owed; the socket is
+        // open, so no other front-end would be connected.
+        REQUIRE(dev.wait_progress([](const progress& p) {
+            return p.frontend_sockets == 1 && p.frontend_bytes == wire::header_size && p.to_driver == 1 &&
+                   !p.driver_owed && !p.ready_for_frontend && p.sessions_ended == 0;
+        }));
+        // Half a message, then the socket closes.
+        const std::array<std::byte, 8> value{};
+        const auto set_features = raw_message(static_cast<std::uint32_t>(fr::set_features), wire::flags::version, 8, value);
+        fe.send(std::span(set_features).first(wire::header_size));
+    }
+    // Closed mid-message: the session ends; once the driver has acknowledged it, ready again.
+    REQUIRE(dev.wait_progress([](const progress& p) { return p.sessions_ended == 1 && p.ready_for_frontend; }));
+    {
+        std::scoped_lock lock(dev.mutex);
+        CHECK(dev.progress->frontend_bytes == wire::header_size); // the half message is not counted
+    }
+    REQUIRE(be.wait_ended(1));
+    be.stop();
 }
 
 // ============================================================ the function, seen by a driver
