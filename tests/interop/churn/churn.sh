@@ -22,6 +22,9 @@
 #                 [--ring split|packed] [--sessions N] [--warmup N] [--packets K]
 #                 [--rss-growth-kib KIB] [--sanitized]
 here=$(cd "$(dirname "$0")" && pwd)
+# The peers live for the whole churn run (lib.sh's default is 120 s; the ctest TIMEOUT bounds it
+# too): set before lib.sh is sourced.
+PEER_TIMEOUT=${PEER_TIMEOUT:-900}
 # shellcheck source=../frontend/lib.sh
 source "$here/../frontend/lib.sh"
 
@@ -43,8 +46,6 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 VVU_DEVICE=${VVU_DEVICE:-}
-# The peers live for the whole churn run (bounded by the ctest TIMEOUT too).
-PEER_TIMEOUT=${PEER_TIMEOUT:-900}
 fe_init "churn.$topology.$ring"
 need_exe "$traffic"
 need_exe "$forward"
