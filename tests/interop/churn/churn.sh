@@ -14,9 +14,11 @@
 #     < 200 KiB whether 1 900 or 9 900 sessions follow the warm-up, while a leak of one 4 KiB
 #     page per session is 8 MiB over 2 000 sessions). vvu-traffic's own fds and mappings after
 #     its first session and after its last must be equal too.
-# --sanitized (an ASan build): RSS is not compared (ASan's quarantine and shadow memory grow
-# it without a leak); fds and mappings still are — ASan's allocator maps its regions once —
-# and a leak at exit fails the peer through ASAN_OPTIONS=detect_leaks=1 (its exit status).
+# --sanitized (an ASan build): the back-ends' RSS is not compared (ASan's quarantine keeps
+# freed memory: +70 MiB in vvu-forward over 500 sessions, measured), nor vvu-traffic's mappings
+# (its allocator maps a few more regions after the first session: 130 -> 134, then steady); the
+# back-ends' fds and mappings still are (equal over 500 sessions, measured), and a leak at a
+# peer's exit fails it through ASAN_OPTIONS=detect_leaks=1 (its exit status).
 # Usage: churn.sh --topology unix|vvu-device --traffic PATH-TO-vvu-traffic
 #                 --forward PATH-TO-vvu-forward [--device PATH-TO-vvu-device]
 #                 [--ring split|packed] [--sessions N] [--warmup N] [--packets K]
@@ -82,6 +84,15 @@ sample() {
     "VmRSS ${sample_rss[$name.$label]} KiB"
 }
 
+# same WHAT BEFORE AFTER CHECKED: BEFORE -> AFTER must not change (CHECKED 1), or is only shown (0).
+same() {
+  if (($4)); then
+    expect_eq "$1" "$2 -> $3" "$2 -> $2"
+  else
+    echo "not compared (--sanitized): $1 = $2 -> $3"
+  fi
+}
+
 done_sessions=0
 # batch NAME N: vvu-traffic runs N sessions; all complete, every frame back; the back-ends have
 # ended them all (their logs) before the batch counts as done, so a sample sees them idle.
@@ -103,9 +114,8 @@ batch() {
   expect_eq "$name: vvu-traffic's fds, first session -> last" \
     "$(json_field "$out" fds_after_first) -> $(json_field "$out" fds_at_end)" \
     "$(json_field "$out" fds_after_first) -> $(json_field "$out" fds_after_first)"
-  expect_eq "$name: vvu-traffic's mappings, first session -> last" \
-    "$(json_field "$out" maps_after_first) -> $(json_field "$out" maps_at_end)" \
-    "$(json_field "$out" maps_after_first) -> $(json_field "$out" maps_after_first)"
+  same "$name: vvu-traffic's mappings, first session -> last" \
+    "$(json_field "$out" maps_after_first)" "$(json_field "$out" maps_at_end)" "$((!sanitized))"
   wait_log_count forward "session ended" "$done_sessions" 20
   if [[ $topology == vvu-device ]]; then
     wait_log_count device "front-end disconnected" "$done_sessions" 20
@@ -121,9 +131,8 @@ for b in "${backends[@]}"; do
   expect_eq "$b open fds, after $warmup sessions -> after $sessions" \
     "${sample_fds[$b.after-warmup]} -> ${sample_fds[$b.at-end]}" \
     "${sample_fds[$b.after-warmup]} -> ${sample_fds[$b.after-warmup]}"
-  expect_eq "$b mappings, after $warmup sessions -> after $sessions" \
-    "${sample_maps[$b.after-warmup]} -> ${sample_maps[$b.at-end]}" \
-    "${sample_maps[$b.after-warmup]} -> ${sample_maps[$b.after-warmup]}"
+  same "$b mappings, after $warmup sessions -> after $sessions" \
+    "${sample_maps[$b.after-warmup]}" "${sample_maps[$b.at-end]}" 1
   growth=$((sample_rss[$b.at-end] - sample_rss[$b.after-warmup]))
   if ((sanitized)); then
     echo "not compared (--sanitized): $b VmRSS growth $growth KiB over $((sessions - warmup)) sessions"
