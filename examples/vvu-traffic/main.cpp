@@ -74,8 +74,8 @@ Frames are UDP test frames carrying a 64-bit sequence number (device::net::make_
 At the end (or on SIGINT/SIGTERM) one JSON object is printed on stdout, e.g.
   {"mode":"echo","sessions":1,"sent":N,"received":N,"gaps":0,"lost":0,"late":0,
    "duplicates":0,"bad_frames":0,"seconds":S,"pps":P, ...}
-The counters are totals over the sessions completed ("sessions"); seconds is the sum of their
-traffic times, max_stall_us the longest of any. fds_after_first, fds_at_end, maps_after_first
+"sessions" counts the sessions completed; the other counters are totals over every session
+run (a failed one's too), seconds the sum of their traffic times, max_stall_us the longest. fds_after_first, fds_at_end, maps_after_first
 and maps_at_end: this process's open file descriptors and memory mappings (/proc/self) after
 the first session and after the last, equal when every session released what it set up.
 gaps: discontinuities in the received sequence; lost: frames never received (echo: sent -
