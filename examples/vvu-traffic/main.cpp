@@ -75,9 +75,10 @@ At the end (or on SIGINT/SIGTERM) one JSON object is printed on stdout, e.g.
   {"mode":"echo","sessions":1,"sent":N,"received":N,"gaps":0,"lost":0,"late":0,
    "duplicates":0,"bad_frames":0,"seconds":S,"pps":P, ...}
 "sessions" counts the sessions completed; the other counters are totals over every session
-run (a failed one's too), seconds the sum of their traffic times, max_stall_us the longest. fds_after_first, fds_at_end, maps_after_first
-and maps_at_end: this process's open file descriptors and memory mappings (/proc/self) after
-the first session and after the last, equal when every session released what it set up.
+run (a failed one's too), seconds the sum of their traffic times, max_stall_us the longest.
+fds_after_first, fds_at_end, maps_after_first and maps_at_end: this process's open file
+descriptors and memory mappings (/proc/self) after the first session and after the last, equal
+when every session released what it set up (-1: no session completed).
 gaps: discontinuities in the received sequence; lost: frames never received (echo: sent -
 received but duplicates; rx: numbers skipped); late: frames received after a later one, the
 first time; duplicates: frames received again (within the last 65536 numbers; a back-end that
