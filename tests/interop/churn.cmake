@@ -13,11 +13,11 @@ endif()
 set(vvu_churn_script ${CMAKE_CURRENT_SOURCE_DIR}/interop/churn/churn.sh)
 set(vvu_churn_peers --traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward>)
 # Sessions per test: 10 000 on the unix: port (split and packed rings, 5 000 each) and 2 000
-# through vvu-device, as the hardening issue asks. A session costs ~20-27 ms here (unix:) and
-# ~38 ms (vvu-device) on the reference 2-core machine, so these three take ~4-5 minutes; under
-# ASan ~30 and ~42 ms, and the sanitized tree runs 500 + 500 + 300 sessions (~1 minute) to keep
-# all churn tests of a CI run near 5 minutes — still well past the 100-session warm-up, with the
-# leak check at each peer's exit.
+# through vvu-device, as the hardening issue asks. A session costs 22-33 ms (unix:) and 30-35 ms
+# (vvu-device) on the reference 2-core machine (shared), so these three take 5-6 minutes
+# (measured 306 and 369 s); under ASan 30-45 ms, so 10 000 sessions there would be another
+# 5-7 minutes: the sanitized tree runs 500 + 500 + 300 (measured 59 and 73 s) — well past the
+# 100-session warm-up, with the leak check at each peer's exit.
 if(VVU_SANITIZE)
   set(vvu_churn_unix_sessions 500)
   set(vvu_churn_device_sessions 300)
