@@ -2,9 +2,12 @@
 # The test job — what `.ci/run` runs and what a developer runs on a fresh Debian 12 machine:
 #   1. g++ 12, Release, -Werror: every ctest test — the unit tests, then interop against real
 #      peers and the package test.
-#   2. clang 14 with ASan+UBSan, -Werror: the unit tests, then each libFuzzer target for
-#      VVU_FUZZ_SECONDS (default 60) from its seed corpus in tests/fuzz/corpus/, and the line
-#      coverage those runs reached per layer (tests/fuzz/coverage.sh).
+#   2. clang 14 with ASan+UBSan, -Werror: the unit tests, the session churn tests against the
+#      sanitized vvu-traffic, vvu-forward and vvu-device (label churn: a leak at a peer's exit
+#      fails it; fewer sessions and no RSS check, tests/interop/churn.cmake), then each
+#      libFuzzer target for VVU_FUZZ_SECONDS (default 60) from its seed corpus in
+#      tests/fuzz/corpus/, and the line coverage those runs reached per layer
+#      (tests/fuzz/coverage.sh).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=${VVU_JOBS:-$(nproc)}
@@ -42,6 +45,8 @@ cmake --build "$build/clang-asan" -j "$jobs"
 step "clang ASan/UBSan: unit tests"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir "$build/clang-asan" --output-on-failure -j "$jobs" -L unit
+step "clang ASan/UBSan: session churn tests"
+ctest --test-dir "$build/clang-asan" --output-on-failure -j "$jobs" -L churn
 
 shopt -s nullglob
 profiles="$build/clang-asan/fuzz-profiles"

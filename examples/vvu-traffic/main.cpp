@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <dirent.h>
 #include <signal.h>
 
 #include <atomic>
@@ -65,10 +66,24 @@ Limits:
   --idle MS          rx/echo: stop after MS without progress once traffic began (default 2000)
   --help             this text
 
+Sessions:
+  --sessions N       run the whole session N times in a row (default 1): connect, negotiate,
+                     share memory, set up the rings, move --packets frames, stop the rings,
+                     disconnect. Given --sessions (even 1), every session must complete: all
+                     --packets frames sent (tx: and given back), received (rx) or returned
+                     (echo), none lost, none bad, no rx_errors; else vvu-traffic stops with
+                     exit status 1 and a message naming the session. With --listen a new
+                     back-end connection is awaited for each session.
+
 Frames are UDP test frames carrying a 64-bit sequence number (device::net::make_test_frame).
 At the end (or on SIGINT/SIGTERM) one JSON object is printed on stdout, e.g.
-  {"mode":"echo","sent":N,"received":N,"gaps":0,"lost":0,"late":0,"duplicates":0,
-   "bad_frames":0,"seconds":S,"pps":P, ...}
+  {"mode":"echo","sessions":1,"sent":N,"received":N,"gaps":0,"lost":0,"late":0,
+   "duplicates":0,"bad_frames":0,"seconds":S,"pps":P, ...}
+"sessions" counts the sessions completed; the other counters are totals over every session
+run (a failed one's too), seconds the sum of their traffic times, max_stall_us the longest.
+fds_after_first, fds_at_end, maps_after_first and maps_at_end: this process's open file
+descriptors and memory mappings (/proc/self) after the first session and after the last, equal
+when every session released what it set up (-1: no session completed).
 gaps: discontinuities in the received sequence; lost: frames never received (echo: sent -
 received but duplicates; rx: numbers skipped); late: frames received after a later one, the
 first time; duplicates: frames received again (within the last 65536 numbers; a back-end that
@@ -99,6 +114,8 @@ struct options {
     device::net::driver_options driver;
     std::chrono::milliseconds timeout{5000};
     std::chrono::milliseconds idle{2000};
+    std::uint64_t sessions = 1;
+    bool every_session_complete = false; // --sessions given
 };
 
 std::optional<options> parse(int argc, char** argv) {
@@ -148,6 +165,9 @@ std::optional<options> parse(int argc, char** argv) {
             o.driver.mrg_rxbuf = false;
         } else if (a == "--regions") {
             if (!number(o.driver.memory_regions)) return bad("--regions needs a number");
+        } else if (a == "--sessions") {
+            if (!number(o.sessions) || o.sessions == 0) return bad("--sessions needs a number >= 1");
+            o.every_session_complete = true;
         } else if (a == "--mem-table") {
             o.driver.use_mem_slots = false;
         } else if (a == "--timeout") {
@@ -268,6 +288,16 @@ bool echoed_intact(std::span<const std::byte> f, std::uint64_t seq, std::span<st
 
 using driver_type = device::net::net_driver<protocol::socket_channel>;
 
+// The counters of every session run so far.
+struct totals {
+    std::uint64_t sessions = 0; // completed
+    std::uint64_t sent = 0, completed = 0, received = 0, bytes = 0;
+    std::uint64_t gaps = 0, lost = 0, late = 0, duplicates = 0, bad_frames = 0, rx_errors = 0;
+    clock_type::duration max_stall{};
+    double seconds = 0;
+    std::string ring_broken; // --break-ring: the JSON member the last session reported
+};
+
 // Frames [sent, sent + n) into `frames`, built once per slot of `pool`.
 std::size_t build(std::vector<std::vector<std::byte>>& pool, std::vector<device::net::frame>& frames,
                   std::uint64_t first_seq, std::size_t n, std::size_t size) {
@@ -302,23 +332,21 @@ std::string break_tx_ring(driver_type& nd, std::chrono::milliseconds timeout) {
                        status ? fmt::format("{}", *status) : std::string("null"));
 }
 
-int run(const options& o) {
+// One session: connect, set up, move the traffic, stop the rings, disconnect. Its counters are
+// added to `t`; the failure (empty: none) is returned.
+std::string run_session(const options& o, totals& t) {
     auto channel = o.listen ? protocol::socket_channel::listen(o.path, o.timeout)
                             : protocol::socket_channel::connect(o.path, o.timeout);
-    if (!channel) {
-        fmt::print(stderr, "vvu-traffic: {}\n", channel.error().message());
-        return 1;
-    }
+    if (!channel) return channel.error().message();
     auto opened = driver_type::open(std::move(*channel), o.driver);
-    if (!opened) {
-        fmt::print(stderr, "vvu-traffic: setup failed: {}\n", opened.error().message());
-        return 1;
-    }
+    if (!opened) return "setup failed: " + opened.error().message();
     driver_type& nd = **opened;
     nd.disable_interrupts(); // busy-polling
     auto& fe = nd.frontend();
-    fmt::print(stderr, "vvu-traffic: connected to {}: features 0x{:x}, protocol features 0x{:x}, {} rings, mrg_rxbuf {}\n",
-               o.path, fe.features(), fe.protocol_features(), o.driver.packed ? "packed" : "split", nd.mrg_rxbuf());
+    // One line per run, not per session: 10 000 sessions would bury the log.
+    if (t.sessions == 0)
+        fmt::print(stderr, "vvu-traffic: connected to {}: features 0x{:x}, protocol features 0x{:x}, {} rings, mrg_rxbuf {}\n",
+                   o.path, fe.features(), fe.protocol_features(), o.driver.packed ? "packed" : "split", nd.mrg_rxbuf());
 
     report rep;
     std::vector<std::vector<std::byte>> pool(ring::max_burst, std::vector<std::byte>(std::max<std::size_t>(o.size, 64)));
@@ -421,28 +449,88 @@ int run(const options& o) {
     }
     rep.completed = nd.stats().tx_completed;
 
-    const double secs = rep.seconds();
-    const std::uint64_t counted = o.mode == traffic_mode::tx ? rep.sent : rep.received;
-    const double pps = secs > 0 ? static_cast<double>(counted) / secs : 0.0;
-    std::string json = fmt::format("{{\"mode\":\"{}\",\"packed\":{},\"size\":{},\"sent\":{},\"completed\":{},\"received\":{},\"bytes\":{}",
-                                   o.mode == traffic_mode::tx ? "tx" : o.mode == traffic_mode::rx ? "rx" : "echo",
-                                   o.driver.packed, o.size, rep.sent, rep.completed, rep.received,
-                                   o.mode == traffic_mode::tx ? nd.stats().tx_bytes : rep.bytes);
-    if (o.mode != traffic_mode::tx) {
-        const std::uint64_t lost = o.mode == traffic_mode::echo ? rep.sent - std::min(rep.sent, rep.distinct()) : rep.seq.skipped;
-        if (o.check_seq)
-            json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{},\"duplicates\":{}", rep.seq.gaps, lost, rep.seq.late,
-                                rep.seq.duplicates);
-        else
-            json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null,\"duplicates\":null");
-        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{}", rep.bad_frames, nd.stats().rx_errors,
-                            std::chrono::duration_cast<std::chrono::microseconds>(rep.max_stall).count());
-    }
-    if (o.break_ring && failure.empty()) json += break_tx_ring(nd, o.timeout);
-    json += fmt::format(",\"seconds\":{:.6f},\"pps\":{:.0f}}}", secs, pps);
+    const std::uint64_t lost = o.mode == traffic_mode::echo ? rep.sent - std::min(rep.sent, rep.distinct()) : rep.seq.skipped;
+    t.sent += rep.sent;
+    t.completed += rep.completed;
+    t.received += rep.received;
+    t.bytes += o.mode == traffic_mode::tx ? nd.stats().tx_bytes : rep.bytes;
+    t.gaps += rep.seq.gaps;
+    t.lost += lost;
+    t.late += rep.seq.late;
+    t.duplicates += rep.seq.duplicates;
+    t.bad_frames += rep.bad_frames;
+    t.rx_errors += nd.stats().rx_errors;
+    t.max_stall = std::max(t.max_stall, rep.max_stall);
+    t.seconds += rep.seconds();
+    if (o.break_ring && failure.empty()) t.ring_broken = break_tx_ring(nd, o.timeout);
 
     // Stop the rings cleanly (the back-end hands them back) before disconnecting.
     if (auto r = nd.close(); !r && failure.empty()) failure = "stopping the rings: " + r.error().message();
+    if (!failure.empty() || !o.every_session_complete || stop_requested.load()) return failure;
+    const bool complete = o.mode == traffic_mode::tx   ? rep.sent == o.packets && rep.completed == rep.sent
+                          : o.mode == traffic_mode::rx ? rep.distinct() >= o.packets && (!o.check_seq || lost == 0)
+                                                       : rep.sent == o.packets && rep.distinct() == rep.sent && lost == 0;
+    if (!complete || rep.bad_frames != 0 || nd.stats().rx_errors != 0)
+        return fmt::format("incomplete: {} of {} frames sent, {} completed, {} received, {} lost, {} bad, {} rx_errors", rep.sent,
+                           o.packets, rep.completed, rep.received, lost, rep.bad_frames, nd.stats().rx_errors);
+    return {};
+}
+
+// Entries of a /proc/self directory (fd) or lines of a /proc/self file (maps): -1 if unreadable.
+long proc_self_fds() {
+    DIR* d = opendir("/proc/self/fd");
+    if (d == nullptr) return -1;
+    long n = 0;
+    while (const dirent* e = readdir(d))
+        if (e->d_name[0] != '.') ++n;
+    closedir(d);
+    return n - 1; // the directory's own descriptor
+}
+
+long proc_self_maps() {
+    std::FILE* f = std::fopen("/proc/self/maps", "r");
+    if (f == nullptr) return -1;
+    long n = 0;
+    for (int c; (c = std::fgetc(f)) != EOF;)
+        if (c == '\n') ++n;
+    std::fclose(f);
+    return n;
+}
+
+int run(const options& o) {
+    totals t;
+    long fds_after_first = -1, maps_after_first = -1;
+    std::string failure;
+    for (std::uint64_t n = 1; n <= o.sessions && !stop_requested.load(); ++n) {
+        if (auto why = run_session(o, t); !why.empty()) {
+            failure = o.every_session_complete ? fmt::format("session {} of {}: {}", n, o.sessions, why) : why;
+            break;
+        }
+        ++t.sessions;
+        if (n == 1) {
+            fds_after_first = proc_self_fds();
+            maps_after_first = proc_self_maps();
+        }
+    }
+
+    const std::uint64_t counted = o.mode == traffic_mode::tx ? t.sent : t.received;
+    const double pps = t.seconds > 0 ? static_cast<double>(counted) / t.seconds : 0.0;
+    std::string json = fmt::format(
+        "{{\"mode\":\"{}\",\"sessions\":{},\"packed\":{},\"size\":{},\"sent\":{},\"completed\":{},\"received\":{},\"bytes\":{}",
+        o.mode == traffic_mode::tx ? "tx" : o.mode == traffic_mode::rx ? "rx" : "echo", t.sessions, o.driver.packed, o.size,
+        t.sent, t.completed, t.received, t.bytes);
+    if (o.mode != traffic_mode::tx) {
+        if (o.check_seq)
+            json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{},\"duplicates\":{}", t.gaps, t.lost, t.late, t.duplicates);
+        else
+            json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null,\"duplicates\":null");
+        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{}", t.bad_frames, t.rx_errors,
+                            std::chrono::duration_cast<std::chrono::microseconds>(t.max_stall).count());
+    }
+    json += fmt::format(",\"fds_after_first\":{},\"fds_at_end\":{},\"maps_after_first\":{},\"maps_at_end\":{}",
+                        fds_after_first, proc_self_fds(), maps_after_first, proc_self_maps());
+    json += t.ring_broken; // --break-ring: the last session's
+    json += fmt::format(",\"seconds\":{:.6f},\"pps\":{:.0f}}}", t.seconds, pps);
     std::printf("%s\n", json.c_str());
     std::fflush(stdout);
     if (!failure.empty()) {

@@ -10,6 +10,9 @@
 #   peer_stop NAME SIGNAL [SECS] signal it; it must end within SECS (10) and exit 0
 #   wait_socket SOCK NAME SECS   bounded poll until SOCK exists (fails if NAME ends first)
 #   wait_log NAME TEXT SECS      bounded poll until NAME's log has a line with TEXT (same)
+#   log_count NAME TEXT          lines of NAME's log holding TEXT
+#   wait_log_count NAME TEXT N SECS  bounded poll until NAME's log has N lines with TEXT (same)
+#   peer_process NAME            pid of the program itself (peer_pid is its `timeout`'s)
 #   device_start NAME SOCK PCI   vvu-device ($VVU_DEVICE) for a front-end on SOCK, PCI function
 #                                on PCI; waits for both sockets
 #   end_peers, remove_work       the common part of each library's exit cleanup
@@ -91,6 +94,26 @@ wait_file() {
 }
 wait_log() { wait_file "$1" "$work/$1.log" "$2" "$3"; }
 wait_out() { wait_file "$1" "$work/$1.out" "$2" "$3"; }
+
+log_count() { grep -a -c -- "$2" "$work/$1.log" 2>/dev/null || true; }
+
+wait_log_count() {
+  local name=$1 text=$2 n=$3 secs=$4 i
+  for ((i = 0; i < secs * 20; i++)); do
+    (($(log_count "$name" "$text") >= n)) && return 0
+    peer_alive "$name" || fail "$name ended before logging '$text' $n times"
+    sleep 0.05
+  done
+  fail "$name logged '$text' $(log_count "$name" "$text") times within ${secs}s, want $n"
+}
+
+# The program peer_run started under `timeout` (its only child).
+peer_process() {
+  local pid
+  pid=$(pgrep -P "${peer_pid[$1]}" 2>/dev/null | head -n 1)
+  [[ -n $pid ]] || fail "$1 has no process under timeout (pid ${peer_pid[$1]})"
+  echo "$pid"
+}
 
 # peer_wait NAME SECS [WHY]: a peer that ends by itself (a vvu tool), or was told to (peer_stop:
 # WHY names the signal), must do so within SECS; its exit status is left in peer_rc.

@@ -34,20 +34,6 @@ read -r -a pin <<<"$(pin0)"
 cpu=()
 [[ ${#pin[@]} -gt 0 ]] && cpu=(--cpu 1)
 
-# count NAME TEXT: lines of NAME's log holding TEXT.
-count() { grep -a -c -- "$2" "$work/$1.log" 2>/dev/null || true; }
-
-# wait_count NAME TEXT N SECS: bounded poll until NAME's log has N lines with TEXT.
-wait_count() {
-  local name=$1 text=$2 n=$3 secs=$4 i
-  for ((i = 0; i < secs * 20; i++)); do
-    (($(count "$name" "$text") >= n)) && return 0
-    peer_alive "$name" || fail "$name ended before logging '$text' $n times"
-    sleep 0.05
-  done
-  fail "$name logged '$text' $(count "$name" "$text") times within ${secs}s, want $n"
-}
-
 device_start device "$sock" "$pci"
 PEER_STDOUT=1 peer_run forward "$forward" --mode loopback --port "vvu:$pci" "${cpu[@]}"
 wait_log device "driver ready" 20
@@ -67,13 +53,13 @@ for ((run = 1; run <= runs; run++)); do
   # This front-end reached FRONTEND_UP and vvu-forward's back-end; once it has gone the
   # device announces the disconnect and vvu-forward ends the session (close_session clears
   # BACKEND_UP: the re-acknowledgement the device waits for). The next run starts only then.
-  wait_count device "front-end connected to the driver (FRONTEND_UP)" "$run" 10
-  wait_count forward "front-end connected" "$run" 10
-  wait_count device "front-end disconnected" "$run" 10
-  wait_count forward "session ended" "$run" 10
-  expect_eq "run $run: device FRONTEND_UP lines" "$(count device "front-end connected to the driver (FRONTEND_UP)")" "$run"
-  expect_eq "run $run: device disconnect lines" "$(count device "front-end disconnected")" "$run"
-  expect_eq "run $run: vvu-forward sessions" "$(count forward "front-end connected")" "$run"
+  wait_log_count device "front-end connected to the driver (FRONTEND_UP)" "$run" 10
+  wait_log_count forward "front-end connected" "$run" 10
+  wait_log_count device "front-end disconnected" "$run" 10
+  wait_log_count forward "session ended" "$run" 10
+  expect_eq "run $run: device FRONTEND_UP lines" "$(log_count device "front-end connected to the driver (FRONTEND_UP)")" "$run"
+  expect_eq "run $run: device disconnect lines" "$(log_count device "front-end disconnected")" "$run"
+  expect_eq "run $run: vvu-forward sessions" "$(log_count forward "front-end connected")" "$run"
   peer_alive device || fail "vvu-device ended after run $run"
   peer_alive forward || fail "vvu-forward ended after run $run"
 done
