@@ -258,7 +258,8 @@ private:
                                        std::uint64_t{options_.queue_size} * (options_.rx_buffer_size + options_.tx_buffer_size);
         const std::uint64_t need = per_pair * options_.queue_pairs + (std::uint64_t{1} << 20);
         const std::uint64_t per_region = (need + options_.memory_regions - 1) / options_.memory_regions + per_pair;
-        auto mem = protocol::frontend_memory::create({options_.memory_regions, per_region, 0x4000'0000, true});
+        // Populated: the memory is sized to what the rings and buffers need, all of it used.
+        auto mem = protocol::frontend_memory::create({options_.memory_regions, per_region, 0x4000'0000, true, true});
         if (!mem) return unexpected(mem.error());
         if (auto r = frontend_.set_memory(std::move(*mem)); !r) return r;
         if (auto r = frontend_.share_inflight(static_cast<std::uint16_t>(2 * options_.queue_pairs),
