@@ -50,6 +50,17 @@ std::vector<std::uint64_t> echo(driver& nd, std::uint64_t count) {
     return got;
 }
 
+// A net driver with one queue pair of 64 descriptors, opened on `be`.
+std::unique_ptr<driver> open_loopback_driver(test::vvu_backend& be, bool packed) {
+    device::net::driver_options o;
+    o.packed = packed;
+    o.queue_size = 64;
+    o.timeout = 5000ms;
+    auto nd = driver::open(protocol::socket_channel(be.take_frontend_end()), o);
+    if (!nd) FAIL(nd.error().message());
+    return std::move(*nd);
+}
+
 } // namespace
 
 TEST_CASE("net driver against vvu's back-end, split and packed, 1 and 2 queue pairs",
@@ -135,15 +146,10 @@ TEST_CASE("a ring the front-end breaks: the back-end signals its SET_VRING_ERR e
     CAPTURE(packed);
     test::vvu_backend be(1, device::net::forward_mode::loopback);
     {
-        device::net::driver_options o;
-        o.packed = packed;
-        o.queue_size = 64;
-        o.timeout = 5000ms;
-        auto nd = driver::open(protocol::socket_channel(be.take_frontend_end()), o);
-        if (!nd) FAIL(nd.error().message());
-        auto& fe = (*nd)->frontend();
-        REQUIRE(echo(**nd, 10).size() == 10);
-        auto& tx = (*nd)->tx_vring(0);
+        auto nd = open_loopback_driver(be, packed);
+        auto& fe = nd->frontend();
+        REQUIRE(echo(*nd, 10).size() == 10);
+        auto& tx = nd->tx_vring(0);
         CHECK(!tx.wait_error(0ms));
         auto before = fe.status();
         if (!before) FAIL(before.error().message());
@@ -160,7 +166,7 @@ TEST_CASE("a ring the front-end breaks: the back-end signals its SET_VRING_ERR e
         CHECK((*after & 0x0f) == (*before & 0x0f));
         CHECK(!tx.wait_error(50ms)); // reported once
 
-        auto all = (*nd)->close(); // the broken ring still stops (GET_VRING_BASE answers)
+        auto all = nd->close(); // the broken ring still stops (GET_VRING_BASE answers)
         if (!all) FAIL(all.error().message());
         CHECK(be.port().stats().rx_packets == 10); // the foreign buffer was never taken
     }
@@ -409,20 +415,15 @@ TEST_CASE("front-end dirty logging: start_logging, the pages the back-end wrote,
     CAPTURE(packed);
     test::vvu_backend be(1, device::net::forward_mode::loopback);
     {
-        device::net::driver_options o;
-        o.packed = packed;
-        o.queue_size = 64;
-        o.timeout = 5000ms;
-        auto nd = driver::open(protocol::socket_channel(be.take_frontend_end()), o);
-        if (!nd) FAIL(nd.error().message());
-        auto& fe = (*nd)->frontend();
+        auto nd = open_loopback_driver(be, packed);
+        auto& fe = nd->frontend();
         REQUIRE(fe.negotiated(wire::protocol_feature::log_shmfd));
-        REQUIRE(echo(**nd, 10).size() == 10); // receive buffers posted, rings running
+        REQUIRE(echo(*nd, 10).size() == 10); // receive buffers posted, rings running
         if (auto r = fe.start_logging(); !r) FAIL(r.error().message());
         CHECK(wire::has(fe.features(), wire::vhost_feature::log_all));
         (void)fe.take_dirty_pages(); // what the restarts wrote
 
-        REQUIRE(echo(**nd, 100).size() == 100);
+        REQUIRE(echo(*nd, 100).size() == 100);
         const auto pages = fe.take_dirty_pages();
         // The frames went into receive buffers and both used rings: pages of the shared memory.
         REQUIRE_FALSE(pages.empty());
@@ -436,9 +437,9 @@ TEST_CASE("front-end dirty logging: start_logging, the pages the back-end wrote,
 
         if (auto r = fe.stop_logging(); !r) FAIL(r.error().message());
         CHECK_FALSE(wire::has(fe.features(), wire::vhost_feature::log_all));
-        REQUIRE(echo(**nd, 100).size() == 100);
+        REQUIRE(echo(*nd, 100).size() == 100);
         CHECK(fe.take_dirty_pages().empty());
-        auto all = (*nd)->close();
+        auto all = nd->close();
         if (!all) FAIL(all.error().message());
     }
     CHECK(be.join() == "peer closed the connection");
