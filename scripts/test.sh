@@ -4,7 +4,7 @@
 #      peers and the package test.
 #   2. clang 14 with ASan+UBSan, -Werror: the unit tests, the session churn tests against the
 #      sanitized vvu-traffic, vvu-forward and vvu-device (label churn: a leak at a peer's exit
-#      fails it; fewer sessions and no RSS check, tests/interop/churn.cmake), then each
+#      fails it; no RSS check, tests/interop/churn.cmake), then each
 #      libFuzzer target for VVU_FUZZ_SECONDS (default 60) from its seed corpus in
 #      tests/fuzz/corpus/, and the line coverage those runs reached per layer
 #      (tests/fuzz/coverage.sh).

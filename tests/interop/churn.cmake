@@ -2,7 +2,7 @@
 # vvu-forward (unix: port) or one vvu-device + vvu-forward (vvu: port); every frame accounted
 # for, and the back-ends' open fds, mappings and RSS flat (tests/interop/churn/churn.sh says
 # how). Labels "interop" and "churn"; scripts/test.sh also runs `-L churn` in its ASan tree,
-# where VVU_SANITIZE makes the script skip the RSS check and fewer sessions run (below).
+# where VVU_SANITIZE makes the script skip the RSS check (below).
 # Included from tests/CMakeLists.txt.
 
 if(NOT TARGET vvu-traffic OR NOT TARGET vvu-forward)
@@ -13,18 +13,14 @@ endif()
 set(vvu_churn_script ${CMAKE_CURRENT_SOURCE_DIR}/interop/churn/churn.sh)
 set(vvu_churn_peers --traffic $<TARGET_FILE:vvu-traffic> --forward $<TARGET_FILE:vvu-forward>)
 # Sessions per test: 10 000 on the unix: port (split and packed rings, 5 000 each) and 2 000
-# through vvu-device, as the hardening issue asks. A session costs 22-33 ms (unix:) and 30-35 ms
-# (vvu-device) on the reference 2-core machine (shared), so these three take 5-6 minutes
-# (measured 306 and 369 s); under ASan 30-45 ms, so 10 000 sessions there would be another
-# 5-7 minutes: the sanitized tree runs 500 + 500 + 300 (measured 59 and 73 s) — well past the
-# 100-session warm-up, with the leak check at each peer's exit.
+# through vvu-device, as the hardening issue asks — in the ASan tree too, where the script
+# leaves RSS out (the sanitizer's quarantine keeps freed memory) and a leak at a peer's exit
+# fails the test. Measured on the reference 2-core machine: the three take about 3 minutes
+# (69 + 71 + 39 s), a session being mostly control-message round trips.
+set(vvu_churn_unix_sessions 5000)
+set(vvu_churn_device_sessions 2000)
 if(VVU_SANITIZE)
-  set(vvu_churn_unix_sessions 500)
-  set(vvu_churn_device_sessions 300)
   list(APPEND vvu_churn_peers --sanitized)
-else()
-  set(vvu_churn_unix_sessions 5000)
-  set(vvu_churn_device_sessions 2000)
 endif()
 
 # name | arguments
