@@ -133,6 +133,7 @@ struct device_model::impl final : function_owner {
     unique_fd log_fd;                  // window.log()'s file (SET_LOG_BASE)
     std::vector<unique_fd> kick_fds;   // per vring
     std::vector<unique_fd> call_fds;   // per vring: the doorbells' ioeventfds
+    std::vector<unique_fd> err_fds;    // per vring: the error doorbells' ioeventfds (SET_VRING_ERR)
 
     // The function's virtqueues (device side), over the driver's DMA memory.
     std::optional<ring::split_device<vfio_user::dma_space>> rxq;
@@ -170,7 +171,7 @@ struct device_model::impl final : function_owner {
 
     impl(device_options o, transport::unix_listener fl)
         : opt(std::move(o)), bar2(layout::bar2_layout::for_queues(opt.max_queues)), frontend_listener(std::move(fl)),
-          window(bar2.shared_memory_size), kick_fds(opt.max_queues), call_fds(opt.max_queues) {}
+          window(bar2.shared_memory_size), kick_fds(opt.max_queues), call_fds(opt.max_queues), err_fds(opt.max_queues) {}
 
     template <class... Args>
     void log(fmt::format_string<Args...> f, Args&&... args) {
@@ -246,6 +247,7 @@ struct device_model::impl final : function_owner {
             unwatch(kick_fds[i].get());
             kick_fds[i].reset();
             call_fds[i].reset();
+            err_fds[i].reset();
         }
         window.clear();
         window_fds.clear();
@@ -600,9 +602,11 @@ struct device_model::impl final : function_owner {
                     if (!vring_ok(i)) return fail(fmt::format("vring {} beyond max_vhost_queues {}", i, opt.max_queues));
                     call_fds[i] = msg.payload.no_fd() ? unique_fd{} : m.fds.take(0);
                 } else if constexpr (R == front_request::set_vring_err) {
-                    // Errors have no way to the front-end through the function: the fd is dropped.
-                    if (!vring_ok(msg.payload.index()))
-                        return fail(fmt::format("vring {} beyond max_vhost_queues {}", msg.payload.index(), opt.max_queues));
+                    // Behind the vring's error doorbell: the driver's back-end rings it when it
+                    // finds the ring broken.
+                    const std::uint32_t i = msg.payload.index();
+                    if (!vring_ok(i)) return fail(fmt::format("vring {} beyond max_vhost_queues {}", i, opt.max_queues));
+                    err_fds[i] = msg.payload.no_fd() ? unique_fd{} : m.fds.take(0);
                 } else if constexpr (R == front_request::set_vring_num || R == front_request::set_vring_addr ||
                                      R == front_request::set_vring_base || R == front_request::get_vring_base ||
                                      R == front_request::set_vring_enable) {
@@ -872,11 +876,11 @@ struct device_model::impl final : function_owner {
         if (q == layout::rxq) deliver_to_driver();
         else if (q == layout::txq) process_txq();
     }
-    void doorbell_rung(std::uint32_t vring) override {
+    void doorbell_rung(std::uint32_t bell) override {
         ++counts.doorbells;
-        if (vring < call_fds.size() && call_fds[vring]) {
+        if (const int fd = doorbell_eventfd(bell); fd >= 0) {
             const std::uint64_t one = 1;
-            [[maybe_unused]] auto n = ::write(call_fds[vring].get(), &one, sizeof one);
+            [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
         }
     }
     void status_changed(std::uint8_t, std::uint8_t now) override {
@@ -912,8 +916,11 @@ struct device_model::impl final : function_owner {
         if (const auto& l = window.log()) out.push_back({l->offset, l->size(), log_fd.get()});
         return out;
     }
-    int doorbell_eventfd(std::uint32_t vring) override {
-        return vring < call_fds.size() && call_fds[vring] ? call_fds[vring].get() : -1;
+    int doorbell_eventfd(std::uint32_t bell) override {
+        if (bell < call_fds.size()) return call_fds[bell] ? call_fds[bell].get() : -1;
+        const std::uint32_t first_error = bar2.error_doorbell_index(0);
+        if (bell < first_error || bell - first_error >= err_fds.size()) return -1; // the log doorbell, or none
+        return err_fds[bell - first_error] ? err_fds[bell - first_error].get() : -1;
     }
     // The rings point into the driver's DMA memory: any unmap may take it away from them.
     void dma_unmapped(std::uint64_t, std::uint64_t) override { drop_rings("the driver unmapped DMA memory"); }

@@ -295,10 +295,12 @@ std::uint64_t function_model::describe_region_size(std::uint32_t index) noexcept
 std::vector<vfio_user::io_eventfd> function_model::region_io_fds(std::uint32_t index) {
     std::vector<vfio_user::io_eventfd> fds;
     if (index != vf::vvu_bar::bar) return fds;
-    // The log doorbell (index max_queues) has no call fd: it always comes through region_write.
-    for (std::uint32_t vring = 0; vring < max_queues_; ++vring) {
-        const int fd = owner_.doorbell_eventfd(vring);
-        if (fd >= 0) fds.push_back({bar2_.doorbell(vring), 2, fd});
+    // Calls and errors; the log doorbell (index max_queues) has no fd: it always comes through
+    // region_write.
+    for (std::uint32_t bell = 0; bell < vf::bar2_layout::doorbell_count(max_queues_); ++bell) {
+        if (bell == bar2_.log_doorbell_index()) continue;
+        const int fd = owner_.doorbell_eventfd(bell);
+        if (fd >= 0) fds.push_back({bar2_.doorbell(bell), 2, fd});
     }
     return fds;
 }
@@ -748,7 +750,7 @@ void function_model::bar2_read_locked(std::uint64_t offset, std::span<std::byte>
 }
 
 void function_model::bar2_write_locked(std::uint64_t offset, std::span<const std::byte> in, effects& fx) {
-    const std::uint64_t bells_end = bar2_.doorbell(bar2_.log_doorbell_index() + 1);
+    const std::uint64_t bells_end = bar2_.doorbell(static_cast<std::uint32_t>(vf::bar2_layout::doorbell_count(max_queues_)));
     if (offset >= bar2_.doorbells && offset < bells_end) {
         const std::uint64_t rel = offset - bar2_.doorbells;
         if (rel % vf::vvu_bar::doorbell_multiplier == 0) fx.doorbell = static_cast<std::int64_t>(rel / vf::vvu_bar::doorbell_multiplier);

@@ -6,7 +6,8 @@
 //
 //   BAR 4 (registers, 32 KiB)           BAR 2 (64-bit prefetchable, 2^36 bytes)
 //   0x0000 common cfg (virtio 1.2)      0                doorbells, vring i at i × multiplier;
-//   0x1000 ISR                                           vring max_queues = the log doorbell
+//   0x1000 ISR                                           index max_queues = the log doorbell,
+//                                                        max_queues + 1 + i = vring i's error
 //   0x2000 device cfg (below)           doorbells_size   notification_select / _msix_vector
 //   0x3000 rxq/txq notify (× 4)         shared_memory    the front-end's regions (window_layout)
 //   0x4000 MSI-X table, 0x6000 PBA
@@ -73,8 +74,10 @@ inline constexpr std::uint32_t notification_size = 0x1000;
 inline constexpr std::uint64_t page = 0x1000;
 } // namespace vvu_bar
 
-// Where the BAR 2 structures sit for a device serving `max_queues` vrings (the doorbell
-// array has one more entry, the dirty-log doorbell, and is rounded up to 4 KiB).
+// Where the BAR 2 structures sit for a device serving `max_queues` vrings. The doorbell array
+// (rounded up to 4 KiB) has each vring's doorbell (its call), the dirty-log doorbell, then
+// each vring's error doorbell — vvu's addition to the draft: a ring the back-end finds broken
+// reaches the front-end's SET_VRING_ERR eventfd through it, as it does without VVU.
 struct bar2_layout {
     std::uint32_t max_queues = 0;
     std::uint64_t doorbells = 0;
@@ -86,7 +89,7 @@ struct bar2_layout {
     [[nodiscard]] static constexpr bar2_layout for_queues(std::uint32_t max_queues) noexcept {
         bar2_layout l;
         l.max_queues = max_queues;
-        const std::uint64_t bells = (std::uint64_t{max_queues} + 1) * vvu_bar::doorbell_multiplier;
+        const std::uint64_t bells = doorbell_count(max_queues) * vvu_bar::doorbell_multiplier;
         l.doorbells_size = (bells + vvu_bar::page - 1) & ~(vvu_bar::page - 1);
         l.notification = l.doorbells + l.doorbells_size;
         l.shared_memory = l.notification + vvu_bar::notification_size;
@@ -97,6 +100,13 @@ struct bar2_layout {
         return doorbells + std::uint64_t{vring} * vvu_bar::doorbell_multiplier;
     }
     [[nodiscard]] constexpr std::uint32_t log_doorbell_index() const noexcept { return max_queues; }
+    [[nodiscard]] constexpr std::uint32_t error_doorbell_index(std::uint32_t vring) const noexcept {
+        return max_queues + 1 + vring;
+    }
+    // Calls, the log, errors.
+    [[nodiscard]] static constexpr std::uint64_t doorbell_count(std::uint32_t max_queues) noexcept {
+        return 2 * std::uint64_t{max_queues} + 1;
+    }
 };
 
 // The shared-memory window: where each front-end region sits, computed the same way by the

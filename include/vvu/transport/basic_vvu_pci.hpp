@@ -156,9 +156,12 @@ public:
     [[nodiscard]] expected<call_notifier, error> make_call_notifier(std::uint32_t vring, unique_fd) {
         return s_->make_call_notifier(vring);
     }
-    // The device drops SET_VRING_ERR's fd (the function has no way to it): errors are not
-    // signalled on this transport.
-    [[nodiscard]] expected<call_notifier, error> make_error_notifier(std::uint32_t, unique_fd) { return call_notifier{}; }
+    // The vring's error doorbell, behind which the device keeps SET_VRING_ERR's fd (none on a
+    // function without error doorbells: errors then reach the front-end as DEVICE_NEEDS_RESET
+    // alone).
+    [[nodiscard]] expected<call_notifier, error> make_error_notifier(std::uint32_t vring, unique_fd) {
+        return s_->make_error_notifier(vring);
+    }
     [[nodiscard]] expected<backend_channel, error> make_backend_channel(unique_fd) { return backend_channel(s_.get()); }
 
     // The back-end goes away (it stops) and the session does not end: the device keeps the
@@ -236,6 +239,7 @@ struct basic_vvu_pci<F>::shared {
     std::uint64_t shared_memory = 0;
     std::uint64_t shared_memory_size = 0;
     std::uint32_t max_queues = 0;
+    bool error_doorbells = false; // the doorbell structure holds them (bar2_layout)
     std::uint32_t msix_vectors = 0;
 
     std::vector<std::uint64_t> rx_iova; // one buffer per rxq entry, token = index
@@ -316,6 +320,7 @@ struct basic_vvu_pci<F>::shared {
         max_queues = le::load<std::uint32_t>(word.data());
         if (max_queues == 0 || std::uint64_t{max_queues} * doorbell_multiplier > bells->length)
             return unexpected(protocol("max_vhost_queues does not fit the doorbell structure"));
+        error_doorbells = pci::vvu_function::bar2_layout::doorbell_count(max_queues) * doorbell_multiplier <= bells->length;
         auto vectors = f->irq_count(pci::irq_kind::msix);
         if (!vectors) return unexpected(failure(vectors.error()));
         msix_vectors = *vectors;
@@ -646,6 +651,14 @@ struct basic_vvu_pci<F>::shared {
         if (vring >= max_queues) return unexpected(error(errc::bad_fd));
         auto bell = f->doorbell(vvu_bar, doorbells + std::uint64_t{vring} * doorbell_multiplier,
                                 static_cast<std::uint16_t>(vring));
+        if (!bell) return unexpected(failure(bell.error()));
+        return doorbell_notifier(std::move(*bell));
+    }
+    expected<doorbell_notifier, error> make_error_notifier(std::uint32_t vring) {
+        if (vring >= max_queues) return unexpected(error(errc::bad_fd));
+        if (!error_doorbells) return doorbell_notifier{};
+        const std::uint32_t index = max_queues + 1 + vring; // bar2_layout::error_doorbell_index
+        auto bell = f->doorbell(vvu_bar, doorbells + std::uint64_t{index} * doorbell_multiplier, static_cast<std::uint16_t>(index));
         if (!bell) return unexpected(failure(bell.error()));
         return doorbell_notifier(std::move(*bell));
     }

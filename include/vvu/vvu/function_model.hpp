@@ -86,9 +86,10 @@ public:
     // The driver wrote the notify register of virtqueue `queue` (0 rxq, 1 txq): buffers are
     // available (§4.1.4.4).
     virtual void queue_notified(std::uint16_t queue) = 0;
-    // The driver rang vring `vring`'s doorbell (signal the front-end's call fd);
-    // vring == max_queues is the dirty-log doorbell.
-    virtual void doorbell_rung(std::uint32_t vring) = 0;
+    // The driver rang doorbell `bell` (bar2_layout): below max_queues a vring's call (signal
+    // the front-end's call fd), max_queues the dirty-log doorbell, above it a vring's error
+    // (signal its SET_VRING_ERR fd).
+    virtual void doorbell_rung(std::uint32_t bell) = 0;
     // device_status went from `old_status` to `new_status`. new_status == 0 is a reset (by the
     // driver or DEVICE_RESET) and is reported even when old_status was already 0: queue state,
     // vectors and the driver's BACKEND_UP are gone.
@@ -104,9 +105,10 @@ public:
     // becomes a sparse mmap area with its own fd (region_info::fd_per_area, which the server
     // marks with vvu's TYPE capability, protocol.hpp vvu_fd_per_area_type/subtype).
     [[nodiscard]] virtual std::vector<window_area> window_areas() = 0;
-    // Vring `vring`'s call eventfd (borrowed) to serve its doorbell as an ioeventfd, or -1
-    // (the doorbell then arrives as doorbell_rung()).
-    [[nodiscard]] virtual int doorbell_eventfd(std::uint32_t vring) = 0;
+    // The eventfd (borrowed) behind doorbell `bell` — a vring's call or error fd, as for
+    // doorbell_rung — to serve it as an ioeventfd, or -1 (the doorbell then arrives as
+    // doorbell_rung()).
+    [[nodiscard]] virtual int doorbell_eventfd(std::uint32_t bell) = 0;
     // The vfio-user client went away: the function has been reset (not reported again through
     // status_changed) and holds no irq eventfd.
     virtual void client_detached() = 0;

@@ -15,8 +15,9 @@ memory_region region(std::uint64_t gpa, std::uint64_t size, std::uint64_t mmap_o
 }
 } // namespace
 
-TEST_CASE("bar2_layout: doorbells (+ the log doorbell) rounded to 4 KiB, then notification, then memory", "[pci][vvu]") {
-    constexpr auto small = bar2_layout::for_queues(64); // 65 doorbells × 4 = 260 bytes
+TEST_CASE("bar2_layout: doorbells (calls, the log doorbell, errors) rounded to 4 KiB, then notification, then memory",
+          "[pci][vvu]") {
+    constexpr auto small = bar2_layout::for_queues(64); // 129 doorbells × 4 = 516 bytes
     STATIC_REQUIRE(small.doorbells == 0);
     STATIC_REQUIRE(small.doorbells_size == 0x1000);
     STATIC_REQUIRE(small.notification == 0x1000);
@@ -24,10 +25,12 @@ TEST_CASE("bar2_layout: doorbells (+ the log doorbell) rounded to 4 KiB, then no
     STATIC_REQUIRE(small.shared_memory_size == vvu_bar::size - 0x2000);
     STATIC_REQUIRE(small.doorbell(3) == 12);
     STATIC_REQUIRE(small.log_doorbell_index() == 64);
-    constexpr auto large = bar2_layout::for_queues(1024); // 1025 × 4 = 4100 bytes: two pages
-    STATIC_REQUIRE(large.doorbells_size == 0x2000);
-    STATIC_REQUIRE(large.notification == 0x2000);
-    STATIC_REQUIRE(large.shared_memory == 0x3000);
+    STATIC_REQUIRE(small.error_doorbell_index(0) == 65);
+    STATIC_REQUIRE(small.doorbell(small.error_doorbell_index(63)) == 128 * 4);
+    constexpr auto large = bar2_layout::for_queues(1024); // 2049 × 4 = 8196 bytes: three pages
+    STATIC_REQUIRE(large.doorbells_size == 0x3000);
+    STATIC_REQUIRE(large.notification == 0x3000);
+    STATIC_REQUIRE(large.shared_memory == 0x4000);
     STATIC_REQUIRE(device_id == 0x106b);
 }
 

@@ -575,6 +575,34 @@ TEST_CASE("device model: a whole session through the device, vvu_pci and vvu's b
     CHECK(dev.disconnect_reason() == "front-end closed the socket");
 }
 
+TEST_CASE("device model: a ring the front-end breaks reaches its SET_VRING_ERR eventfd through the error doorbell",
+          "[vvu][device_model][hostile]") {
+    device_fixture dev;
+    backend_fixture be(dev.pci_path);
+    {
+        auto nd = open_driver(dev.fe_path, {});
+        check_echo(*nd, 10);
+        auto& tx = nd->tx_vring(0);
+        CHECK(!tx.wait_error(std::chrono::milliseconds(0)));
+        // A transmit buffer where no region is: the driver's back-end refuses the ring.
+        const ring::buffer outside{0xfff0'0000'0000, 64};
+        REQUIRE(tx.add({&outside, 1}, {}, 1000));
+        tx.kick();
+        CHECK(tx.wait_error(std::chrono::milliseconds(5000)));
+        auto status = nd->frontend().status();
+        if (!status) FAIL(status.error().message());
+        CHECK((*status & protocol::device_status::needs_reset) != 0);
+        CHECK(!tx.wait_error(std::chrono::milliseconds(50))); // once
+        if (auto r = nd->close(); !r) FAIL(r.error().message());
+    }
+    REQUIRE(be.wait_ended(1));
+    CHECK(be.port.stats().rx_packets == 10);
+    be.stop();
+    const auto c = dev.finish();
+    INFO(dev.log());
+    CHECK(c.disconnects == 1);
+}
+
 TEST_CASE("device model: a front-end leaves, the next one works without restarting device or driver",
           "[vvu][device_model][lifecycle]") {
     device_fixture dev;

@@ -590,10 +590,12 @@ TEST_CASE("vvu function: doorbells, notify registers and the device config", "[v
     f.write<std::uint16_t>(bar2, layout.doorbell(0), 0);
     f.write<std::uint16_t>(bar2, layout.doorbell(7), 7);
     f.write<std::uint16_t>(bar2, layout.doorbell(8), 8); // the log doorbell
-    f.write<std::uint16_t>(bar2, layout.doorbell(9), 9); // beyond: ignored
+    f.write<std::uint16_t>(bar2, layout.doorbell(layout.error_doorbell_index(0)), 9);  // vring 0's error
+    f.write<std::uint16_t>(bar2, layout.doorbell(layout.error_doorbell_index(7)), 16); // vring 7's error
+    f.write<std::uint16_t>(bar2, layout.doorbell(layout.error_doorbell_index(8)), 17); // beyond: ignored
     f.write<std::uint16_t>(bar2, layout.doorbell(3) + 2, 3); // not at a doorbell: ignored
     f.write<std::uint32_t>(bar2, layout.doorbell(2), 2);
-    CHECK(f.owner.doorbells == std::vector<std::uint32_t>{0, 7, 8, 2});
+    CHECK(f.owner.doorbells == std::vector<std::uint32_t>{0, 7, 8, 9, 16, 2});
     CHECK(f.read<std::uint32_t>(bar2, layout.doorbell(0)) == 0);
 
     f.write<std::uint16_t>(bar4, regs::notify + 0, 0);
@@ -888,7 +890,7 @@ TEST_CASE("vvu function: random writes everywhere keep the function sane", "[vvu
     if (s & vvu::pci::status::features_ok) CHECK((f.fn.driver_features() & ~vf::feature_version_1) == 0);
     if (s & vvu::pci::status::driver_ok) CHECK((s & vvu::pci::status::features_ok) != 0);
     CHECK(f.owner.doorbells.size() > 0);
-    for (auto v : f.owner.doorbells) CHECK(v <= 16u);
+    for (auto v : f.owner.doorbells) CHECK(v < vf::bar2_layout::doorbell_count(16)); // calls, log, errors
     for (auto q : f.owner.notified) CHECK(q < 2u);
 }
 
@@ -906,9 +908,9 @@ TEST_CASE("vvu function: construction limits", "[vvu][function]") {
     std::array<std::byte, 2> control{};
     REQUIRE(one.region_read(cfg_region, 0xc2, control) == 0);
     CHECK(le::load<std::uint16_t>(control.data()) == 0);
-    // The log doorbell of a 1024-vring function is the last of its 4 KiB + 4 doorbell array.
-    CHECK(big.bar2().doorbells_size == 0x2000);
-    CHECK(big.bar2().notification == 0x2000);
+    // A 1024-vring function: 1024 calls, the log doorbell, 1024 errors — 8196 bytes, three pages.
+    CHECK(big.bar2().doorbells_size == 0x3000);
+    CHECK(big.bar2().notification == 0x3000);
 }
 
 TEST_CASE("vvu function: a one-area window is mapped per area over vfio-user", "[vvu][function]") {
