@@ -71,9 +71,7 @@ wait_log forward "port 0: front-end connected" 20
 traffic breaker 1 --packets 1000 --break-ring
 peer_wait breaker 60
 echo_complete breaker 1000
-still_running=0
-kill -0 "${peer_pid[steady]}" 2>/dev/null && still_running=1
-((still_running)) || fail "port 0's traffic had ended before port 1's ring broke: the test proved nothing about it"
+peer_alive steady || fail "port 0's traffic had ended before port 1's ring broke: the test proved nothing about it"
 expect_eq "breaker: buffer posted" "$(json_field "$work/breaker.out" posted)" true
 status=$(json_field "$work/breaker.out" status)
 [[ $status =~ ^[0-9]+$ ]] || fail "breaker: GET_STATUS gave no status ($status)"
@@ -90,7 +88,7 @@ peer_wait steady 60
 echo_complete steady 100000
 
 peer_stop forward TERM 20
-reports=$(grep -c "vring 1 broken by the front-end (buffer outside guest memory)" "$work/forward.log")
+reports=$(log_count forward "vring 1 broken by the front-end (buffer outside guest memory)")
 expect_eq "vvu-forward's reports of the broken ring" "$reports" 1
 grep -a "broken by the front-end" "$work/forward.log"
 for port in 0 1; do
