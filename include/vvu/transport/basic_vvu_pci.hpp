@@ -649,15 +649,16 @@ struct basic_vvu_pci<F>::shared {
 
     expected<doorbell_notifier, error> make_call_notifier(std::uint32_t vring) {
         if (vring >= max_queues) return unexpected(error(errc::bad_fd));
-        auto bell = f->doorbell(vvu_bar, doorbells + std::uint64_t{vring} * doorbell_multiplier,
-                                static_cast<std::uint16_t>(vring));
-        if (!bell) return unexpected(failure(bell.error()));
-        return doorbell_notifier(std::move(*bell));
+        return doorbell_at(vring);
     }
     expected<doorbell_notifier, error> make_error_notifier(std::uint32_t vring) {
         if (vring >= max_queues) return unexpected(error(errc::bad_fd));
         if (!error_doorbells) return doorbell_notifier{};
-        const std::uint32_t index = max_queues + 1 + vring; // bar2_layout::error_doorbell_index
+        return doorbell_at(pci::vvu_function::bar2_layout::for_queues(max_queues).error_doorbell_index(vring));
+    }
+    // Doorbell `index` of the array (bar2_layout: calls, the log doorbell, errors), at the
+    // offset and stride the capability gave.
+    expected<doorbell_notifier, error> doorbell_at(std::uint32_t index) {
         auto bell = f->doorbell(vvu_bar, doorbells + std::uint64_t{index} * doorbell_multiplier, static_cast<std::uint16_t>(index));
         if (!bell) return unexpected(failure(bell.error()));
         return doorbell_notifier(std::move(*bell));
