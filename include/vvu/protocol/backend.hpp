@@ -10,6 +10,7 @@
 #include <vvu/memory/dirty_log.hpp>
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/protocol/device.hpp>
+#include <vvu/protocol/device_status.hpp>
 #include <vvu/protocol/inflight_area.hpp>
 #include <vvu/protocol/session.hpp>
 #include <vvu/protocol/session_image.hpp>
@@ -430,7 +431,7 @@ private:
         if (auto r = require(wire::protocol_feature::status, "STATUS"); !r) return r;
         // A ring the front-end broke sets DEVICE_NEEDS_RESET (virtio 1.2 §2.1.1): the driver
         // learns that only a reset brings the device back.
-        const std::uint64_t needs_reset = needs_reset_->load() ? device_status_needs_reset : 0;
+        const std::uint64_t needs_reset = needs_reset_->load() ? device_status::needs_reset : 0;
         return answer<wire::front_request::get_status>({state_.status | needs_reset});
     }
 
@@ -826,7 +827,6 @@ private:
     // Set from a data-path thread when a ring breaks (vring::report_if_broken); shared with the
     // rings' on_broken so that a ring outliving this object cannot touch a dead one.
     std::shared_ptr<std::atomic<bool>> needs_reset_ = std::make_shared<std::atomic<bool>>(false);
-    static constexpr std::uint64_t device_status_needs_reset = 0x40; // VIRTIO_CONFIG_S_NEEDS_RESET
 };
 
 } // namespace vvu::protocol

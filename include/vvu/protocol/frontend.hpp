@@ -27,6 +27,7 @@
 #pragma once
 
 #include <vvu/memory/dirty_log.hpp>
+#include <vvu/protocol/device_status.hpp>
 #include <vvu/protocol/frontend_channel.hpp>
 #include <vvu/protocol/frontend_error.hpp>
 #include <vvu/protocol/frontend_memory.hpp>
@@ -61,15 +62,6 @@ inline constexpr std::uint64_t frontend_protocol_features =
     wire::protocol_feature::mq | wire::protocol_feature::reply_ack | wire::protocol_feature::config |
     wire::protocol_feature::backend_req | wire::protocol_feature::configure_mem_slots | wire::protocol_feature::status |
     wire::protocol_feature::inflight_shmfd | wire::protocol_feature::log_shmfd;
-
-// Virtio device status bits (virtio 1.2 §2.1).
-namespace device_status {
-inline constexpr std::uint8_t acknowledge = 1;
-inline constexpr std::uint8_t driver = 2;
-inline constexpr std::uint8_t driver_ok = 4;
-inline constexpr std::uint8_t features_ok = 8;
-inline constexpr std::uint8_t needs_reset = 0x40;
-} // namespace device_status
 
 struct frontend_options {
     // Virtio feature bits the device driver can use; the front-end acks (wanted ∩ offered),
