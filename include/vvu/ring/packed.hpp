@@ -225,7 +225,11 @@ public:
         const std::uint32_t now = packed_position(used_idx_, used_wrap_, size_);
         const std::uint32_t old = irq_old_;
         irq_old_ = now;
-        return packed_should_notify(ev, old, now, size_, features_.event_idx);
+        // The first decision on a push since this object took the ring ignores the event index
+        // (split_device::irq_since_start_ says why); DISABLE still holds.
+        const bool first = !irq_since_start_;
+        irq_since_start_ = irq_since_start_ || now != old;
+        return packed_should_notify(ev, old, now, size_, features_.event_idx && !first);
     }
 
     // Ask for kicks (flags ENABLE, or DESC at the next descriptor to take with EVENT_IDX),
@@ -529,6 +533,7 @@ private:
     std::uint16_t used_idx_;
     bool used_wrap_;
     std::uint32_t irq_old_;   // used position at the last interrupt decision
+    bool irq_since_start_ = false; // a push was decided on since this object took the ring
     std::unique_ptr<std::uint16_t[]> inflight_;   // per id: ring descriptors, 0 = not in flight
     std::unique_ptr<std::uint32_t[]> wtotal_;     // per id: writable bytes (IN_ORDER batching)
     std::unique_ptr<std::uint16_t[]> fifo_;       // IN_ORDER: ids in take order

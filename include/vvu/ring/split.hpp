@@ -244,7 +244,8 @@ public:
         if (features_.event_idx) {
             const std::uint16_t ev =
                 detail::load_relaxed16(avail_ + split_layout::used_event_off(size_));
-            r = need_event(ev, used_idx_, irq_old_);
+            r = need_event(ev, used_idx_, irq_old_) || (!irq_since_start_ && used_idx_ != irq_old_);
+            irq_since_start_ = irq_since_start_ || used_idx_ != irq_old_;
         } else {
             r = used_idx_ != irq_old_ &&
                 (detail::load_relaxed16(avail_ + split_layout::flags_off) &
@@ -373,6 +374,12 @@ private:
     std::uint16_t avail_seen_;   // last avail->idx loaded
     std::uint16_t used_idx_;
     std::uint16_t irq_old_;      // used_idx_ at the last interrupt decision
+    // Whether a push was decided on since this object took the ring. The first such decision
+    // interrupts whatever used_event says: an interrupt decided before (by the ring's previous
+    // owner: a stopped vring, the process before a hand-over or a crash, the migration source)
+    // may never have reached the driver, which then waits at a used_event the ring has passed —
+    // for good, as need_event only looks forward from irq_old_.
+    bool irq_since_start_ = false;
     std::uint16_t used_flags_;
     std::unique_ptr<std::uint8_t[]> inflight_;
     std::uint32_t n_inflight_ = 0;

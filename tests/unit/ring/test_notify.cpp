@@ -43,10 +43,17 @@ struct pair_fixture {
     std::uint64_t buf = g.alloc(64);
     std::optional<typename Layout::template driver<local_memory>> drv;
     std::optional<typename Layout::template device<local_memory>> dev;
-    pair_fixture(std::uint32_t size, ring_features f) {
-        const auto c = Layout::place(g, size, f);
-        drv.emplace(*Layout::template driver<local_memory>::create(g.mem(), c));
-        dev.emplace(*Layout::template device<local_memory>::create(g.mem(), c));
+    decltype(Layout::place(g, 1, {})) config;
+    pair_fixture(std::uint32_t size, ring_features f) : config(Layout::place(g, size, f)) {
+        drv.emplace(*Layout::template driver<local_memory>::create(g.mem(), config));
+        dev.emplace(*Layout::template device<local_memory>::create(g.mem(), config));
+    }
+    // The device side starts again where it stopped (a vring restarted, a hand-over, the
+    // destination of a migration): a new object over the same ring.
+    void restart_device() {
+        const auto st = dev->state();
+        dev.reset();
+        dev.emplace(*Layout::template device<local_memory>::create(g.mem(), config, st));
     }
     bool add() {
         const buffer b{buf, 8};
@@ -165,4 +172,43 @@ TEST_CASE("notify: packed flags DISABLE suppress, ENABLE restores", "[notify][pa
     p.take_all_and_return();
     CHECK_FALSE(p.dev->needs_interrupt());
     CHECK(p.drv->enable_interrupts());   // used buffers arrived while disabled
+}
+
+namespace {
+
+// The driver asked for an interrupt at the next used entry; the device pushed it and decided to
+// interrupt, but the interrupt never reached the driver (it went to a call fd being replaced,
+// or to a migration source about to stop). The device side starts again: its first push must
+// interrupt, although the driver's event index lies behind the new used entries — otherwise
+// the driver waits for good (it only re-arms after an interrupt).
+template <class Layout>
+void first_push_after_restart_interrupts() {
+    pair_fixture<Layout> p(8, {true, false, false});
+    REQUIRE(p.add());
+    REQUIRE(p.add());
+    CHECK_FALSE(p.drv->enable_interrupts());   // interrupt me at the first used entry
+    p.take_all_and_return();
+    CHECK(p.dev->needs_interrupt());           // decided... and lost
+    p.restart_device();
+    REQUIRE(p.add());
+    p.take_all_and_return();
+    CHECK(p.dev->needs_interrupt());           // the event index lies behind: interrupt anyway
+    REQUIRE(p.add());
+    p.take_all_and_return();
+    CHECK_FALSE(p.dev->needs_interrupt());     // from then on the event index rules again
+    p.reap_all();
+    CHECK_FALSE(p.drv->enable_interrupts());
+    REQUIRE(p.add());
+    p.take_all_and_return();
+    CHECK(p.dev->needs_interrupt());
+}
+
+} // namespace
+
+TEST_CASE("notify: split event idx: the first push after a restart interrupts", "[notify][split]") {
+    first_push_after_restart_interrupts<split_layout_t>();
+}
+
+TEST_CASE("notify: packed descriptor events: the first push after a restart interrupts", "[notify][packed]") {
+    first_push_after_restart_interrupts<packed_layout_t>();
 }
