@@ -453,6 +453,11 @@ struct basic_vvu_pci<F>::shared {
 
     expected<void, error> wait_for_frontend() {
         if (!driver) return unexpected(error(errc::not_connected));
+        // A config interrupt still pending belongs to a session that ended (one that ended here
+        // before its front-end's leaving was read): no front-end comes up while BACKEND_UP is
+        // clear. Left pending, it would read below as a session that came and went, and the
+        // re-acknowledgement would drop a front-end connecting at that moment.
+        (void)driver->config_interrupt().drain();
         if (auto r = write_status(pci::vvu_function::device_config::backend_up); !r) return r;
         for (;;) {
             const bool announced = driver->config_interrupt().drain();

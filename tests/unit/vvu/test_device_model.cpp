@@ -911,6 +911,41 @@ TEST_CASE("device model: a front-end waiting for the driver's re-acknowledgement
     CHECK(c.frontends == 2);
 }
 
+// The driver's back-end ends a session before it reads that the front-end left: the config
+// interrupt announcing it stays pending. The next wait_for_frontend must not take it for a
+// session that came and went — it would clear and set BACKEND_UP again, and a front-end that
+// connects in between would be dropped.
+TEST_CASE("device model: an interrupt left by an ended session does not make the next wait re-acknowledge",
+          "[vvu][device_model][vvu_pci]") {
+    device_fixture dev;
+    unique_fd fd = connect_unix(dev.pci_path);
+    REQUIRE(fd);
+    auto client = vfio_user::client::over(std::move(fd));
+    if (!client) FAIL(client.error().message());
+    auto t = pci_transport::attach(std::make_unique<vfio_user::client>(std::move(*client)));
+    if (!t) FAIL(t.error().message());
+
+    auto fe1 = std::make_unique<raw_frontend>(dev.fe_path);
+    REQUIRE(t->wait_for_frontend());
+    fe1.reset();
+    REQUIRE(dev.wait_log("front-end disconnected"));
+    t->close_session(); // the interrupt of fe1's leaving was never read
+
+    expected<void, transport::error> second = unexpected(transport::error(transport::errc::stopped));
+    std::thread waiter([&] { second = t->wait_for_frontend(); });
+    CHECK(dev.wait_log("driver ready (BACKEND_UP)", 2));
+    // A driver that took the interrupt for a new session's end clears BACKEND_UP and sets it
+    // again at once; give it the time to.
+    std::this_thread::sleep_for(200ms);
+    raw_frontend fe2(dev.fe_path);
+    waiter.join();
+    INFO(dev.log());
+    CHECK(second.has_value());
+    CHECK(dev.count("driver ready (BACKEND_UP)") == 2);
+    CHECK(still_open(fe2.fd(), 10ms));
+    t->close_session();
+}
+
 TEST_CASE("device model: GET_PROTOCOL_FEATURES and GET_MAX_MEM_SLOTS replies are lowered on the way",
           "[vvu][device_model][function]") {
     device_fixture dev;
