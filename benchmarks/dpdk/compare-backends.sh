@@ -7,7 +7,9 @@
 #   benchmarks/dpdk/compare-backends.sh [--dpdk-only | --no-dpdk] [--device VVU-DEVICE]
 #                                       [--rounds N] [--seconds S] [VVU-FORWARD]
 #
-#   to-backend:   testpmd txonly -> back-end (DPDK: testpmd net_vhost rxonly; vvu: --mode rxonly)
+#   to-backend:   testpmd txonly -> back-end (DPDK: testpmd net_vhost rxonly; vvu: --mode rxonly
+#                 --rx copy: each frame is copied into the back-end's memory, as DPDK's dequeue
+#                 copies it into an mbuf — equal work; --rx discard is vvu's count-only mode)
 #   from-backend: back-end (DPDK: testpmd net_vhost txonly; vvu: --mode txonly) -> testpmd rxonly
 #
 # Rounds alternate the back-ends (DPDK, vvu, DPDK, vvu, ...) so that a change in the machine's load
@@ -33,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     --device) device=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
@@ -63,8 +65,9 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the
 run_one() {
   local be=$1 via=$2 dir=$3 fe_mode be_mode key n0 i
   BACKEND=$be VIA=$via
+  BACKEND_ARGS=()
   case $dir in
-    to-backend) fe_mode=txonly be_mode=rxonly key=TX-packets ;;
+    to-backend) fe_mode=txonly be_mode=rxonly key=TX-packets BACKEND_ARGS=(--rx copy) ;;
     from-backend) fe_mode=rxonly be_mode=txonly key=RX-packets ;;
   esac
   local sock=$work/bench.sock

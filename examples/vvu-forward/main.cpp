@@ -51,7 +51,7 @@ Ports (repeatable; numbered from 0 in the order given):
 Options:
   --mode MODE        xconnect (default): port 0<->1, 2<->3, ...
                      learn:    an L2 switch (MAC learning, flooding of unknown destinations)
-                     rxonly:   count and drop what the front-ends send
+                     rxonly:   count and drop what the front-ends send (--rx says how)
                      txonly:   send 64-byte UDP test frames to every front-end
                      loopback: send every frame back on the port it came from
   --queues N         queue pairs per port (default 1)
@@ -62,6 +62,9 @@ Options:
                      198.18.0.2:9, valid IPv4 checksum, --size bytes); the port lines then
                      count "checked" and "check_failed" frames, and the first failure is
                      described on stderr
+  --rx discard|copy  rxonly: discard (default) gives the transmit chains back unread; copy
+                     first copies every frame into the back-end's own memory, as DPDK's vhost
+                     dequeue does into its mbufs (the equal-work comparison with it)
   --stats SECONDS    print every port's counters to stderr every SECONDS
   --cpu N            pin the forwarding thread to CPU N (like a DPDK lcore)
   --poll MODE        busy (default): poll every vring without pause, like a DPDK PMD;
@@ -94,6 +97,7 @@ struct options {
     std::uint32_t queues = 1;
     std::size_t frame_size = 64;
     bool check_txonly_template = false; // --check testpmd-txonly
+    bool copy_received = false;         // --rx copy
     unsigned stats_seconds = 0;
     unsigned idle_sleep_us = 0;
     bool event_mode = false;
@@ -142,6 +146,9 @@ std::optional<options> parse(int argc, char** argv) {
         } else if (arg == "--check") {
             if (*v != "testpmd-txonly") return fail("--check takes testpmd-txonly");
             o.check_txonly_template = true;
+        } else if (arg == "--rx") {
+            if (*v != "discard" && *v != "copy") return fail("--rx takes discard or copy");
+            o.copy_received = *v == "copy";
         } else if (arg == "--stats") {
             if (!examples::parse_number(*v, o.stats_seconds)) return fail("--stats takes a number of seconds");
         } else if (arg == "--cpu") {
@@ -163,6 +170,7 @@ std::optional<options> parse(int argc, char** argv) {
     }
     if (o.ports.empty()) return fail("at least one --port is needed");
     if (o.check_txonly_template && o.mode != forward_mode::rxonly) return fail("--check needs --mode rxonly");
+    if (o.copy_received && o.mode != forward_mode::rxonly) return fail("--rx copy needs --mode rxonly");
     return o;
 }
 
@@ -265,6 +273,7 @@ int main(int argc, char** argv) {
     }
     device::net::forwarder fwd(devices, opts->mode, opts->frame_size);
     examples::txonly_template_check txonly_template(opts->frame_size);
+    if (opts->copy_received) fwd.copy_received();
     if (opts->check_txonly_template)
         fwd.check_received([&txonly_template, reported = false](device::net::frame f) mutable {
             const auto why = txonly_template.mismatch(f);

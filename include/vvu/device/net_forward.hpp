@@ -46,7 +46,7 @@ public:
         std::size_t moved = 0;
         for (std::size_t p = 0; p < ports_.size(); ++p) {
             switch (mode_) {
-            case forward_mode::rxonly: moved += check_ ? inspect(p) : ports_[p]->discard(); break;
+            case forward_mode::rxonly: moved += check_ || copy_ ? take(p) : ports_[p]->discard(); break;
             case forward_mode::txonly: moved += generate(p); break;
             case forward_mode::loopback: moved += relay(p, [&](auto) { return p; }); break;
             case forward_mode::xconnect: moved += relay(p, [&](auto) { return p ^ 1; }); break;
@@ -56,8 +56,13 @@ public:
         return moved;
     }
 
+    // rxonly that takes every frame into the engine's memory before it drops it, as a back-end
+    // that keeps frames does (DPDK's vhost dequeue into mbufs): the work to compare with it.
+    // Without this (or a check) rxonly gives the chains back unread.
+    void copy_received() noexcept { copy_ = true; }
+
     // rxonly that looks at the frames: each received frame is read out of the ring and given
-    // to `check` (true: as expected). Without a check rxonly drops frames unread.
+    // to `check` (true: as expected).
     using frame_check = std::function<bool(frame)>;
     struct check_counts {
         std::uint64_t checked = 0, failed = 0;
@@ -167,9 +172,11 @@ private:
         return n;
     }
 
-    std::size_t inspect(std::size_t p) {
+    // rxonly with copy or check: the burst's frames copied out (and checked), then dropped.
+    std::size_t take(std::size_t p) {
         auto burst = ports_[p]->receive(staging_, frames_);
         const std::size_t n = burst.size();
+        if (!check_) return n;
         for (std::size_t i = 0; i < n; ++i) {
             ++checks_[p].checked;
             if (!check_(frames_[i])) ++checks_[p].failed;
@@ -202,6 +209,7 @@ private:
     std::vector<std::vector<frame>> per_port_;
     protocol::kick_wait kicks_; // event mode's sleep
     frame_check check_;
+    bool copy_ = false;
     std::vector<check_counts> checks_;
 };
 
