@@ -57,6 +57,7 @@ fi
 
 BACKEND=dpdk # for dpdk_init's checks; set per run below
 dpdk_init compare-backends
+DPDK_BACKEND_ARGS=(--record-core-cycles)
 export VVU_FORWARD_CPU=1
 echo "compare-backends: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
@@ -95,34 +96,36 @@ run_one() {
   fi
 }
 
-declare -A sum=() cnt=() all=()
+declare -A all=() cycles=()
 for ((r = 1; r <= rounds; r++)); do
   for c in "${contenders[@]}"; do
     read -r label be via <<<"$c"
     for dir in to-backend from-backend; do
       run_one "$be" "$via" "$dir"
-      mpps=$(cat "$work/result")
-      printf 'round %d  %-5s %-13s %8s Mpps\n' "$r" "$label" "$dir" "$mpps"
-      sum[$label.$dir]=$(awk -v a="${sum[$label.$dir]:-0}" -v b="$mpps" 'BEGIN { print a + b }')
-      cnt[$label.$dir]=$((${cnt[$label.$dir]:-0} + 1))
+      mpps=$(cat "$work/result") cpf=$(backend_cycles)
+      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame\n' "$r" "$label" "$dir" "$mpps" "${cpf:--}"
       all[$label.$dir]+="$mpps "
+      cycles[$label.$dir]+="${cpf:+$cpf }"
     done
   done
 done
 
-mean() { [[ -n ${sum[$1]:-} ]] && awk -v s="${sum[$1]}" -v n="${cnt[$1]}" 'BEGIN { printf "%.2f", s / n }' || echo -; }
+med() { [[ -n ${all[$1]:-} ]] && median "${all[$1]}" || echo -; }
+medc() { [[ -n ${cycles[$1]:-} ]] && median "${cycles[$1]}" || echo -; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-30s %10s %10s %10s %10s %10s\n' "direction (Mpps, mean of $rounds)" "DPDK vhost" "vvu unix:" "vvu vvu:" \
-  "unix/DPDK" "vvu:/unix:"
+echo "medians of $rounds rounds; Mpps at the front-end, and the back-end's busy cycles per frame"
+echo "(DPDK: testpmd --record-core-cycles; vvu: vvu-forward's data_path line)"
+printf '%-30s %10s %10s %10s %10s %10s\n' "direction" "DPDK vhost" "vvu unix:" "vvu vvu:" "unix/DPDK" "vvu:/unix:"
 for dir in to-backend from-backend; do
-  d=$(mean "dpdk.$dir") u=$(mean "unix.$dir") v=$(mean "vvu.$dir")
+  d=$(med "dpdk.$dir") u=$(med "unix.$dir") v=$(med "vvu.$dir")
   case $dir in
     to-backend) what="virtio-user -> back-end (rx)" ;;
     from-backend) what="back-end -> virtio-user (tx)" ;;
   esac
   printf '%-30s %10s %10s %10s %10s %10s\n' "$what" "$d" "$u" "$v" "$(ratio "$u" "$d")" "$(ratio "$v" "$u")"
+  printf '%-30s %10s %10s %10s\n' "  cycles/frame" "$(medc "dpdk.$dir")" "$(medc "unix.$dir")" "$(medc "vvu.$dir")"
 done
 for k in "${!all[@]}"; do echo "  runs $k: ${all[$k]}"; done | sort

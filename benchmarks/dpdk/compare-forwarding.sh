@@ -34,6 +34,7 @@ done
 
 BACKEND=dpdk # for dpdk_init's checks; set per run below
 dpdk_init compare-forwarding
+DPDK_BACKEND_ARGS=(--record-core-cycles)
 export VVU_FORWARD_CPU=1
 echo "compare-forwarding: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, 8 x 32 in flight"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
@@ -100,25 +101,27 @@ run_one() {
   backend_stop 2 >/dev/null
 }
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-declare -A all=()
+declare -A all=() cycles=()
 for ((r = 1; r <= rounds; r++)); do
   for be in dpdk "$vvu"; do
     label=vvu
     [[ $be == dpdk ]] && label=dpdk
     run_one "$be"
-    mpps=$(cat "$work/result")
-    printf 'round %d  %-5s forwarding %8s Mpps\n' "$r" "$label" "$mpps"
+    mpps=$(cat "$work/result") cpf=$(backend_cycles)
+    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame\n' "$r" "$label" "$mpps" "${cpf:--}"
     all[$label]+="$mpps "
+    cycles[$label]+="${cpf:+$cpf }"
   done
 done
 
 d=$(median "${all[dpdk]}") v=$(median "${all[vvu]}")
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-34s %10s %10s %10s\n' "forwarding (Mpps, median of $rounds)" "DPDK vhost" "vvu unix:" "vvu/DPDK"
+echo "medians of $rounds rounds; Mpps at the front-end, and the back-end's busy cycles per frame"
+echo "(DPDK: testpmd --record-core-cycles; vvu: vvu-forward's data_path line)"
+printf '%-34s %10s %10s %10s\n' "forwarding" "DPDK vhost" "vvu unix:" "vvu/DPDK"
 printf '%-34s %10s %10s %10s\n' "testpmd io <-> back-end xconnect" "$d" "$v" \
   "$(awk -v a="$v" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+printf '%-34s %10s %10s\n' "  cycles/frame" "$(median "${cycles[dpdk]:-}")" "$(median "${cycles[vvu]:-}")"
 echo "  runs dpdk: ${all[dpdk]}"
 echo "  runs vvu:  ${all[vvu]}"

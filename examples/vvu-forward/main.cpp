@@ -181,6 +181,12 @@ std::string stats_json(std::size_t port, const device::net::port_stats& s,
                        checks ? fmt::format(R"(,"checked":{},"check_failed":{})", checks->checked, checks->failed) : "");
 }
 
+// The forwarding thread's cost per frame (runtime::busy_time): TSC cycles on x86-64.
+std::string data_path_json(const runtime::busy_time& b) {
+    return fmt::format(R"({{"data_path":{{"frames":{},"busy_cycles":{},"cycles_per_frame":{:.1f}}}}})", b.frames, b.cycles,
+                       b.per_frame());
+}
+
 // How the port appears in a hand-over: the same string in the old and the new process.
 std::string describe(const options::port_spec& p) {
     using k = options::port_spec::kind;
@@ -350,6 +356,7 @@ int main(int argc, char** argv) {
                 if (!stats_running.load()) break;
                 for (std::size_t i = 0; i < ports.size(); ++i)
                     fmt::print(stderr, "{}\n", stats_json(i, ports[i]->device().stats()));
+                fmt::print(stderr, "{}\n", data_path_json(poller.busy()));
             }
         });
     }
@@ -372,6 +379,7 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < ports.size(); ++i)
         fmt::print("{}\n", stats_json(i, ports[i]->device().stats(),
                                        opts->check_txonly_template ? std::optional(fwd.checks(i)) : std::nullopt));
+    fmt::print("{}\n", data_path_json(poller.busy()));
     if (handed_over) {
         const auto& h = *handed_over;
         fmt::print("{{\"handed_over\":true,\"paused_us\":{},\"park_us\":{},\"pause_us\":{},\"send_us\":{},\"import_us\":{}}}\n",

@@ -7,6 +7,7 @@
 #include <vvu/device/net_port.hpp>
 #include <vvu/protocol/kick_wait.hpp>
 #include <vvu/util/byte_io.hpp>
+#include <vvu/util/endian.hpp>
 
 #include <chrono>
 #include <functional>
@@ -38,7 +39,7 @@ public:
     forwarder(std::vector<net_port*> ports, forward_mode mode, std::size_t txonly_frame_size = test_frame_min_size)
         : ports_(std::move(ports)), mode_(mode), frame_size_(std::max(txonly_frame_size, test_frame_min_size)),
           staging_(ring::max_burst * max_frame_size), sequence_(ports_.size(), 0) {
-        for (auto& buf : txonly_frames_) buf.resize(frame_size_);
+        if (mode_ == forward_mode::txonly) make_txonly_frames();
     }
 
     // One pass over every port. Returns how many frames moved (0: every port was idle).
@@ -184,14 +185,27 @@ private:
         return n;
     }
 
+    // txonly: a burst of test frames per port, written once; a burst only renumbers them (the
+    // sequence number lies outside every checksum of the frame).
+    void make_txonly_frames() {
+        txonly_frames_.resize(ports_.size());
+        for (std::size_t p = 0; p < ports_.size(); ++p) {
+            const mac_address src{0x02, 0x00, 0x00, 0x00, 0x00, static_cast<std::uint8_t>(p)};
+            const mac_address dst{0x02, 0x00, 0x00, 0x00, 0x01, static_cast<std::uint8_t>(p)};
+            for (auto& f : txonly_frames_[p]) {
+                f.resize(frame_size_);
+                make_test_frame(f, frame_size_, 0, src, dst);
+            }
+        }
+    }
+
     std::size_t generate(std::size_t p) {
         if (!ports_[p]->can_transmit()) return 0;
-        const mac_address src{0x02, 0x00, 0x00, 0x00, 0x00, static_cast<std::uint8_t>(p)};
-        const mac_address dst{0x02, 0x00, 0x00, 0x00, 0x01, static_cast<std::uint8_t>(p)};
+        auto& frames = txonly_frames_[p];
         std::array<frame, ring::max_burst> burst;
         for (std::size_t i = 0; i < burst.size(); ++i) {
-            make_test_frame(txonly_frames_[i], frame_size_, sequence_[p] + i, src, dst);
-            burst[i] = txonly_frames_[i];
+            le::store(frames[i].data() + sequence_offset, sequence_[p] + i);
+            burst[i] = frames[i];
         }
         const std::size_t sent = ports_[p]->transmit(burst, 0, false);
         sequence_[p] += sent;
@@ -203,7 +217,7 @@ private:
     std::size_t frame_size_;
     std::vector<std::byte> staging_;
     std::array<frame, ring::max_burst> frames_{};
-    std::array<std::vector<std::byte>, ring::max_burst> txonly_frames_;
+    std::vector<std::array<std::vector<std::byte>, ring::max_burst>> txonly_frames_; // per port
     std::vector<std::uint64_t> sequence_;
     mac_table table_;
     std::vector<std::vector<frame>> per_port_;

@@ -12,6 +12,10 @@
 // event (after `idle` without work, sleep in work.wait_for_kicks until a kick or `wake` — an
 // eventfd the poller signals to pause or stop it — is readable).
 //
+// Busy time: the passes that moved frames are timed (the TSC's cycles on x86-64, as DPDK
+// testpmd's --record-core-cycles counts them; nanoseconds elsewhere), so that busy() gives the
+// data path's cost per frame whatever the front-end's speed.
+//
 // pause() returns once the thread is between two passes and guarantees no pass runs until
 // resume() or stop(): the moment a live update reads the rings' positions, or a control thread
 // starts or stops a vring (runtime::server), so that a device's data path needs no lock of its
@@ -21,6 +25,9 @@
 
 #include <vvu/util/unique_fd.hpp>
 
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -29,12 +36,30 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
 
 namespace vvu::runtime {
+
+// The data path's busy time: frames moved, and the cycles of the passes that moved them.
+struct busy_time {
+    std::uint64_t frames = 0;
+    std::uint64_t cycles = 0;   // TSC cycles on x86-64, nanoseconds elsewhere
+    [[nodiscard]] double per_frame() const noexcept { return frames == 0 ? 0.0 : double(cycles) / double(frames); }
+};
+
+// A cheap timestamp for busy_time.
+inline std::uint64_t busy_clock() noexcept {
+#if defined(__x86_64__)
+    return __rdtsc();
+#else
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+#endif
+}
 
 struct poller_options {
     int cpu = -1;                                  // pin the thread to this CPU (-1: no)
@@ -105,6 +130,11 @@ public:
 
     // Passes that moved something, and all passes (for statistics).
     std::uint64_t passes() const noexcept { return passes_.load(std::memory_order_relaxed); }
+    // Frames moved and the cycles spent moving them (from any thread; the two are read apart,
+    // so a reading during a pass may lag by one pass).
+    busy_time busy() const noexcept {
+        return {busy_frames_.load(std::memory_order_relaxed), busy_cycles_.load(std::memory_order_relaxed)};
+    }
 
 private:
     void signal_wake() noexcept {
@@ -135,8 +165,13 @@ private:
                 last_work = clock::now();
                 continue;
             }
-            passes_.fetch_add(1, std::memory_order_relaxed);
-            if (work_.poll() != 0) {
+            passes_.store(passes_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            const std::uint64_t began = busy_clock();
+            if (const std::size_t moved = work_.poll(); moved != 0) {
+                // One writer: plain load and store, no locked add on the data path.
+                busy_cycles_.store(busy_cycles_.load(std::memory_order_relaxed) + (busy_clock() - began),
+                                   std::memory_order_relaxed);
+                busy_frames_.store(busy_frames_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
                 if (options_.event_mode) last_work = clock::now();
                 continue;
             }
@@ -163,6 +198,8 @@ private:
     bool paused_ = false;      // under mutex_
     std::uint32_t holders_ = 0; // pause() calls not yet resumed, under mutex_
     std::atomic<std::uint64_t> passes_{0};
+    std::atomic<std::uint64_t> busy_frames_{0};
+    std::atomic<std::uint64_t> busy_cycles_{0};
 };
 
 } // namespace vvu::runtime

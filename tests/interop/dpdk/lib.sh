@@ -45,6 +45,7 @@ BACKEND=${BACKEND:-}
 VIA=${VIA:-unix}
 VVU_DEVICE=${VVU_DEVICE:-}
 BACKEND_ARGS=() # extra vvu-forward options (backend_start)
+DPDK_BACKEND_ARGS=() # extra testpmd options of the DPDK stand-in (backend_start)
 
 declare -A peer_pid=()   # name -> pid of `timeout` (it forwards INT/TERM to the peer)
 declare -a peer_names=() # in start order, for the logs
@@ -230,7 +231,7 @@ backend_start() {
       i=$((i + 1))
     done
     cmd+=(-- --total-num-mbufs=32768 --forward-mode="$fwd" --auto-start --stats-period 1
-          --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx)
+          --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx "${DPDK_BACKEND_ARGS[@]}")
     peer_run backend "${cmd[@]}"
   else
     [[ -n ${VVU_FORWARD_CPU:-} ]] && cmd=(taskset -c "$VVU_FORWARD_CPU")
@@ -263,6 +264,16 @@ port_via() {
     mixed) if (($1 == 0)); then echo unix; else echo vvu; fi ;;
     *) fail "VIA must be unix, vvu or mixed (got $VIA)" ;;
   esac
+}
+
+# backend_cycles: the back-end's busy cycles per frame, after backend_stop — testpmd's
+# --record-core-cycles figure (DPDK_BACKEND_ARGS must hold it) or vvu-forward's data_path line.
+backend_cycles() {
+  if [[ $BACKEND == dpdk ]]; then
+    grep -a -o 'CPU cycles/packet=[0-9.]*' "$work/backend.log" | tail -n 1 | cut -d= -f2
+  else
+    grep -a -o '"cycles_per_frame":[0-9.]*' "$work/backend.out" | tail -n 1 | cut -d: -f2
+  fi
 }
 
 # backend_stop [NPORTS]: ends the back-end; backend.json gets one vvu-forward JSON line per port
@@ -347,4 +358,10 @@ window_mpps() {
     }
     END { if (t > 0) printf "%.3f", total / t / 1e6; else print "nan" }'
 }
+# median NUMBERS...: the median of whitespace-separated numbers.
+median() {
+  tr ' ' '\n' <<<"$*" | grep . | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 blocks() { grep -a -c 'NIC statistics for port' "$work/$1.log"; }
