@@ -55,12 +55,7 @@ if [[ $dpdk_only == 0 ]]; then
 fi
 ((${#contenders[@]} > 0)) || { echo "$usage" >&2; exit 2; }
 
-BACKEND=dpdk # for dpdk_init's checks; set per run below
-dpdk_init compare-backends
-DPDK_BACKEND_ARGS=(--record-core-cycles)
-export VVU_FORWARD_CPU=1
-echo "compare-backends: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
+bench_init compare-backends "$rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 
 # run_one BACKEND VIA DIRECTION: the result (Mpps) in $work/result
 run_one() {

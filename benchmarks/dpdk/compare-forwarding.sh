@@ -32,12 +32,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -x $vvu ]] || { echo "$0: give the vvu-forward binary" >&2; exit 2; }
 
-BACKEND=dpdk # for dpdk_init's checks; set per run below
-dpdk_init compare-forwarding
-DPDK_BACKEND_ARGS=(--record-core-cycles)
-export VVU_FORWARD_CPU=1
-echo "compare-forwarding: $rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, 8 x 32 in flight"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
+bench_init compare-forwarding "$rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, 8 x 32 in flight"
 
 # The front-end: testpmd at its prompt, reading commands from a FIFO this script holds open.
 frontend_prompt_start() {
@@ -49,6 +44,7 @@ frontend_prompt_start() {
   exec {fifo_fd}<>"$fifo" # read-write: opening does not wait for testpmd
   # shellcheck disable=SC2054 # the commas belong to DPDK's options
   # Unbuffered: its answers (and the prompt) reach the log as they are printed.
+  # shellcheck disable=SC2016 # expanded by the inner bash
   peer_run frontend bash -c 'exec "$@" <"$0"' "$fifo" env --ignore-signal=PIPE stdbuf -o0 "$TESTPMD" -l 0,1 --main-lcore 1 \
     -n 1 --file-prefix="$prefix" --no-huge -m 512 --no-pci --iova-mode=va \
     --vdev "net_virtio_user0,path=$sock0,queues=1,queue_size=$RING" \

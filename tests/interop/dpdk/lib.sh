@@ -266,6 +266,18 @@ port_via() {
   esac
 }
 
+# bench_init NAME HEADLINE: a benchmark's start (benchmarks/dpdk/): dpdk_init, the DPDK stand-in
+# recording its cycles per frame, vvu-forward on core 1 (the front-end forwards on core 0), and
+# the headline with the load average.
+bench_init() {
+  BACKEND=dpdk # for dpdk_init's checks; each run sets its own
+  dpdk_init "$1"
+  DPDK_BACKEND_ARGS=(--record-core-cycles)
+  export VVU_FORWARD_CPU=1
+  echo "$1: $2"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
+}
+
 # backend_cycles: the back-end's busy cycles per frame, after backend_stop — testpmd's
 # --record-core-cycles figure (DPDK_BACKEND_ARGS must hold it) or vvu-forward's data_path line.
 backend_cycles() {
