@@ -9,13 +9,15 @@
 #   peer_alive NAME              still running?
 #   peer_stop NAME SIGNAL [SECS] signal it; it must end within SECS (10) and exit 0
 #   wait_socket SOCK NAME SECS   bounded poll until SOCK exists (fails if NAME ends first)
-#   wait_log NAME TEXT SECS      bounded poll until NAME's log has a line with TEXT (same)
+#   wait_log NAME TEXT SECS      bounded poll until NAME's log has a line with TEXT (same;
+#                                TEXT is a fixed string, a leading ^ anchors it)
 #   log_count NAME TEXT          lines of NAME's log holding TEXT
 #   wait_log_count NAME TEXT N SECS  bounded poll until NAME's log has N lines with TEXT (same)
 #   peer_process NAME            pid of the program itself (peer_pid is its `timeout`'s)
 #   device_start NAME SOCK PCI   vvu-device ($VVU_DEVICE) for a front-end on SOCK, PCI function
 #                                on PCI; waits for both sockets
 #   end_peers, remove_work       the common part of each library's exit cleanup
+#   nap SECONDS                  sleep without forking (polling loops use it)
 #   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
 
 skip() {
@@ -71,26 +73,64 @@ peer_stop() {
   ((peer_rc == 0)) || fail "$name exited with status $peer_rc after SIG$sig (124: killed by timeout)"
 }
 
+# nap SECONDS: sleep without forking. Polling loops nap rather than run `sleep`: on a 2-vCPU
+# machine whose cores are taken by busy pollers, every fork and exec steals milliseconds from
+# the data path the test measures (20 `sleep`s a second made echo outages of 8 ms where there
+# were 3). read times out on a FIFO that no one writes.
+nap() {
+  if [[ -z ${nap_fd:-} || ! -e /dev/fd/$nap_fd ]]; then
+    [[ -p $work/.nap ]] || mkfifo "$work/.nap"
+    exec {nap_fd}<>"$work/.nap"
+  fi
+  read -r -t "$1" -u "$nap_fd" _ || true
+}
+
 wait_socket() {
   local sock=$1 name=$2 secs=$3 i
   for ((i = 0; i < secs * 20; i++)); do
     [[ -S $sock ]] && return 0
     peer_alive "$name" || fail "$name ended before creating $sock"
-    sleep 0.05
+    nap 0.05
   done
   fail "$name did not create $sock within ${secs}s"
 }
 
-# wait_file NAME FILE TEXT SECS: TEXT appears in FILE (one of peer NAME's) within SECS, while
-# the peer lives. wait_log: in its log (NAME.log); wait_out: in its stdout (NAME.out).
-wait_file() {
-  local name=$1 file=$2 text=$3 secs=$4 i
+# wait_lines NAME FILE TEXT N SECS: N lines holding TEXT (a fixed string; a leading ^ anchors it
+# at the start of the line) appear in FILE (one of peer NAME's) within SECS, while the peer
+# lives. Reads the file as it grows, with shell builtins only (see nap).
+wait_lines() {
+  local name=$1 file=$2 text=$3 want=$4 secs=$5 i fd="" line="" part found=0 anchored=0 alive
+  [[ $text == ^* ]] && anchored=1 text=${text#^}
   for ((i = 0; i < secs * 20; i++)); do
-    grep -a -q -- "$text" "$file" 2>/dev/null && return 0
-    peer_alive "$name" || fail "$name ended before writing '$text' to ${file##*/}"
-    sleep 0.05
+    alive=1
+    peer_alive "$name" || alive=0 # before reading: a peer that wrote and then ended still counts
+    [[ -z $fd && -e $file ]] && exec {fd}<"$file"
+    while [[ -n $fd ]]; do
+      part=""
+      if ! IFS= read -r part <&"$fd" 2>/dev/null; then
+        line+=$part # a line not yet finished: the rest comes with the next read
+        break
+      fi
+      line+=$part
+      if ((anchored)); then [[ $line == "$text"* ]]; else [[ $line == *"$text"* ]]; fi &&
+        ((++found >= want)) && break 2
+      line=""
+    done
+    ((alive)) || break
+    nap 0.05
   done
-  fail "$name did not write '$text' to ${file##*/} within ${secs}s"
+  [[ -n $fd ]] && exec {fd}<&-
+  ((found >= want)) && return 0
+  ((alive)) || return 1
+  return 2
+}
+
+# wait_file NAME FILE TEXT SECS: TEXT (as wait_lines) appears in FILE within SECS, while the
+# peer lives. wait_log: in its log (NAME.log); wait_out: in its stdout (NAME.out).
+wait_file() {
+  wait_lines "$1" "$2" "$3" 1 "$4" && return 0
+  (($? == 1)) && fail "$1 ended before writing '$3' to ${2##*/}"
+  fail "$1 did not write '$3' to ${2##*/} within ${4}s"
 }
 wait_log() { wait_file "$1" "$work/$1.log" "$2" "$3"; }
 wait_out() { wait_file "$1" "$work/$1.out" "$2" "$3"; }
@@ -98,12 +138,9 @@ wait_out() { wait_file "$1" "$work/$1.out" "$2" "$3"; }
 log_count() { grep -a -c -- "$2" "$work/$1.log" 2>/dev/null || true; }
 
 wait_log_count() {
-  local name=$1 text=$2 n=$3 secs=$4 i
-  for ((i = 0; i < secs * 20; i++)); do
-    (($(log_count "$name" "$text") >= n)) && return 0
-    peer_alive "$name" || fail "$name ended before logging '$text' $n times"
-    sleep 0.05
-  done
+  local name=$1 text=$2 n=$3 secs=$4
+  wait_lines "$name" "$work/$name.log" "$text" "$n" "$secs" && return 0
+  (($? == 1)) && fail "$name ended before logging '$text' $n times"
   fail "$name logged '$text' $(log_count "$name" "$text") times within ${secs}s, want $n"
 }
 
@@ -121,7 +158,7 @@ peer_wait() {
   local name=$1 secs=$2 why=${3:-} pid=${peer_pid[$1]} i
   for ((i = 0; i < secs * 20; i++)); do
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
+    nap 0.05
   done
   kill -0 "$pid" 2>/dev/null && fail "$name did not end within ${secs}s${why:+ $why}"
   wait "$pid"

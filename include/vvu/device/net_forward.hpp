@@ -11,7 +11,9 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -38,7 +40,7 @@ class forwarder {
 public:
     forwarder(std::vector<net_port*> ports, forward_mode mode, std::size_t txonly_frame_size = test_frame_min_size)
         : ports_(std::move(ports)), mode_(mode), frame_size_(std::max(txonly_frame_size, test_frame_min_size)),
-          staging_(ring::max_burst * max_frame_size), sequence_(ports_.size(), 0) {
+          staging_(new std::byte[staging_size]), sequence_(ports_.size(), 0) {
         if (mode_ == forward_mode::txonly) make_txonly_frames();
     }
 
@@ -137,7 +139,7 @@ private:
     // net_port::received_burst for what a crash in between costs (a duplicate, not a loss).
     template <class Dest>
     std::size_t relay(std::size_t p, Dest dest) {
-        auto burst = ports_[p]->receive(staging_, frames_);
+        auto burst = ports_[p]->receive(staging(), frames_);
         const std::size_t n = burst.size();
         if (n == 0) return 0; // (chains without a frame go back with the burst)
         const std::size_t to = dest(frames_[0]);
@@ -148,7 +150,7 @@ private:
 
     // learn: every destination (a flood has several) has its frames before the TX chains go back.
     std::size_t switch_frames(std::size_t p) {
-        auto burst = ports_[p]->receive(staging_, frames_);
+        auto burst = ports_[p]->receive(staging(), frames_);
         const std::size_t n = burst.size();
         if (n == 0) return 0;
         // Group the burst by destination port, keeping each port's frames in order.
@@ -175,7 +177,7 @@ private:
 
     // rxonly with copy or check: the burst's frames copied out (and checked), then dropped.
     std::size_t take(std::size_t p) {
-        auto burst = ports_[p]->receive(staging_, frames_);
+        auto burst = ports_[p]->receive(staging(), frames_);
         const std::size_t n = burst.size();
         if (!check_) return n;
         for (std::size_t i = 0; i < n; ++i) {
@@ -215,7 +217,12 @@ private:
     std::vector<net_port*> ports_;
     forward_mode mode_;
     std::size_t frame_size_;
-    std::vector<std::byte> staging_;
+    // One max_frame_size slot per frame of a burst (2 MiB), left uninitialised: a burst of
+    // short frames touches a page or two of each slot, and zero-filling it all would fault in
+    // 512 pages at start-up — milliseconds, in the new process of a live update.
+    static constexpr std::size_t staging_size = ring::max_burst * max_frame_size;
+    std::unique_ptr<std::byte[]> staging_;
+    std::span<std::byte> staging() noexcept { return {staging_.get(), staging_size}; }
     std::array<frame, ring::max_burst> frames_{};
     std::vector<std::array<std::vector<std::byte>, ring::max_burst>> txonly_frames_; // per port
     std::vector<std::uint64_t> sequence_;

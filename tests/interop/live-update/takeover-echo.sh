@@ -12,13 +12,18 @@
 # vfio-user connection, the driver's queues, DMA arena and interrupt eventfds too. vvu-device
 # must never see its front-end go (disconnects 0 until vvu-traffic closes) nor a driver leave
 # (drivers 1, driver_restarts 0): to it, the processes are one driver.
+# The forwarders poll in event mode (--poll event: busy while frames flow, asleep on the kick
+# eventfd after 200 us without any), as a back-end sharing its cores would. With two busy
+# pollers on a 2-vCPU machine, each new process's start-up (exec, mapping the memory, importing)
+# preempts a poller a scheduler tick (4 ms) at a time and the front-end sees that as the outage;
+# measured here, 20 take-overs: max_stall_us 10-15 ms busy, about 5 ms in event mode.
 # Usage: takeover-echo.sh --traffic VVU_TRAFFIC --forward VVU_FORWARD [--ring split|packed]
-#                         [--takeovers N] [--rate PPS] [--device VVU_DEVICE]
+#                         [--takeovers N] [--rate PPS] [--device VVU_DEVICE] [--poll busy|event]
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../frontend/lib.sh
 source "$here/../frontend/lib.sh"
 
-traffic="" forward="" ring=split takeovers=20 rate=1000000 VVU_DEVICE=""
+traffic="" forward="" ring=split takeovers=20 rate=1000000 VVU_DEVICE="" poll=event
 while [[ $# -gt 0 ]]; do
   case $1 in
     --traffic) traffic=$2; shift 2 ;;
@@ -27,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --takeovers) takeovers=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --device) VVU_DEVICE=$2; shift 2 ;;
+    --poll) poll=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -48,7 +54,7 @@ fi
 # up to ~0.9 s on a loaded one; the traffic lasts takeovers + 5 seconds, so it outlives them.
 packets=$(((takeovers + 5) * rate))
 
-PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "$port" --control "$control"
+PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --poll "$poll" --port "$port" --control "$control"
 [[ $kind == unix ]] && wait_socket "$sock" forward0 20
 wait_socket "$control" forward0 20
 [[ $kind == vvu ]] && wait_log device "driver ready" 20
@@ -57,9 +63,9 @@ PEER_STDOUT=1 peer_run traffic "$traffic" --connect "$sock" --mode echo --packet
 wait_log forward0 "front-end connected" 20
 
 for ((i = 1; i <= takeovers; i++)); do
-  sleep 0.25 # let traffic flow between hand-overs (not a readiness wait)
+  nap 0.25 # let traffic flow between hand-overs (not a readiness wait)
   peer_alive traffic || fail "vvu-traffic ended before take-over $i"
-  PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --port "$port" --control "$control" \
+  PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --poll "$poll" --port "$port" --control "$control" \
     --takeover "$control"
   wait_log "forward$i" "took 1 ports over" 20
   peer_wait "forward$((i - 1))" 20
