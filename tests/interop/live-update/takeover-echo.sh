@@ -15,8 +15,9 @@
 # The forwarders poll in event mode (--poll event: busy while frames flow, asleep on the kick
 # eventfd after 200 us without any), as a back-end sharing its cores would. With two busy
 # pollers on a 2-vCPU machine, each new process's start-up (exec, mapping the memory, importing)
-# preempts a poller a scheduler tick (4 ms) at a time and the front-end sees that as the outage;
-# measured here, 20 take-overs: max_stall_us 10-15 ms busy, about 5 ms in event mode.
+# preempts a poller a scheduler tick (about 4 ms here) at a time, and the front-end sees that as
+# the outage. Measured here, 20 take-overs on a unix: port: max_stall_us 11-15 ms busy, 5-13 ms
+# in event mode (docs/live-update.md).
 # Usage: takeover-echo.sh --traffic VVU_TRAFFIC --forward VVU_FORWARD [--ring split|packed]
 #                         [--takeovers N] [--rate PPS] [--device VVU_DEVICE] [--poll busy|event]
 here=$(cd "$(dirname "$0")" && pwd)
