@@ -95,6 +95,9 @@ wait_socket() {
   fail "$name did not create $sock within ${secs}s"
 }
 
+# holds_text LINE TEXT ANCHORED: LINE holds TEXT (ANCHORED 1: starts with it).
+holds_text() { if (($3)); then [[ $1 == "$2"* ]]; else [[ $1 == *"$2"* ]]; fi; }
+
 # wait_lines NAME FILE TEXT N SECS: N lines holding TEXT (a fixed string; a leading ^ anchors it
 # at the start of the line) appear in FILE (one of peer NAME's) within SECS, while the peer
 # lives. Reads the file as it grows, with shell builtins only (see nap).
@@ -112,10 +115,12 @@ wait_lines() {
         break
       fi
       line+=$part
-      if ((anchored)); then [[ $line == "$text"* ]]; else [[ $line == *"$text"* ]]; fi &&
-        ((++found >= want)) && break 2
+      holds_text "$line" "$text" "$anchored" && ((++found >= want)) && break 2
       line=""
     done
+    # The unfinished last line counts as it stands (as grep counts it), without being counted
+    # again once finished.
+    [[ -n $line ]] && holds_text "$line" "$text" "$anchored" && ((found + 1 >= want)) && { found=$want; break; }
     ((alive)) || break
     nap 0.05
   done

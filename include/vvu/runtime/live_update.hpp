@@ -132,12 +132,12 @@ private:
 // Touches `bytes` of heap and gives it back to the allocator, which keeps it: a process about
 // to allocate inside an outage (the new process of a live update imports its sessions there)
 // then reuses resident pages instead of faulting fresh ones in — a page fault apiece, measured
-// here at about 25 us in a VM, 1-2 ms for an import. With glibc: allocated in pieces below the
-// mmap threshold (heap, not mappings of their own), and the heap's top kept (M_TRIM_THRESHOLD
-// raised to `bytes` at least). Elsewhere it does nothing.
+// at 8-60 us on this project's VM, 1-2 ms for an import. With glibc: allocated in pieces below
+// the mmap threshold (heap, not mappings of their own), and the heap's top kept
+// (M_TRIM_THRESHOLD raised to `bytes` at least). Elsewhere it does nothing.
 // The pages are filled in by MADV_POPULATE_WRITE (Linux 5.14), one call per piece, not by a
-// fault per page: on the VM where a fault costs 8-60 us, 8 MiB touched page by page took about
-// 100 ms of CPU, stolen from the busy pollers of the data path the hand-over means to spare.
+// fault per page: 8 MiB touched page by page took about 100 ms of CPU there, stolen from the
+// busy pollers of the data path the hand-over means to spare.
 inline void warm_heap(std::size_t bytes) {
 #ifdef __GLIBC__
     constexpr std::size_t piece = 120u << 10; // below the default 128 KiB mmap threshold
