@@ -37,7 +37,6 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
     if (size == 0 || size > max - iova) return unexpected(errno_code(EINVAL)); // empty or past 2^64 - 1
     if (size > max - file_offset) return unexpected(errno_code(EINVAL));
     if (flags == 0 || (flags & ~(dma_flags::read | dma_flags::write)) != 0) return unexpected(errno_code(EINVAL));
-    if (!fd) return unexpected(errno_code(EBADF));
     if (maps_.size() >= max_maps_) return unexpected(errno_code(ENOSPC));
 
     // Overlap: the first map ending after iova must start at or after iova + size.
@@ -47,6 +46,11 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
     if (next != maps_.begin()) {
         const auto& prev = std::prev(next)->info;
         if (iova - prev.iova < prev.size) return unexpected(errno_code(EEXIST));
+    }
+
+    if (!fd) { // in-band only: known, counted, never translated
+        maps_.insert(next, entry{{iova, size, flags}, nullptr, nullptr});
+        return {};
     }
 
     struct stat st {};
@@ -75,13 +79,23 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
     return {}; // fd closes here: the mapping keeps the pages
 }
 
-expected<void, std::error_code> dma_space::unmap(std::uint64_t iova, std::uint64_t size) {
-    auto it = std::lower_bound(maps_.begin(), maps_.end(), iova,
-                               [](const entry& e, std::uint64_t a) { return e.info.iova < a; });
-    if (it == maps_.end() || it->info.iova != iova) return unexpected(errno_code(ENOENT));
-    if (it->info.size != size) return unexpected(errno_code(EINVAL));
-    maps_.erase(it);
-    return {};
+expected<std::vector<dma_space::map_info>, std::error_code> dma_space::unmap(std::uint64_t iova, std::uint64_t size) {
+    // [iova, last]: `last` rather than an end, so that a range reaching 2^64 - 1 is expressible.
+    if (size == 0) return unexpected(errno_code(EINVAL));
+    if (size - 1 > std::numeric_limits<std::uint64_t>::max() - iova) return unexpected(errno_code(EINVAL));
+    const std::uint64_t last = iova + (size - 1);
+    const auto last_of = [](const map_info& m) { return m.iova + (m.size - 1); };
+    // The first map that ends at or after iova, then every map that starts at or before last.
+    auto first = std::lower_bound(maps_.begin(), maps_.end(), iova,
+                                  [&](const entry& e, std::uint64_t a) { return last_of(e.info) < a; });
+    auto end = first;
+    while (end != maps_.end() && end->info.iova <= last) ++end;
+    for (auto it = first; it != end; ++it)
+        if (it->info.iova < iova || last_of(it->info) > last) return unexpected(errno_code(EINVAL)); // straddles
+    std::vector<map_info> removed;
+    for (auto it = first; it != end; ++it) removed.push_back(it->info);
+    maps_.erase(first, end);
+    return removed;
 }
 
 void dma_space::clear() noexcept { maps_.clear(); }
@@ -91,7 +105,7 @@ const dma_space::entry* dma_space::find(std::uint64_t iova, std::uint64_t len) c
                                [](std::uint64_t a, const entry& e) { return a < e.info.iova; });
     if (it == maps_.begin()) return nullptr;
     const entry& e = *std::prev(it);
-    if (!covers(e.info, iova, len)) return nullptr;
+    if (!covers(e.info, iova, len) || e.host == nullptr) return nullptr; // outside, or in-band only
     return &e;
 }
 

@@ -357,12 +357,13 @@ server::outcome server::on_dma_map(request& rq) {
     const std::string where = range(p.addr, p.size);
     if (p.argsz < sizeof(dma_map_payload))
         return unexpected(rejection{EINVAL, fmt::format("{}: argsz {} < 32", where, p.argsz)});
-    if (rq.fds.empty())
-        return unexpected(rejection{EINVAL, where + ": no fd (in-band DMA through DMA_READ/WRITE is not supported)"});
-    if (rq.fds.size() != 1) return unexpected(rejection{EINVAL, fmt::format("{}: {} fds, want 1", where, rq.fds.size())});
+    // No fd: memory the client serves in-band (QEMU maps its ROMs so). Recorded, never reached
+    // (dma.hpp): the map succeeds, a device access there fails.
+    if (rq.fds.size() > 1) return unexpected(rejection{EINVAL, fmt::format("{}: {} fds, want 1", where, rq.fds.size())});
+    unique_fd fd = rq.fds.empty() ? unique_fd{} : std::move(rq.fds[0]);
     // Known before the fd goes into the dma_space, to say why an EINVAL came.
-    const bool unsealed = dma_.require_sealed() && !dma_space::sealed_against_shrinking(rq.fds[0].get());
-    if (auto r = dma_.map(p.addr, p.size, p.flags, std::move(rq.fds[0]), p.offset); !r) {
+    const bool unsealed = fd && dma_.require_sealed() && !dma_space::sealed_against_shrinking(fd.get());
+    if (auto r = dma_.map(p.addr, p.size, p.flags, std::move(fd), p.offset); !r) {
         const int e = r.error().value();
         std::string why = e == EINVAL && unsealed
                               ? "the fd is not sealed against shrinking (F_SEAL_SHRINK required: a truncated "
@@ -389,11 +390,9 @@ server::outcome server::on_dma_unmap(request& rq) {
     if (p.flags != 0)
         return unexpected(rejection{EINVAL, fmt::format("{}: flags {:#x} (dirty bitmaps and unmap-all are not "
                                                         "supported)", where, p.flags)});
-    if (auto r = dma_.unmap(p.addr, p.size); !r)
-        return unexpected(rejection{r.error().value(), r.error().value() == ENOENT
-                                                           ? where + ": no map starts there"
-                                                           : where + ": the map there has another size"});
-    dev_.dma_unmapped(p.addr, p.size);
+    auto removed = dma_.unmap(p.addr, p.size);
+    if (!removed) return unexpected(rejection{removed.error().value(), where + ": empty, wraps, or a map straddles its ends"});
+    for (const auto& m : *removed) dev_.dma_unmapped(m.iova, m.size);
     p.argsz = sizeof(dma_unmap_payload);
     reply r;
     r.payload.resize(sizeof(p));

@@ -12,6 +12,7 @@
 #include <vvu/runtime/poller.hpp>
 #include <vvu/runtime/server.hpp>
 #include <vvu/transport/unix_socket.hpp>
+#include <vvu/transport/vfio_pci.hpp>
 #include <vvu/transport/vvu_pci.hpp>
 
 #include <fmt/format.h>
@@ -47,6 +48,9 @@ Ports (repeatable; numbered from 0 in the order given):
   --port unix-client:PATH   connect to a front-end listening on PATH (retrying with back-off)
   --port vvu:PATH           attach to a vvu-device's PCI function at PATH (vfio-user) and serve
                             the front-end connected to that device (virtio-vhost-user)
+  --port vfio:BDF           the same over a VVU function of this machine's PCI bus, bound to
+                            vfio-pci (e.g. vfio:0000:00:03.0, in a guest); needs a free 2 MiB
+                            huge page (vm.nr_hugepages) for its queues; not handed over
 
 Options:
   --mode MODE        xconnect (default): port 0<->1, 2<->3, ...
@@ -89,7 +93,7 @@ and exits 0. A take-over that fails exits 1 (the old process serves on).
 
 struct options {
     struct port_spec {
-        enum class kind { unix_server, unix_client, vvu } how = kind::unix_server;
+        enum class kind { unix_server, unix_client, vvu, vfio } how = kind::unix_server;
         std::string path;
     };
     std::vector<port_spec> ports;
@@ -133,7 +137,8 @@ std::optional<options> parse(int argc, char** argv) {
             if (kind == "unix") o.ports.push_back({k::unix_server, path});
             else if (kind == "unix-client") o.ports.push_back({k::unix_client, path});
             else if (kind == "vvu") o.ports.push_back({k::vvu, path});
-            else return fail(fmt::format("--port {}: unknown kind '{}' (unix, unix-client, vvu)", *v, kind));
+            else if (kind == "vfio") o.ports.push_back({k::vfio, path});
+            else return fail(fmt::format("--port {}: unknown kind '{}' (unix, unix-client, vvu, vfio)", *v, kind));
         } else if (arg == "--mode") {
             auto m = device::net::parse_forward_mode(*v);
             if (!m) return fail(fmt::format("unknown mode '{}'", *v));
@@ -190,7 +195,8 @@ std::string data_path_json(const runtime::busy_time& b) {
 // How the port appears in a hand-over: the same string in the old and the new process.
 std::string describe(const options::port_spec& p) {
     using k = options::port_spec::kind;
-    return fmt::format("{}:{}", p.how == k::unix_server ? "unix" : p.how == k::unix_client ? "unix-client" : "vvu", p.path);
+    const char* kind = p.how == k::unix_server ? "unix" : p.how == k::unix_client ? "unix-client" : p.how == k::vvu ? "vvu" : "vfio";
+    return fmt::format("{}:{}", kind, p.path);
 }
 
 // One port: a runtime::server over the port's transport. The same server<Transport, net_port>
@@ -258,6 +264,13 @@ int main(int argc, char** argv) {
                 return 1;
             }
             ports.push_back(std::make_unique<server_port<transport::unix_socket>>(std::move(*t), o, index));
+        } else if (spec.how == k::vfio) {
+            auto t = transport::vfio_pci::open(spec.path);
+            if (!t) {
+                fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
+                return 1;
+            }
+            ports.push_back(std::make_unique<server_port<transport::vfio_pci>>(std::move(*t), o, index));
         } else if (taking_over) {
             // The hand-over brings the vfio-user connection and the driver's state.
             ports.push_back(std::make_unique<server_port<transport::vvu_pci>>(transport::vvu_pci::unattached(spec.path), o, index));

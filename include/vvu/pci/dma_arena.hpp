@@ -23,6 +23,7 @@
 #include <vvu/util/unique_fd.hpp>
 
 #include <fcntl.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,21 +43,29 @@ namespace vvu::pci {
 class dma_arena {
 public:
     static constexpr std::uint64_t page_size = 4096;
+    static constexpr std::uint64_t huge_page_size = std::uint64_t{2} << 20;
 
     // A zero-filled arena of `size` bytes (rounded up to a page), not yet visible to a function.
-    [[nodiscard]] static expected<dma_arena, error> create(std::uint64_t size, const char* name = "vvu-dma") {
+    // With huge_pages the memfd is hugetlbfs's (2 MiB pages, reserved beforehand through
+    // vm.nr_hugepages) and the size is rounded up to 2 MiB: physically contiguous memory that
+    // an IOMMU maps with large entries — under QEMU's emulated IOMMU each entry becomes one
+    // DMA map at the vfio-user device, and a ring or buffer must not straddle two of them.
+    [[nodiscard]] static expected<dma_arena, error> create(std::uint64_t size, const char* name = "vvu-dma",
+                                                           bool huge_pages = false) {
         if (size == 0 || size > (std::uint64_t{1} << 40))
             return unexpected(error{std::make_error_code(std::errc::invalid_argument),
                                     "DMA arena: size " + std::to_string(size) + " out of range"});
-        size = (size + page_size - 1) & ~(page_size - 1);
+        const std::uint64_t unit = huge_pages ? huge_page_size : page_size;
+        size = (size + unit - 1) & ~(unit - 1);
         dma_arena a;
-        a.fd_.reset(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
-        if (!a.fd_) return unexpected(system_failure("DMA arena: memfd_create"));
+        a.fd_.reset(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge_pages ? MFD_HUGETLB | MFD_HUGE_2MB : 0u)));
+        if (!a.fd_) return unexpected(system_failure(huge_pages ? "DMA arena: memfd_create(MFD_HUGETLB)" : "DMA arena: memfd_create"));
         if (::ftruncate(a.fd_.get(), static_cast<off_t>(size)) != 0)
             return unexpected(system_failure("DMA arena: ftruncate"));
         if (::fcntl(a.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
             return unexpected(system_failure("DMA arena: F_ADD_SEALS"));
-        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd_.get(), 0);
+        // Huge pages are taken now (MAP_POPULATE): an empty pool is ENOMEM here, not SIGBUS later.
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge_pages ? MAP_POPULATE : 0), a.fd_.get(), 0);
         if (p == MAP_FAILED) return unexpected(system_failure("DMA arena: mmap"));
         a.host_ = static_cast<std::byte*>(p);
         a.size_ = size;

@@ -66,6 +66,9 @@ struct virtio_driver_options {
     std::vector<queue_options> queues;   // queue i of the device, in order
     std::uint64_t arena_size = std::uint64_t{1} << 20;
     std::uint64_t arena_iova = std::uint64_t{1} << 32; // page-aligned bus address of the arena
+    // The arena in 2 MiB huge pages (dma_arena::create): physically contiguous, so an IOMMU
+    // maps it in a few large entries rather than one per 4 KiB page.
+    bool arena_huge_pages = false;
     bool use_msix = true;                // false: no vectors; poll the rings or read_isr()
     std::chrono::milliseconds reset_timeout{1000}; // for device_status to read 0 after a reset
 };
@@ -552,7 +555,7 @@ private:
         if (*nqueues < nq)
             return unexpected(protocol("the device has " + std::to_string(*nqueues) + " queues, " +
                                        std::to_string(nq) + " wanted"));
-        auto arena = dma_arena::create(s.opts.arena_size);
+        auto arena = dma_arena::create(s.opts.arena_size, "vvu-dma", s.opts.arena_huge_pages);
         if (!arena) return unexpected(arena.error());
         s.arena = std::make_unique<dma_arena>(std::move(*arena));
         if (auto r = s.arena->attach(f, s.opts.arena_iova); !r) return r;

@@ -85,6 +85,7 @@ private:
 struct vvu_pci_options {
     std::uint16_t queue_size = 128;     // rxq and txq entries (the device's max is 256)
     std::uint64_t arena_iova = std::uint64_t{1} << 32;
+    bool dma_huge_pages = false;        // the rxq/txq arena in 2 MiB pages (a function behind an IOMMU)
     std::chrono::milliseconds reply_timeout{5000}; // back-end channel transact()
 };
 
@@ -293,6 +294,7 @@ struct basic_vvu_pci<F>::shared {
         pci::virtio_driver_options o;
         o.queues = {{.size = opts.queue_size}, {.size = opts.queue_size}};
         o.arena_iova = opts.arena_iova;
+        o.arena_huge_pages = opts.dma_huge_pages;
         o.arena_size = 2ull * opts.queue_size * (buffer_size + 64) + (64u << 10);
         return o;
     }

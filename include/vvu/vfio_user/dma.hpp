@@ -13,8 +13,14 @@
 //     pages would be SIGBUS.
 //   * a map overlapping an existing one: EEXIST (the spec's error for "map over an existing
 //     region"); more than max_maps() maps: ENOSPC.
-//   * unmap must name exactly a previous map (same iova and size): ENOENT when no map starts
-//     at iova, EINVAL when one does with another size.
+//   * a map without an fd is one the client serves in-band (DMA_READ/DMA_WRITE; QEMU maps its
+//     ROMs so): it is recorded — it counts, overlaps, unmaps like any other — but translate(),
+//     translate_read() and pin() never find it, since vvu does not send DMA_READ/WRITE. A
+//     device access there fails as an access outside every map does.
+//   * unmap removes every map inside [iova, iova + size) (an end of exactly 2^64 allowed) and
+//     says which; none at all is no error — QEMU with an emulated IOMMU unmaps whole address
+//     ranges on an invalidation, as VFIO's type-1 IOMMU allows. A map that straddles either
+//     end is EINVAL, and nothing is removed.
 //
 // Memory lifetime: each map is one mmap, owned through a shared_ptr. unmap()/clear() remove
 // it from the space at once (translate no longer finds it), but the pages stay mapped while
@@ -56,10 +62,12 @@ public:
 
     // mmap()s [file_offset, file_offset + size) of fd (MAP_SHARED, rounded out to the fd's page
     // size, hugetlbfs included) at bus address iova. Takes the fd (closed when the map goes;
-    // the mapping itself does not need it). Errors: see above; mmap's errno otherwise.
+    // the mapping itself does not need it); an invalid fd records an in-band-only map.
+    // Errors: see above; mmap's errno otherwise.
     [[nodiscard]] expected<void, std::error_code> map(std::uint64_t iova, std::uint64_t size, std::uint32_t flags,
                                                       unique_fd fd, std::uint64_t file_offset);
-    [[nodiscard]] expected<void, std::error_code> unmap(std::uint64_t iova, std::uint64_t size);
+    // The maps removed (none: nothing was mapped there).
+    [[nodiscard]] expected<std::vector<map_info>, std::error_code> unmap(std::uint64_t iova, std::uint64_t size);
     // Every map goes (client detached).
     void clear() noexcept;
 
@@ -84,7 +92,7 @@ public:
 private:
     struct entry {
         map_info info;
-        std::byte* host = nullptr;           // iova's byte
+        std::byte* host = nullptr;           // iova's byte; nullptr: in-band only (no fd)
         std::shared_ptr<const void> memory;  // the mmap (munmap when the last holder goes)
     };
     // The map containing [iova, iova + len), or nullptr.

@@ -45,7 +45,8 @@ namespace vvu::vfio_user {
 struct server_options {
     // Advertised in the VERSION reply: fds we take in one message (SET_IRQS with many vectors
     // is split by the client), the largest REGION_READ/WRITE count, DMA maps at once.
-    std::uint32_t max_msg_fds = 32;
+    // 16: QEMU's client (11.1) refuses a server that offers more ("malformed max_msg_fds").
+    std::uint32_t max_msg_fds = 16;
     std::uint32_t max_data_xfer_size = 1u << 20;
     std::size_t max_dma_maps = dma_space::default_max_maps;
     // DMA_MAP only of fds sealed against shrinking (F_SEAL_SHRINK), else EINVAL: a client that

@@ -34,7 +34,7 @@ TEST_CASE("vfio-user client: VERSION, device info, region and irq info") {
     server_thread st(dev, "info");
     auto c = connect_ok(st.path());
     CHECK(c.version().major == 0);
-    CHECK(c.version().server.max_msg_fds == 32);
+    CHECK(c.version().server.max_msg_fds == 16);
     CHECK(c.version().server.max_data_xfer_size == (1u << 20));
     CHECK(c.version().server.pgsizes == 4096);
 

@@ -21,10 +21,11 @@ namespace {
 constexpr std::uint32_t rw = dma_flags::read | dma_flags::write;
 constexpr std::uint64_t max64 = ~std::uint64_t{0};
 
-int code(const expected<void, std::error_code>& r) { return r ? 0 : r.error().value(); }
+template <class T>
+int code(const expected<T, std::error_code>& r) { return r ? 0 : r.error().value(); }
 } // namespace
 
-TEST_CASE("dma_space: map, translate edges, exact unmap") {
+TEST_CASE("dma_space: map, translate edges, unmap") {
     dma_space d;
     auto fd = make_memfd("dma", 0x4000);
     // The client's memory: write a pattern through its own mapping.
@@ -57,12 +58,28 @@ TEST_CASE("dma_space: map, translate edges, exact unmap") {
     *d.translate(0x10010, 1) = std::byte{0x42};
     CHECK(mine[0x1010] == std::byte{0x42});
 
-    CHECK(code(d.unmap(0x10000, 0x1000)) == EINVAL); // another size
-    CHECK(code(d.unmap(0x10001, 0x2000)) == ENOENT); // no map starts there
-    CHECK(code(d.unmap(0x20000, 0x1000)) == ENOENT);
-    REQUIRE(d.unmap(0x10000, 0x2000));
+    CHECK(code(d.unmap(0x10000, 0x1000)) == EINVAL);  // cuts the first map
+    CHECK(code(d.unmap(0x10001, 0x2000)) == EINVAL);  // straddles both ends of it
+    CHECK(code(d.unmap(0xf000, 0x1001)) == EINVAL);   // reaches into it
+    CHECK(code(d.unmap(0x10000, 0)) == EINVAL);       // empty
+    CHECK(code(d.unmap(0x20000, max64)) == EINVAL);   // wraps past 2^64
+    CHECK(d.size() == 2);
+    auto none = d.unmap(0x20000, 0x1000);             // nothing there: no error, nothing removed
+    REQUIRE(none);
+    CHECK(none->empty());
+    auto first = d.unmap(0x8000, 0xa000);             // the first map and the space before it
+    REQUIRE(first);
+    REQUIRE(first->size() == 1);
+    CHECK((*first)[0].iova == 0x10000);
+    CHECK((*first)[0].size == 0x2000);
     CHECK(d.translate(0x10000, 1) == nullptr);
     CHECK(d.size() == 1);
+    REQUIRE(d.map(0x10000, 0x1000, rw, unique_fd(::dup(fd.get())), 0));
+    auto all = d.unmap(0x1000, max64 - 0xfff);        // up to 2^64 - 1: both
+    REQUIRE(all);
+    CHECK(all->size() == 2);
+    CHECK(d.size() == 0);
+    REQUIRE(d.map(0x12000, 0x1000, rw, unique_fd(::dup(fd.get())), 0));
     d.clear();
     CHECK(d.size() == 0);
     ::munmap(mine, 0x4000);
@@ -79,7 +96,6 @@ TEST_CASE("dma_space: refuses empty, wrapping, overlapping, oversized and excess
     CHECK(code(d.map(0x1000, 0x4000, rw, dupfd(), 0)) == EINVAL);                  // past the file's end
     CHECK(code(d.map(0x1000, 0x1000, 0, dupfd(), 0)) == EINVAL);                   // no access
     CHECK(code(d.map(0x1000, 0x1000, 0x10, dupfd(), 0)) == EINVAL);                // unknown flag
-    CHECK(code(d.map(0x1000, 0x1000, rw, unique_fd(), 0)) == EBADF);
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     unique_fd keep(sv[1]);
@@ -97,6 +113,24 @@ TEST_CASE("dma_space: refuses empty, wrapping, overlapping, oversized and excess
     // Adjacent maps are separate: a range across them is not ONE mapping.
     CHECK(d.translate(0xffff, 2) == nullptr);
     CHECK(d.translate(0xffff, 1) != nullptr);
+}
+
+TEST_CASE("dma_space: a map without an fd is recorded but never reached") {
+    dma_space d(2);
+    auto fd = make_memfd("dma", 0x1000);
+    // QEMU maps its ROMs so: the client would serve them in-band (DMA_READ/WRITE).
+    REQUIRE(d.map(0xc0000, 0x20000, rw, unique_fd(), 0));
+    CHECK(d.size() == 1);
+    CHECK(d.translate(0xc0000, 1) == nullptr);
+    CHECK(d.translate_read(0xc0000, 1) == nullptr);
+    CHECK(d.pin(0xc0000, 1) == nullptr);
+    CHECK(code(d.map(0xd0000, 0x1000, rw, unique_fd(::dup(fd.get())), 0)) == EEXIST); // it still occupies its range
+    REQUIRE(d.map(0x1000, 0x1000, rw, unique_fd(::dup(fd.get())), 0));
+    CHECK(code(d.map(0x100000, 0x1000, rw, unique_fd(), 0)) == ENOSPC);             // and counts
+    CHECK(code(d.unmap(0xc0000, 0x1000)) == EINVAL);
+    REQUIRE(d.unmap(0xc0000, 0x20000));
+    CHECK(d.size() == 1);
+    CHECK(d.translate(0x1000, 0x1000) != nullptr);
 }
 
 TEST_CASE("dma_space: read-only maps, pins outlive unmap, fds not leaked") {

@@ -309,9 +309,15 @@ TEST_CASE("vfio-user hostile: regions") {
 TEST_CASE("vfio-user hostile: DMA") {
     register_device dev;
     server_thread st(dev, "dma");
-    hostile(st, "DMA_MAP without an fd", true, [](int s) {
+    hostile(st, "DMA_MAP without an fd: recorded (in-band only), occupies its range, unmaps", true, [&](int s) {
         send_raw(s, dma_map_msg(0x10000, 0x1000));
-        expect_error(s, EINVAL);
+        expect_ok(s);
+        auto m = make_memfd("m", 0x1000);
+        const int fd = m.get();
+        send_raw(s, dma_map_msg(0x10000, 0x1000), std::span(&fd, 1));
+        expect_error(s, EEXIST);
+        send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 0, 0x10000, 0x1000})));
+        REQUIRE_FALSE(receive(s).is_error());
     });
     hostile(st, "DMA_MAP with two fds", true, [](int s) {
         auto a = make_memfd("a", 0x1000), b = make_memfd("b", 0x1000);
@@ -339,7 +345,7 @@ TEST_CASE("vfio-user hostile: DMA") {
         send_raw(s, dma_map_msg(0x11000, 0x1000), std::span(&fd, 1));
         expect_error(s, EEXIST);
     });
-    hostile(st, "unmap not matching a map", true, [](int s) {
+    hostile(st, "unmap cutting a map, or of nothing", true, [](int s) {
         auto m = make_memfd("m", 0x2000);
         const int fd = m.get();
         send_raw(s, dma_map_msg(0x10000, 0x2000), std::span(&fd, 1));
@@ -347,7 +353,11 @@ TEST_CASE("vfio-user hostile: DMA") {
         send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 0, 0x10000, 0x1000})));
         expect_error(s, EINVAL);
         send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 0, 0x11000, 0x1000})));
-        expect_error(s, ENOENT);
+        expect_error(s, EINVAL);
+        send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 0, 0x20000, ~std::uint64_t{0} - 0xffff})));
+        expect_error(s, EINVAL); // wraps past 2^64
+        send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 0, 0x20000, 0x1000})));
+        REQUIRE_FALSE(receive(s).is_error()); // nothing mapped there: done
         send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 2, 0x10000, 0x2000}))); // UNMAP_ALL flag
         expect_error(s, EINVAL);
         send_raw(s, message(DMA_UNMAP, bytes_of(dma_unmap_payload{24, 0, 0x10000, 0x2000})));
