@@ -172,6 +172,7 @@ expected<client, error> client::over(unique_fd connected, std::chrono::milliseco
     capabilities ours;
     ours.max_msg_fds = max_reply_fds;
     ours.max_data_xfer_size = max_chunk;
+    ours.vvu_fd_per_area = 1; // map_window takes one fd per sparse area
     const std::string json = format_capabilities(ours);
     std::vector<std::byte> payload(sizeof(version_payload) + json.size() + 1);
     store(payload, version_payload{version_major, version_minor});

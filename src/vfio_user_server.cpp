@@ -419,7 +419,15 @@ server::outcome server::on_region_info(request& rq) {
         return unexpected(rejection{EINVAL, fmt::format("region {}: argsz {} < 32", p.index, p.argsz)});
     if (p.index >= dev_.region_count())
         return unexpected(rejection{EINVAL, fmt::format("region {} (the device has {})", p.index, dev_.region_count())});
-    const region_info info = dev_.describe_region(p.index);
+    region_info info = dev_.describe_region(p.index);
+    if (info.fd_per_area && client_caps_.vvu_fd_per_area == 0) {
+        // A client without vvu's extension (QEMU) would refuse the reply: the region is
+        // offered without areas or fds, and reached by REGION_READ/WRITE.
+        info.areas.clear();
+        info.fds.clear();
+        info.fd_per_area = false;
+        info.flags &= ~region_flags::mmap;
+    }
     // The device's answer is checked too: a client must not be told something unmappable.
     // One fd per area only with the marking (and then exactly one per area); otherwise at
     // most one fd, the standard case.
@@ -444,7 +452,8 @@ server::outcome server::on_region_info(request& rq) {
                                                        p.index, info.fds.size(), client_caps_.max_msg_fds)});
     region_info_payload out;
     out.argsz = static_cast<std::uint32_t>(needed);
-    out.flags = info.flags | (caps ? region_flags::caps : 0);
+    // CAPS says whether this reply has capabilities, whatever the device's flags said.
+    out.flags = (info.flags & ~region_flags::caps) | (caps ? region_flags::caps : 0);
     out.index = p.index;
     out.cap_offset = (caps && full) ? sizeof(region_info_payload) : 0;
     out.size = info.size;

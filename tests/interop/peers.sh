@@ -14,8 +14,8 @@
 #   log_count NAME TEXT          lines of NAME's log holding TEXT
 #   wait_log_count NAME TEXT N SECS  bounded poll until NAME's log has N lines with TEXT (same)
 #   peer_process NAME            pid of the program itself (peer_pid is its `timeout`'s)
-#   device_start NAME SOCK PCI   vvu-device ($VVU_DEVICE) for a front-end on SOCK, PCI function
-#                                on PCI; waits for both sockets
+#   device_start NAME SOCK PCI [OPTION...]  vvu-device ($VVU_DEVICE) for a front-end on SOCK,
+#                                PCI function on PCI; waits for both sockets
 #   end_peers, remove_work       the common part of each library's exit cleanup
 #   nap SECONDS                  sleep without forking (polling loops use it)
 #   ranges                       "3-5 9" for the sorted numbers on stdin ("-" for none)
@@ -174,8 +174,9 @@ peer_wait() {
 # vvu-device's counters (one JSON line on stdout) land in NAME.out, its event log in NAME.log.
 device_start() {
   local name=$1 sock=$2 pci=$3
+  shift 3
   [[ -x ${VVU_DEVICE:-} ]] || fail "VVU_DEVICE (the vvu-device binary) is not set to an executable"
-  PEER_STDOUT=1 peer_run "$name" "$VVU_DEVICE" --vhost-user "$sock" --pci "$pci"
+  PEER_STDOUT=1 peer_run "$name" "$VVU_DEVICE" --vhost-user "$sock" --pci "$pci" "$@"
   wait_socket "$pci" "$name" 20
   wait_socket "$sock" "$name" 20
 }

@@ -337,6 +337,11 @@ struct capabilities {
     std::uint64_t max_data_xfer_size = 1 << 20;   // largest REGION/DMA READ/WRITE count
     std::uint64_t max_dma_maps = 65535;
     std::uint64_t pgsizes = 4096;
+    // vvu's own capability "vvu_fd_per_area": 1 when the client takes a region whose sparse
+    // areas each come with their own fd (vvu_fd_per_area_type below). vvu's client sends it; a
+    // client without it (QEMU) is never given such a region: it reaches the area by
+    // REGION_READ/WRITE instead.
+    std::uint64_t vvu_fd_per_area = 0;
 };
 
 namespace detail {
@@ -486,7 +491,8 @@ private:
     }
 
     static bool known(std::string_view key) noexcept {
-        return key == "max_msg_fds" || key == "max_data_xfer_size" || key == "max_dma_maps" || key == "pgsizes";
+        return key == "max_msg_fds" || key == "max_data_xfer_size" || key == "max_dma_maps" || key == "pgsizes" ||
+               key == "vvu_fd_per_area";
     }
 
     std::optional<std::string> known_number(where w, std::string_view key, std::optional<std::uint64_t> v,
@@ -497,6 +503,7 @@ private:
         else if (key == "max_data_xfer_size") slot = &caps_->max_data_xfer_size;
         else if (key == "max_dma_maps") slot = &caps_->max_dma_maps;
         else if (key == "pgsizes") slot = &caps_->pgsizes;
+        else if (key == "vvu_fd_per_area") slot = &caps_->vvu_fd_per_area;
         if (!slot) return std::nullopt; // a capability vvu does not use
         if (!is_number || !v) return "capability \"" + std::string(key) + "\" is not an unsigned integer";
         *slot = *v;
@@ -543,11 +550,13 @@ inline constexpr std::size_t max_fds_per_read = 253; // SCM_MAX_FD
     return caps;
 }
 
-// {"capabilities":{...}} with the four values above (no NUL; the sender appends it).
+// {"capabilities":{...}} with the four values above, and vvu_fd_per_area when set (no NUL; the
+// sender appends it).
 [[nodiscard]] inline std::string format_capabilities(const capabilities& c) {
     return "{\"capabilities\":{\"max_msg_fds\":" + std::to_string(c.max_msg_fds) +
            ",\"max_data_xfer_size\":" + std::to_string(c.max_data_xfer_size) +
-           ",\"max_dma_maps\":" + std::to_string(c.max_dma_maps) + ",\"pgsizes\":" + std::to_string(c.pgsizes) + "}}";
+           ",\"max_dma_maps\":" + std::to_string(c.max_dma_maps) + ",\"pgsizes\":" + std::to_string(c.pgsizes) +
+           (c.vvu_fd_per_area ? ",\"vvu_fd_per_area\":" + std::to_string(c.vvu_fd_per_area) : std::string()) + "}}";
 }
 
 } // namespace vvu::vfio_user

@@ -152,8 +152,7 @@ inline answer receive(int sock, std::chrono::milliseconds timeout = std::chrono:
 }
 
 // The raw VERSION exchange a hostile test starts with.
-inline void raw_version(int sock) {
-    const std::string json = R"({"capabilities":{"max_msg_fds":8}})";
+inline void raw_version(int sock, const std::string& json = R"({"capabilities":{"max_msg_fds":8}})") {
     std::vector<std::byte> p(4 + json.size() + 1);
     store(p, version_payload{0, 0});
     std::memcpy(p.data() + 4, json.data(), json.size());

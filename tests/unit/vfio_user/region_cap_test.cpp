@@ -285,7 +285,7 @@ TEST_CASE("vfio-user region fds: the TYPE capability on the wire, byte by byte")
     dev.regions[0] = {rw | region_flags::mmap, 0x4000, 0x3000, {{0x1000, 0x2000}}, {a.get()}};
     server_thread st(dev, "capbytes");
     auto sock = raw_connect(st.path());
-    raw_version(sock.get());
+    raw_version(sock.get(), R"({"capabilities":{"max_msg_fds":8,"vvu_fd_per_area":1}})");
     constexpr std::uint16_t REGION_INFO = 5;
 
     SECTION("marked: sparse cap, then the TYPE cap, both inside argsz") {
@@ -499,4 +499,27 @@ TEST_CASE("vfio-user server: require_sealed refuses DMA_MAP of an fd that can sh
         REQUIRE(c.dma_map(sealed.get(), 0, 0x20000, 0x1000));
         CHECK_FALSE(st.log_contains("F_SEAL_SHRINK"));
     }
+}
+
+TEST_CASE("vfio-user region fds: a client without vvu_fd_per_area gets the region without areas or fds") {
+    scripted_device dev;
+    auto a = make_memfd("a", 0x1000);
+    auto b = make_memfd("b", 0x2000);
+    dev.regions[4] = {rw | region_flags::mmap | region_flags::caps, 0x10000, 0x5000, {{0x2000, 0x1000}, {0x8000, 0x2000}},
+                      {a.get(), b.get()}, true};
+    server_thread st(dev, "capplain");
+    auto sock = raw_connect(st.path());
+    raw_version(sock.get()); // as QEMU's client: no vvu capability
+    constexpr std::uint16_t REGION_INFO = 5;
+    REQUIRE(send_raw(sock.get(), message(REGION_INFO, bytes_of(region_info_payload{1024, 0, 4, 0, 0, 0}))));
+    auto r = receive(sock.get());
+    REQUIRE_FALSE(r.closed);
+    REQUIRE_FALSE(r.is_error());
+    CHECK(r.fds.empty());
+    REQUIRE(r.payload.size() == sizeof(region_info_payload));
+    const auto p = load<region_info_payload>(r.payload);
+    CHECK(p.argsz == sizeof(region_info_payload));
+    CHECK(p.flags == rw); // no MMAP, no CAPS: REGION_READ/WRITE reach it
+    CHECK(p.cap_offset == 0);
+    CHECK(p.size == 0x10000);
 }
