@@ -20,9 +20,13 @@
 #   vvu.timeout=S        stop vvu-forward (SIGTERM) after S seconds (default 300); it prints its
 #                        JSON, then the guest powers off
 #   vvu.hugepages=N      2 MiB pages to reserve for the DMA arenas (default 8)
+#   vvu.garbage=N        before the driver attaches, /bin/vvu-garbage (vvu-garbage.c) plays a
+#                        hostile driver on every VVU function: garbage queues, doorbells and N
+#                        random register writes (default 0: none)
 #   vvu.job=backend      (the only job of this image)
 # Every function 1af4:106b (a VVU function) is bound to vfio-pci and becomes one --port vfio:,
 # in bus order.
+#   VVU-GUEST-GARBAGE bdf=B writes=W reads=R caps=C   (vvu.garbage: one per function)
 #   VVU-GUEST-READY job=backend functions=BDF[,BDF...]
 #   VVU-GUEST-FORWARD-EXIT status=N      vvu-forward ended
 #   VVU-GUEST-RESULT backend ok|fail status=N
@@ -64,7 +68,9 @@ add_module() {
 for m in vfio_pci vfio_iommu_type1; do add_module "$m"; done
 [ ${#modules[@]} -gt 0 ] || die "no VFIO modules found in $MODDIR"
 
-stamp=$( { sha256sum "$FORWARD" "$0" "$BUSYBOX"; echo "$KVER ${modules[*]}"; } | sha256sum | cut -d' ' -f1)
+GARBAGE_SRC=$(cd "$(dirname "$0")" && pwd)/vvu-garbage.c
+CC=${CC:-gcc}
+stamp=$( { sha256sum "$FORWARD" "$0" "$BUSYBOX" "$GARBAGE_SRC"; "$CC" --version | head -n1; echo "$KVER ${modules[*]}"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$stamp" ]; then
   log "$OUT is current"
   exit 0
@@ -89,6 +95,8 @@ for path in "${modules[@]}"; do
   echo "$name" >> "$ROOT/lib/vvu-modules/order"
 done
 
+"$CC" -static -O2 -Wall -o "$ROOT/bin/vvu-garbage" "$GARBAGE_SRC" || die "cannot build vvu-garbage (gcc, libc6-dev)"
+
 # vvu-forward and what it links, at the same paths.
 cp "$FORWARD" "$ROOT/bin/vvu-forward"
 while read -r lib; do
@@ -107,13 +115,14 @@ exec </dev/console >/dev/console 2>&1
 bye() { sync; poweroff -f; sleep 5; }
 fail() { echo "VVU-GUEST-RESULT error $*"; bye; }
 
-mode=learn args= tmo=300 pages=8
+mode=learn args= tmo=300 pages=8 garbage=0
 for kv in $(cat /proc/cmdline); do
   case "$kv" in
     vvu.mode=*) mode=${kv#*=} ;;
     vvu.args=*) args=$(echo "${kv#*=}" | tr ',' ' ') ;;
     vvu.timeout=*) tmo=${kv#*=} ;;
     vvu.hugepages=*) pages=${kv#*=} ;;
+    vvu.garbage=*) garbage=${kv#*=} ;;
   esac
 done
 
@@ -131,6 +140,7 @@ functions= ports=
 for dev in /sys/bus/pci/devices/*; do
   [ "$(cat $dev/vendor)" = 0x1af4 ] && [ "$(cat $dev/device)" = 0x106b ] || continue
   bdf=${dev##*/}
+  [ "$garbage" -gt 0 ] && /bin/vvu-garbage "$bdf" "$garbage" 0x5eed${#functions}
   [ -e "$dev/driver" ] && echo "$bdf" > "$dev/driver/unbind"
   echo vfio-pci > "$dev/driver_override"
   echo "$bdf" > /sys/bus/pci/drivers_probe

@@ -4,7 +4,7 @@
 # functions served by vvu-devices on this host; vvu-forward in B reaches them through VFIO
 # (--port vfio:BDF) behind QEMU's emulated IOMMU.
 #
-#   vvu-guest.sh ping|restart|txonly GUESTDIR VVU_FORWARD VVU_DEVICE QEMU11DIR
+#   vvu-guest.sh ping|restart|garbage|txonly GUESTDIR VVU_FORWARD VVU_DEVICE QEMU11DIR
 #
 #   ping     guests A and C (QEMU 7.2, virtio-net over vhost-user to vvu-devices 1 and 2) ping
 #            each other 5/5 through vvu-forward --mode learn in B, which holds both functions:
@@ -16,6 +16,10 @@
 #   restart  the same; while A pings (every 0.2 s), B is killed (SIGKILL to QEMU) and started
 #            again. A's pings must get replies again, and vvu-device 1 must have kept A's
 #            session: no "front-end disconnected" in its log before the end, driver_restarts 1.
+#   garbage  the ping topology, but before vvu-forward attaches, a hostile driver in B
+#            (tests/guest/vvu-garbage.c) sets queues up with garbage, rings every doorbell and
+#            writes 3000 random values into each function's registers: both vvu-devices must live
+#            on, and the ping through the well-behaved vvu-forward that attaches next must pass.
 #   txonly   DPDK testpmd (virtio-user, txonly) → vvu-device 1 → vvu-forward --mode rxonly in B:
 #            testpmd's TX count and B's rx_packets agree within one ring; the rate is printed.
 #
@@ -34,8 +38,8 @@ scenario=${1:-}
 GUESTDIR=${2:-}
 VVU_DEVICE=${4:-}
 QEMU11DIR=${5:-}
-case $scenario in ping | restart | txonly) ;; *)
-  echo "usage: $0 ping|restart|txonly GUESTDIR VVU_FORWARD VVU_DEVICE QEMU11DIR" >&2
+case $scenario in ping | restart | garbage | txonly) ;; *)
+  echo "usage: $0 ping|restart|garbage|txonly GUESTDIR VVU_FORWARD VVU_DEVICE QEMU11DIR" >&2
   exit 2
   ;;
 esac
@@ -108,15 +112,23 @@ wait_console() {
 console_count() { grep -a -c -F -- "$2" "$work/$1.log" 2>/dev/null || true; }
 
 case $scenario in
-ping | restart)
+ping | restart | garbage)
   device_start d1 "$work/fe1.sock" "$work/pci1.sock" --max-queues 2
   device_start d2 "$work/fe2.sock" "$work/pci2.sock" --max-queues 2
-  backend_guest_start b "vvu.mode=learn vvu.timeout=300" "$work/pci1.sock" "$work/pci2.sock"
-  wait_console b VVU-GUEST-READY 120
+  extra=""
+  [[ $scenario == garbage ]] && extra="vvu.garbage=3000"
+  backend_guest_start b "vvu.mode=learn vvu.timeout=300 $extra" "$work/pci1.sock" "$work/pci2.sock"
+  wait_console b VVU-GUEST-READY 180
+  if [[ $scenario == garbage ]]; then
+    (($(console_count b VVU-GUEST-GARBAGE) == 2)) || fail "the hostile driver did not run on both functions"
+    grep -a -F VVU-GUEST-GARBAGE "$work/b.log" | tr -d '\r' | sed 's/^/ok: B: /'
+    peer_alive d1 && peer_alive d2 || fail "a vvu-device ended under the hostile driver"
+    echo "ok: both vvu-devices live on under the hostile driver"
+  fi
   wait_log d1 "driver ready (BACKEND_UP)" 60
   wait_log d2 "driver ready (BACKEND_UP)" 60
   guest_start c "$work/fe2.sock" 52:54:00:00:00:02 "vvu.role=responder vvu.ip=10.0.0.2/24 vvu.timeout=200"
-  if [[ $scenario == ping ]]; then
+  if [[ $scenario != restart ]]; then
     guest_start a "$work/fe1.sock" 52:54:00:00:00:01 \
       "vvu.role=ping vvu.ip=10.0.0.1/24 vvu.peer=10.0.0.2 vvu.count=5 vvu.interval=0.2 vvu.wait=120"
     wait_console a VVU-GUEST-RESULT 200
