@@ -12,7 +12,11 @@
 #   2. vvu-forward between two DPDK testpmd front-ends, one on a unix: port and one through
 #      vvu-device on a vvu: port (io forwarding): frames circulate A -> port 0 -> port 1 -> B
 #      -> port 1 -> port 0 -> A; every count printed.
-#   3. Two QEMU 7.2 guests (Linux virtio-net) ping each other through vvu-forward's L2 switch.
+#   3. Two QEMU 7.2 guests (Linux virtio-net) ping each other through vvu-forward's L2 switch;
+#      then the seed's topology itself: the VVU driver inside a QEMU 11 guest B (vvu-forward
+#      --port vfio:BDF over vfio-user-pci functions of two vvu-devices), guests A and C pinging
+#      each other through B. The first run builds QEMU 11 from Debian sid into the build tree
+#      (a few minutes; tests/guest/build-qemu11.sh).
 #   4. Devices other than a NIC: vvu-blk verify against vvu-blk-server behind vvu-device; a QEMU
 #      guest writing files to a vhost-user-blk disk on vvu-blk-server while the server is killed
 #      with SIGKILL three times (inflight requests taken again), a second boot reading them back;
@@ -53,6 +57,9 @@ bash "$root/tests/interop/dpdk/xconnect.sh" --backend "$ex/vvu-forward" --via mi
 
 printf '\n==== two QEMU guests ping each other through vvu-forward --mode learn\n'
 bash "$root/tests/guest/check-guest.sh" vvu-forward:learn "$build/guest" "$ex/vvu-forward"
+
+printf '\n==== the seed topology: guests A and C ping each other through the VVU driver inside QEMU 11 guest B\n'
+bash "$root/tests/interop/vvu-guest/vvu-guest.sh" ping "$build/guest" "$ex/vvu-forward" "$ex/vvu-device" "$build/qemu11"
 
 printf '\n==== vvu-blk verify -> vvu-device -> vvu-blk-server --port vvu:PCI (64 MiB image)\n'
 bash "$root/tests/interop/frontend/blk-verify.sh" --blk "$ex/vvu-blk" --server "$ex/vvu-blk-server" \

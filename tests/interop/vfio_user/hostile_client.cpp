@@ -157,7 +157,14 @@ std::vector<hostile_case> cases() {
                  [=](int s) { return one(s, region_read(7, ~std::uint64_t{0} - 1, 4)); }});
     v.push_back({"count over max_data_xfer_size (1 MiB + 1)", true,
                  [=](int s) { return one(s, region_read(7, 0, (1u << 20) + 1)); }});
-    v.push_back({"DMA_MAP without an fd", true, [=](int s) { return one(s, dma_map(0x10000, 0x1000)); }});
+    // A map without an fd is legal (memory the client serves in-band); over another map it is not.
+    v.push_back({"DMA_MAP without an fd over an existing map", true, [=](int s) {
+                     unique_fd m = memfd(0x2000);
+                     const int fd = m.get();
+                     if (auto first = one(s, dma_map(0x10000, 0x2000), std::span(&fd, 1)); first.what != outcome::accepted)
+                         return outcome{outcome::setup_failed, first.errno_value};
+                     return one(s, dma_map(0x11000, 0x1000));
+                 }});
     v.push_back({"surplus fds on REGION_READ", true, [=](int s) {
                      unique_fd a = memfd(0x1000), b(::eventfd(0, EFD_CLOEXEC));
                      const int fds[2] = {a.get(), b.get()};
@@ -194,7 +201,7 @@ std::vector<hostile_case> cases() {
                      const int fd = m.get();
                      return one(s, dma_map(0x10000, 0x2000), std::span(&fd, 1));
                  }});
-    v.push_back({"DMA_UNMAP not matching a map", true, [=](int s) {
+    v.push_back({"DMA_UNMAP cutting a map in two", true, [=](int s) {
                      unique_fd m = memfd(0x2000);
                      const int fd = m.get();
                      if (auto first = one(s, dma_map(0x10000, 0x2000), std::span(&fd, 1)); first.what != outcome::accepted)

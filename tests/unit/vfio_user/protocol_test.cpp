@@ -102,6 +102,14 @@ TEST_CASE("vfio-user capabilities: parse what libvfio-user and vvu send") {
     REQUIRE(nested);
     CHECK(nested->max_msg_fds == 1);
     CHECK(parse_capabilities(data(" { } \n")));
+    // vvu's own capability: sent only when set, read back; absent means 0 (QEMU's client).
+    CHECK(format_capabilities({16, 1 << 20, 1024, 4096}).find("vvu_fd_per_area") == std::string::npos);
+    auto with = parse_capabilities(data(format_capabilities({64, 1 << 20, 1024, 4096, 1})));
+    REQUIRE(with);
+    CHECK(with->vvu_fd_per_area == 1);
+    CHECK(with->max_msg_fds == 64);
+    CHECK(c->vvu_fd_per_area == 0);
+    CHECK_FALSE(parse_capabilities(data(R"({"capabilities":{"vvu_fd_per_area":"yes"}})")));
 }
 
 TEST_CASE("vfio-user capabilities: hostile JSON is refused") {
