@@ -81,6 +81,11 @@ Options:
                      --control socket is PATH (same --port arguments, in the same order); the
                      front-ends see no message and no disconnect. With --control too, the new
                      process takes the control socket over as well (for the next update).
+  --takeover-go now|sigusr2
+                     sigusr2: prepare the take-over while the old process serves on (connect,
+                     map the memory), say "ready to take over" on stderr and wait for SIGUSR2
+                     before the outage starts, so that it holds none of this process's start
+                     (send it within 5 s, or the old process gives up and serves on)
   --help             this text
 
 On SIGINT or SIGTERM it prints one JSON object per port on stdout and exits 0:
@@ -109,6 +114,7 @@ struct options {
     int cpu = -1;
     std::string control;  // --control PATH
     std::string takeover; // --takeover PATH
+    bool takeover_on_signal = false; // --takeover-go sigusr2
 };
 
 // Parses argv; prints why and returns nullopt on a bad command line.
@@ -169,11 +175,15 @@ std::optional<options> parse(int argc, char** argv) {
             o.control = std::string(*v);
         } else if (arg == "--takeover") {
             o.takeover = std::string(*v);
+        } else if (arg == "--takeover-go") {
+            if (*v == "sigusr2") o.takeover_on_signal = true;
+            else if (*v != "now") return fail("--takeover-go is now or sigusr2");
         } else {
             return fail(fmt::format("unknown option {}", arg));
         }
     }
     if (o.ports.empty()) return fail("at least one --port is needed");
+    if (o.takeover_on_signal && o.takeover.empty()) return fail("--takeover-go sigusr2 needs --takeover");
     if (o.check_txonly_template && o.mode != forward_mode::rxonly) return fail("--check needs --mode rxonly");
     if (o.copy_received && o.mode != forward_mode::rxonly) return fail("--rx copy needs --mode rxonly");
     return o;
@@ -243,6 +253,11 @@ int main(int argc, char** argv) {
     // Every thread inherits the blocked signals; main waits for them with sigwait. SIGUSR1 is
     // how the hand-over thread says the ports are gone to a new process.
     const sigset_t stop_signals = examples::block_stop_signals({SIGUSR1});
+    // --takeover-go sigusr2: the go-ahead, blocked here (before any thread) and waited for.
+    sigset_t go_signal;
+    sigemptyset(&go_signal);
+    sigaddset(&go_signal, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &go_signal, nullptr);
 
     const bool taking_over = !opts->takeover.empty();
     std::vector<std::unique_ptr<port>> ports;
@@ -320,7 +335,14 @@ int main(int argc, char** argv) {
     if (auto w = poller.start(taking_over); !w.empty()) fmt::print(stderr, "vvu-forward: {}\n", w);
     unique_fd inherited_control;
     if (taking_over) {
-        auto r = runtime::take_over(opts->takeover, handover_ports, descriptions, data_path);
+        runtime::handover_options ho;
+        if (opts->takeover_on_signal)
+            ho.before_outage = [&] {
+                fmt::print(stderr, "vvu-forward: ready to take over from {}: waiting for SIGUSR2\n", opts->takeover);
+                int sig = 0;
+                sigwait(&go_signal, &sig);
+            };
+        auto r = runtime::take_over(opts->takeover, handover_ports, descriptions, data_path, ho);
         if (!r) {
             fmt::print(stderr, "vvu-forward: take-over from {} failed: {}\n", opts->takeover, r.error().message());
             return 1;

@@ -20,6 +20,10 @@ set(vvu_lu_tests
   # cross too); vvu-device sees one driver and no disconnect.
   "takeover-echo.vvu.split|takeover-echo.sh|${vvu_lu_tools} --device $<TARGET_FILE:vvu-device> --ring split --takeovers 20"
   "takeover-echo.vvu.packed|takeover-echo.sh|${vvu_lu_tools} --device $<TARGET_FILE:vvu-device> --ring packed --takeovers 20"
+  # Prepared take-overs: each new process connects and maps the memory while the old one
+  # serves, and starts the outage on SIGUSR2 (vvu-forward --takeover-go sigusr2).
+  "takeover-echo.split.prepared|takeover-echo.sh|${vvu_lu_tools} --ring split --takeovers 20 --go signal"
+  "takeover-echo.vvu.packed.prepared|takeover-echo.sh|${vvu_lu_tools} --device $<TARGET_FILE:vvu-device> --ring packed --takeovers 20 --go signal"
   # DPDK testpmd's virtio-user (txonly) -> vvu-forward rxonly, 3 take-overs under full load.
   "takeover-testpmd.split|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring split --takeovers 3"
   "takeover-testpmd.packed|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring packed --takeovers 3"

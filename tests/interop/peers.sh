@@ -11,7 +11,7 @@
 #   wait_socket SOCK NAME SECS   bounded poll until SOCK exists (fails if NAME ends first)
 #   wait_log NAME TEXT SECS      bounded poll until NAME's log has a line with TEXT (same;
 #                                TEXT is a fixed string, a leading ^ anchors it)
-#   log_count NAME TEXT          lines of NAME's log holding TEXT
+#   log_count NAME TEXT          lines of NAME's log holding TEXT (a fixed string)
 #   wait_log_count NAME TEXT N SECS  bounded poll until NAME's log has N lines with TEXT (same)
 #   peer_process NAME            pid of the program itself (peer_pid is its `timeout`'s)
 #   device_start NAME SOCK PCI [OPTION...]  vvu-device ($VVU_DEVICE) for a front-end on SOCK,
@@ -52,10 +52,11 @@ fail() {
 peer_run() {
   local name=$1
   shift
+  # 9<&-: nap's FIFO stays the harness's own.
   if [[ ${PEER_STDOUT:-0} == 1 ]]; then
-    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" &
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.log" 9<&- &
   else
-    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 &
+    timeout -k 5 "$PEER_TIMEOUT" "$@" </dev/null >"$work/$name.log" 2>&1 9<&- &
   fi
   peer_pid[$name]=$!
   peer_names+=("$name")
@@ -76,13 +77,14 @@ peer_stop() {
 # nap SECONDS: sleep without forking. Polling loops nap rather than run `sleep`: on a 2-vCPU
 # machine whose cores are taken by busy pollers, every fork and exec steals milliseconds from
 # the data path the test measures (20 `sleep`s a second made echo outages of 8 ms where there
-# were 3). read times out on a FIFO that no one writes.
+# were 3). read times out on a FIFO that no one writes, open on fd 9: a fixed number, so that
+# peer_run can close it for every peer (`9<&-`) whether it is open yet or not.
 nap() {
-  if [[ -z ${nap_fd:-} || ! -e /dev/fd/$nap_fd ]]; then
+  if [[ ! -e /dev/fd/9 ]]; then
     [[ -p $work/.nap ]] || mkfifo "$work/.nap"
-    exec {nap_fd}<>"$work/.nap"
+    exec 9<>"$work/.nap"
   fi
-  read -r -t "$1" -u "$nap_fd" _ || true
+  read -r -t "$1" -u 9 _ || true
 }
 
 wait_socket() {
@@ -140,7 +142,7 @@ wait_file() {
 wait_log() { wait_file "$1" "$work/$1.log" "$2" "$3"; }
 wait_out() { wait_file "$1" "$work/$1.out" "$2" "$3"; }
 
-log_count() { grep -a -c -- "$2" "$work/$1.log" 2>/dev/null || true; }
+log_count() { grep -a -c -F -- "$2" "$work/$1.log" 2>/dev/null || true; }
 
 wait_log_count() {
   local name=$1 text=$2 n=$3 secs=$4

@@ -76,6 +76,12 @@ struct handover_options {
     // New: heap touched before the outage (warm_heap), so that importing allocates from
     // resident pages; 0 leaves the heap alone.
     std::size_t warm_heap_bytes = 4u << 20;
+    // New: called once all that can be done while the old process serves is done (connected,
+    // port lists agreed, memory mapped, heap warm), right before `ready` starts the outage —
+    // an operator's go-ahead, so that the outage holds none of the new process's start-up
+    // (vvu-forward --takeover-go sigusr2 waits for a signal here). It must return within the
+    // old process's accept_timeout, or the old process gives up and serves on.
+    std::function<void()> before_outage;
 };
 
 // What a successful hand-over measured (old process: from parking the ports to commit sent;
@@ -428,6 +434,7 @@ inline expected<handover_result, error> take_over(const std::string& path, std::
         ports[index]->premap(bytes, rec->fds);
     }
     if (o.warm_heap_bytes != 0) warm_heap(o.warm_heap_bytes);
+    if (o.before_outage) o.before_outage();
     urgent_scope urgent; // from `ready` to `commit`: the outage
     if (auto s = peer->send(handover_record::ready, {}, {}, std::chrono::milliseconds(2000)); !s)
         return give_up(detail::fail(errc::protocol, "sending ready: " + s.error().message()));

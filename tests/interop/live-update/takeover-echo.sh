@@ -18,13 +18,17 @@
 # preempts a poller a scheduler tick (about 4 ms here) at a time, and the front-end sees that as
 # the outage. Measured here, 20 take-overs on a unix: port: max_stall_us 11-15 ms busy, 5-13 ms
 # in event mode (docs/live-update.md).
+# With --go signal each new process is prepared first (vvu-forward --takeover-go sigusr2: it
+# connects and maps the memory while the old one serves, then waits) and given the go-ahead by
+# SIGUSR2 once it says so: the outage then holds the hand-over alone, not the process's start.
 # Usage: takeover-echo.sh --traffic VVU_TRAFFIC --forward VVU_FORWARD [--ring split|packed]
 #                         [--takeovers N] [--rate PPS] [--device VVU_DEVICE] [--poll busy|event]
+#                         [--go now|signal]
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../frontend/lib.sh
 source "$here/../frontend/lib.sh"
 
-traffic="" forward="" ring=split takeovers=20 rate=1000000 VVU_DEVICE="" poll=event
+traffic="" forward="" ring=split takeovers=20 rate=1000000 VVU_DEVICE="" poll=event go=now
 while [[ $# -gt 0 ]]; do
   case $1 in
     --traffic) traffic=$2; shift 2 ;;
@@ -34,12 +38,15 @@ while [[ $# -gt 0 ]]; do
     --rate) rate=$2; shift 2 ;;
     --device) VVU_DEVICE=$2; shift 2 ;;
     --poll) poll=$2; shift 2 ;;
+    --go) go=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 kind=unix
 [[ -n $VVU_DEVICE ]] && kind=vvu
-fe_init "live-update.takeover-echo.$kind.$ring"
+name_suffix=""
+[[ $go == signal ]] && name_suffix=.prepared
+fe_init "live-update.takeover-echo.$kind.$ring$name_suffix"
 need_exe "$traffic"
 need_exe "$forward"
 packed=()
@@ -66,8 +73,15 @@ wait_log forward0 "front-end connected" 20
 for ((i = 1; i <= takeovers; i++)); do
   nap 0.25 # let traffic flow between hand-overs (not a readiness wait)
   peer_alive traffic || fail "vvu-traffic ended before take-over $i"
-  PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --poll "$poll" --port "$port" --control "$control" \
-    --takeover "$control"
+  if [[ $go == signal ]]; then
+    PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --poll "$poll" --port "$port" --control "$control" \
+      --takeover "$control" --takeover-go sigusr2
+    wait_log "forward$i" "ready to take over" 20
+    kill -USR2 "$(peer_process "forward$i")"
+  else
+    PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --poll "$poll" --port "$port" --control "$control" \
+      --takeover "$control"
+  fi
   wait_log "forward$i" "took 1 ports over" 20
   peer_wait "forward$((i - 1))" 20
   ((peer_rc == 0)) || fail "the old vvu-forward (forward$((i - 1))) exited with status $peer_rc"

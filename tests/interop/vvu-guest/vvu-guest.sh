@@ -109,7 +109,6 @@ wait_console() {
   done
   fail "$name's console did not say '$text' within ${secs}s"
 }
-console_count() { grep -a -c -F -- "$2" "$work/$1.log" 2>/dev/null || true; }
 
 case $scenario in
 ping | restart | garbage)
@@ -120,7 +119,7 @@ ping | restart | garbage)
   backend_guest_start b "vvu.mode=learn vvu.timeout=300 $extra" "$work/pci1.sock" "$work/pci2.sock"
   wait_console b VVU-GUEST-READY 180
   if [[ $scenario == garbage ]]; then
-    (($(console_count b VVU-GUEST-GARBAGE) == 2)) || fail "the hostile driver did not run on both functions"
+    (($(log_count b VVU-GUEST-GARBAGE) == 2)) || fail "the hostile driver did not run on both functions"
     grep -a -F VVU-GUEST-GARBAGE "$work/b.log" | tr -d '\r' | sed 's/^/ok: B: /'
     peer_alive d1 && peer_alive d2 || fail "a vvu-device ended under the hostile driver"
     echo "ok: both vvu-devices live on under the hostile driver"
@@ -141,7 +140,7 @@ ping | restart | garbage)
       "vvu.role=ping vvu.ip=10.0.0.1/24 vvu.peer=10.0.0.2 vvu.count=400 vvu.interval=0.2 vvu.wait=120"
     wait_console a VVU-GUEST-RUN 200
     wait_console a "seq=5 " 60
-    before=$(console_count a "bytes from")
+    before=$(log_count a "bytes from")
     echo "ok: A gets replies through B ($before so far); killing B"
     kill -KILL "$(peer_process b.qemu)"
     peer_wait b.qemu 20
@@ -151,13 +150,13 @@ ping | restart | garbage)
     peer_names+=(b-first)
     backend_guest_start b "vvu.mode=learn vvu.timeout=300" "$work/pci1.sock" "$work/pci2.sock"
     wait_console b VVU-GUEST-READY 120
-    stopped=$(console_count a "bytes from")
+    stopped=$(log_count a "bytes from")
     for ((i = 0; i < 900; i++)); do
-      (($(console_count a "bytes from") >= stopped + 5)) && break
+      (($(log_count a "bytes from") >= stopped + 5)) && break
       peer_alive a.qemu || fail "A ended before its pings were answered again"
       nap 0.1
     done
-    after=$(console_count a "bytes from")
+    after=$(log_count a "bytes from")
     ((after >= stopped + 5)) || fail "A's pings got no replies after B came back ($stopped before, $after now)"
     t1=$(awk '{print $1}' /proc/uptime)
     echo "ok: A's pings answered again after B's restart ($before replies before the kill, $after now; $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s from the kill to the fifth reply after it)"
