@@ -268,35 +268,31 @@ int main(int argc, char** argv) {
         o.mac[5] = static_cast<std::uint8_t>(ports.size() + 1);
         const std::size_t index = ports.size();
         descriptions.push_back(describe(spec));
+        // A port over an opened transport, or why it could not be opened (false: exit 1).
+        auto add = [&]<class Transport>(expected<Transport, transport::error> t) {
+            if (!t) {
+                fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
+                return false;
+            }
+            ports.push_back(std::make_unique<server_port<Transport>>(std::move(*t), o, index));
+            return true;
+        };
         using k = options::port_spec::kind;
+        bool added = true;
         if (spec.how == k::unix_client || (taking_over && spec.how == k::unix_server)) {
             // Taking over: a placeholder that opens nothing; the hand-over brings the sockets.
             ports.push_back(std::make_unique<server_port<transport::unix_socket>>(transport::unix_socket::connect(spec.path), o, index));
         } else if (spec.how == k::unix_server) {
-            auto t = transport::unix_socket::listen(spec.path);
-            if (!t) {
-                fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
-                return 1;
-            }
-            ports.push_back(std::make_unique<server_port<transport::unix_socket>>(std::move(*t), o, index));
+            added = add(transport::unix_socket::listen(spec.path));
         } else if (spec.how == k::vfio) {
-            auto t = transport::vfio_pci::open(spec.path);
-            if (!t) {
-                fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
-                return 1;
-            }
-            ports.push_back(std::make_unique<server_port<transport::vfio_pci>>(std::move(*t), o, index));
+            added = add(transport::vfio_pci::open(spec.path));
         } else if (taking_over) {
             // The hand-over brings the vfio-user connection and the driver's state.
             ports.push_back(std::make_unique<server_port<transport::vvu_pci>>(transport::vvu_pci::unattached(spec.path), o, index));
         } else {
-            auto t = transport::vvu_pci::connect(spec.path);
-            if (!t) {
-                fmt::print(stderr, "vvu-forward: {}: {}\n", spec.path, t.error().message());
-                return 1;
-            }
-            ports.push_back(std::make_unique<server_port<transport::vvu_pci>>(std::move(*t), o, index));
+            added = add(transport::vvu_pci::connect(spec.path));
         }
+        if (!added) return 1;
     }
 
     std::vector<device::net::net_port*> devices;
