@@ -66,7 +66,9 @@ public:
             return unexpected(system_failure("DMA arena: F_ADD_SEALS"));
         // Huge pages are taken now (MAP_POPULATE): an empty pool is ENOMEM here, not SIGBUS later.
         void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge_pages ? MAP_POPULATE : 0), a.fd_.get(), 0);
-        if (p == MAP_FAILED) return unexpected(system_failure("DMA arena: mmap"));
+        if (p == MAP_FAILED)
+            return unexpected(system_failure(huge_pages ? "DMA arena: mmap of 2 MiB huge pages (free ones in vm.nr_hugepages?)"
+                                                        : "DMA arena: mmap"));
         a.host_ = static_cast<std::byte*>(p);
         a.size_ = size;
         return a;
