@@ -43,11 +43,11 @@ public:
     // A back-end that takes the sessions of the one on `control_path` over (nullptr and the
     // reason in `why` when it could not). Safe to call from a helper thread.
     static std::unique_ptr<backend_process> take_over(const std::string& port_path, const std::string& control_path,
-                                                      std::string* why = nullptr) {
+                                                      std::string* why = nullptr, runtime::handover_options o = {}) {
         std::unique_ptr<backend_process> p(
             new backend_process(transport::unix_socket::connect(port_path), port_path, control_path));
         p->poller_.start(true);
-        auto r = runtime::take_over(control_path, {p->port_.get()}, {"unix:" + port_path}, p->data_path());
+        auto r = runtime::take_over(control_path, {p->port_.get()}, {"unix:" + port_path}, p->data_path(), std::move(o));
         if (!r) {
             if (why) *why = r.error().message();
             p->failed_ = true;

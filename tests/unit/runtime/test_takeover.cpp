@@ -203,6 +203,31 @@ TEST_CASE("a port between two front-ends is handed over with its counters", "[ru
     CHECK(second->port().stats().rx_packets == 1000);
 }
 
+TEST_CASE("a prepared take-over: the old process serves on until before_outage returns", "[runtime][takeover]") {
+    temp_dir dir;
+    const std::string port = dir.path + "/port.sock", control = dir.path + "/control.sock";
+    auto first = test::backend_process::fresh(port, control);
+    test::echo_frontend fe(port, false);
+    REQUIRE(fe.echo(200));
+    int calls = 0;
+    bool served_meanwhile = false;
+    runtime::handover_options o;
+    // Connected, memory mapped, heap warm: the outage has not started, the old process echoes.
+    o.before_outage = [&] {
+        ++calls;
+        served_meanwhile = fe.echo(300);
+    };
+    std::string why;
+    auto second = test::backend_process::take_over(port, control, &why, o);
+    if (!second) FAIL("take-over failed: " << why);
+    CHECK(calls == 1);
+    CHECK(served_meanwhile);
+    REQUIRE(first->wait_handed_over(5s));
+    first.reset();
+    REQUIRE(fe.echo(500)); // the same session, through the new process
+    CHECK(second->port().stats().rx_packets == 1000);
+}
+
 TEST_CASE("a take-over with nobody to take from fails cleanly", "[runtime][takeover][hostile]") {
     temp_dir dir;
     std::string why;
