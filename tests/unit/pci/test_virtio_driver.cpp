@@ -496,10 +496,10 @@ TEST_CASE("capabilities: 48 distinct caps are walked, a 49th cannot exist", "[pc
 TEST_CASE("dma_arena: in huge pages, a whole 2 MiB page, or an error that says so", "[pci][arena]") {
     // Whether this machine has a free 2 MiB page (vm.nr_hugepages) is its own business: the
     // arena either takes one, or fails at create() — never later, on first touch (SIGBUS).
+    fake_function f; // outlives the arena, which unmaps through it
     auto a = dma_arena::create(10000, "vvu-test-huge", true);
     if (a) {
         CHECK(a->size() == dma_arena::huge_page_size);
-        fake_function f;
         REQUIRE(a->attach(f, 0x4000'0000));
         auto at = a->allocate(dma_arena::huge_page_size - 4096, 4096);
         REQUIRE(at);
