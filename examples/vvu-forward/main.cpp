@@ -81,6 +81,9 @@ Options:
                      --control socket is PATH (same --port arguments, in the same order); the
                      front-ends see no message and no disconnect. With --control too, the new
                      process takes the control socket over as well (for the next update).
+                     Until the old process commits, the new one runs SCHED_IDLE (where it may
+                     come back from it: root, CAP_SYS_NICE), so that its start-up takes no CPU
+                     from the data path; start it with `chrt --idle 0` to keep its exec there too.
   --takeover-go now|sigusr2
                      sigusr2: prepare the take-over while the old process serves on (connect,
                      map the memory), say "ready to take over" on stderr and wait for SIGUSR2
@@ -260,6 +263,10 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &go_signal, nullptr);
 
     const bool taking_over = !opts->takeover.empty();
+    // A new process prepares in the background (before any thread: they inherit it), so that
+    // its start-up takes no CPU from the data path it replaces; commit brings it back.
+    const std::optional<runtime::thread_policy> after_commit =
+        taking_over ? runtime::prepare_in_background() : std::nullopt;
     std::vector<std::unique_ptr<port>> ports;
     std::vector<std::string> descriptions;
     for (const auto& spec : opts->ports) {
@@ -322,16 +329,20 @@ int main(int argc, char** argv) {
 
     runtime::data_path_control data_path;
     data_path.pause = [&](std::chrono::milliseconds t) { return poller.pause(t); };
-    data_path.resume = [&] { poller.resume(); };
+    data_path.resume = [&] {
+        if (after_commit) (void)poller.set_policy(*after_commit);
+        poller.resume();
+    };
     data_path.save_state = [&] { return fwd.save_state(); };
     data_path.load_state = [&](std::span<const std::byte> b) { return fwd.load_state(b); };
 
     // Taking over: the forwarding thread exists (created, pinned) but holds until the sessions
-    // are ours, so resuming the rings is a wake-up.
+    // are ours, so resuming the rings (data_path.resume, at commit) is a wake-up.
     if (auto w = poller.start(taking_over); !w.empty()) fmt::print(stderr, "vvu-forward: {}\n", w);
     unique_fd inherited_control;
     if (taking_over) {
         runtime::handover_options ho;
+        ho.policy_after_commit = after_commit;
         if (opts->takeover_on_signal)
             ho.before_outage = [&] {
                 fmt::print(stderr, "vvu-forward: ready to take over from {}: waiting for SIGUSR2\n", opts->takeover);
@@ -343,7 +354,6 @@ int main(int argc, char** argv) {
             fmt::print(stderr, "vvu-forward: take-over from {} failed: {}\n", opts->takeover, r.error().message());
             return 1;
         }
-        poller.resume();
         fmt::print(stderr, "vvu-forward: took {} ports over from {} in {} us\n", r->ports, opts->takeover, r->paused.count());
         inherited_control = std::move(r->control);
     }

@@ -93,7 +93,9 @@ length or a net header with flags, GSO or num_buffers a virtio-net driver would 
 and in echo mode a frame whose bytes are not those sent with its sequence number (the MAC
 addresses as sent or swapped, as a back-end forwarding in macswap mode returns them);
 max_stall_us (rx, echo): the longest time between two received frames once traffic began —
-with a steady --rate, the longest outage of the path (e.g. during a back-end's live update).
+with a steady --rate, the longest outage of the path (e.g. during a back-end's live update);
+max_stall_end_ms: when that stall ended, in ms from its session's first frame; stalls_over_1ms:
+how many times more than 1 ms passed between two received frames.
 Exit status: 0 done, 1 protocol or connection error (message on stderr), 2 bad command line.
 )";
 
@@ -241,6 +243,8 @@ struct report {
     clock_type::time_point first{}, last{};
     bool any = false;
     clock_type::duration max_stall{}; // longest time between two receive bursts
+    clock_type::duration max_stall_end{}; // when it ended, from the first frame
+    std::uint64_t stalls_over_1ms = 0;
     clock_type::time_point last_rx{};
     bool any_rx = false;
 
@@ -251,7 +255,14 @@ struct report {
     }
     // A burst of frames arrived at `now`.
     void received_at(clock_type::time_point now) {
-        if (any_rx) max_stall = std::max(max_stall, now - last_rx);
+        if (any_rx) {
+            const auto gap = now - last_rx;
+            if (gap > std::chrono::milliseconds(1)) ++stalls_over_1ms;
+            if (gap > max_stall) {
+                max_stall = gap;
+                max_stall_end = now - first;
+            }
+        }
         last_rx = now;
         any_rx = true;
         stamp(now);
@@ -294,6 +305,8 @@ struct totals {
     std::uint64_t sent = 0, completed = 0, received = 0, bytes = 0;
     std::uint64_t gaps = 0, lost = 0, late = 0, duplicates = 0, bad_frames = 0, rx_errors = 0;
     clock_type::duration max_stall{};
+    clock_type::duration max_stall_end{}; // from its session's first frame
+    std::uint64_t stalls_over_1ms = 0;
     double seconds = 0;
     std::string ring_broken; // --break-ring: the JSON member the last session reported
 };
@@ -460,7 +473,11 @@ std::string run_session(const options& o, totals& t) {
     t.duplicates += rep.seq.duplicates;
     t.bad_frames += rep.bad_frames;
     t.rx_errors += nd.stats().rx_errors;
-    t.max_stall = std::max(t.max_stall, rep.max_stall);
+    if (rep.max_stall > t.max_stall) {
+        t.max_stall = rep.max_stall;
+        t.max_stall_end = rep.max_stall_end;
+    }
+    t.stalls_over_1ms += rep.stalls_over_1ms;
     t.seconds += rep.seconds();
     if (o.break_ring && failure.empty()) t.ring_broken = break_tx_ring(nd, o.timeout);
 
@@ -524,8 +541,11 @@ int run(const options& o) {
             json += fmt::format(",\"gaps\":{},\"lost\":{},\"late\":{},\"duplicates\":{}", t.gaps, t.lost, t.late, t.duplicates);
         else
             json += fmt::format(",\"gaps\":null,\"lost\":null,\"late\":null,\"duplicates\":null");
-        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{}", t.bad_frames, t.rx_errors,
-                            std::chrono::duration_cast<std::chrono::microseconds>(t.max_stall).count());
+        using std::chrono::duration_cast;
+        json += fmt::format(",\"bad_frames\":{},\"rx_errors\":{},\"max_stall_us\":{},\"max_stall_end_ms\":{},"
+                            "\"stalls_over_1ms\":{}",
+                            t.bad_frames, t.rx_errors, duration_cast<std::chrono::microseconds>(t.max_stall).count(),
+                            duration_cast<std::chrono::milliseconds>(t.max_stall_end).count(), t.stalls_over_1ms);
     }
     json += fmt::format(",\"fds_after_first\":{},\"fds_at_end\":{},\"maps_after_first\":{},\"maps_at_end\":{}",
                         fds_after_first, proc_self_fds(), maps_after_first, proc_self_maps());

@@ -9,7 +9,8 @@
 //   // r: the ports are retired, the data path is paused for good: print stats and exit 0
 // New process (ports constructed but not started):
 //   auto r = runtime::take_over(path, ports, data_path);
-//   // r: the ports hold the sessions: start them and the data path
+//   // r: the ports hold the sessions and the data path runs again (data_path.resume at
+//   // commit): start the ports' control threads
 //
 // The exchange (records of transport::handover_socket):
 //   new -> old  hello      version is in every record; payload: the new process's port list
@@ -32,6 +33,7 @@
 
 #include <vvu/runtime/error.hpp>
 #include <vvu/runtime/handover_port.hpp>
+#include <vvu/runtime/scheduling.hpp>
 #include <vvu/transport/handover_socket.hpp>
 #include <vvu/transport/unix_listener.hpp>
 #include <vvu/util/byte_io.hpp>
@@ -54,6 +56,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,7 +66,7 @@ namespace vvu::runtime {
 // pass boundary and resumed, e.g. runtime::poller) and its own state, if any.
 struct data_path_control {
     std::function<bool(std::chrono::milliseconds)> pause; // false: could not pause in time
-    std::function<void()> resume;
+    std::function<void()> resume; // old process: after an abort; new process: at commit
     std::function<std::vector<std::byte>()> save_state;                // old process, while paused
     std::function<bool(std::span<const std::byte>)> load_state;        // new process
 };
@@ -82,6 +85,9 @@ struct handover_options {
     // (vvu-forward --takeover-go sigusr2 waits for a signal here). It must return within the
     // old process's accept_timeout, or the old process gives up and serves on.
     std::function<void()> before_outage;
+    // New: the policy the calling thread takes at commit — the one prepare_in_background()
+    // returned, for a process that prepared in the background (nullopt: its own).
+    std::optional<thread_policy> policy_after_commit;
 };
 
 // What a successful hand-over measured (old process: from parking the ports to commit sent;
@@ -99,41 +105,6 @@ struct handover_result {
 namespace handover_record {
 enum : std::uint16_t { hello = 1, refuse, port, port_fds, app_state, sent_all, accept, abort, commit, memory, memory_end, ready };
 } // namespace handover_record
-
-// The calling thread runs only when a CPU would otherwise idle (SCHED_IDLE): what the old
-// process does after commit must not delay the new one. The application calls it in its own
-// threads that wind down after a hand-over (vvu-forward: its main thread).
-inline void step_aside() noexcept {
-    sched_param p{};
-    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
-}
-
-// The hand-over's critical stretch — from the new process's `ready` to `commit` — is a few
-// record exchanges between two threads that block on a socket. On a small machine whose CPUs
-// are taken by busy-polling data paths, each wake-up could wait for a scheduler slice
-// (milliseconds). For that stretch the exchanging threads run SCHED_FIFO when the process may
-// (root, CAP_SYS_NICE; else they run as they are), and go back to their policy after.
-class urgent_scope {
-public:
-    urgent_scope() noexcept {
-        if (pthread_getschedparam(pthread_self(), &policy_, &param_) != 0) return;
-        sched_param p{};
-        p.sched_priority = 1;
-        active_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
-    }
-    urgent_scope(const urgent_scope&) = delete;
-    urgent_scope& operator=(const urgent_scope&) = delete;
-    ~urgent_scope() { end(); }
-    void end() noexcept {
-        if (active_) (void)pthread_setschedparam(pthread_self(), policy_, &param_);
-        active_ = false;
-    }
-
-private:
-    int policy_ = SCHED_OTHER;
-    sched_param param_{};
-    bool active_ = false;
-};
 
 // Touches `bytes` of heap and gives it back to the allocator, which keeps it: a process about
 // to allocate inside an outage (the new process of a live update imports its sessions there)
@@ -489,6 +460,10 @@ inline expected<handover_result, error> take_over(const std::string& path, std::
     if (!commit || commit->type != handover_record::commit)
         return give_up(detail::fail(errc::protocol, commit ? fmt::format("expected commit, got record type {}", commit->type)
                                                            : "waiting for commit: " + commit.error().message()));
+    // The rings are ours: the data path resumes now, while this thread is still urgent (after
+    // it, in a process that prepared in the background, it would wait for an idle CPU).
+    if (data_path.resume) data_path.resume();
+    if (o.policy_after_commit) urgent.end(*o.policy_after_commit);
     handover_result result;
     result.paused = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
     result.ports = ports.size();

@@ -23,6 +23,7 @@
 // returns. Pauses nest: the thread runs again when every pause() has had its resume().
 #pragma once
 
+#include <vvu/runtime/scheduling.hpp>
 #include <vvu/util/unique_fd.hpp>
 
 #if defined(__x86_64__)
@@ -126,6 +127,12 @@ public:
             if (holders_ != 0 && --holders_ == 0) pause_requested_.store(false, std::memory_order_relaxed);
         }
         cv_.notify_all();
+    }
+
+    // Gives the thread a scheduling policy (e.g. back from SCHED_IDLE, which it inherited from
+    // a process that prepared a live update in the background). False if refused or not started.
+    bool set_policy(const thread_policy& p) noexcept {
+        return thread_.joinable() && p.apply(thread_.native_handle());
     }
 
     // Passes that moved something, and all passes (for statistics).

@@ -53,8 +53,7 @@ public:
             p->failed_ = true;
             return nullptr;
         }
-        p->poller_.resume();
-        p->port_->start();
+        p->port_->start(); // (the data path resumed at commit)
         auto l = runtime::handover_listener::adopt(control_path, std::move(r->control), {p->port_.get()},
                                                    {"unix:" + port_path}, p->data_path());
         if (!l) { // (runs on a test's helper thread: no Catch assertions here)
