@@ -4,6 +4,7 @@
 #include <vvu/vvu/device_model.hpp>
 
 #include <vvu/pci/vvu_function.hpp>
+#include <vvu/protocol/inflight_area.hpp>
 #include <vvu/ring/split.hpp>
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/unix_listener.hpp>
@@ -16,8 +17,10 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,9 +103,11 @@ struct vring_record {
 struct session_record {
     static constexpr std::size_t max_config_ranges = 32;
     std::optional<frame_bytes> owner, protocol_features, features, backend_req_fd, mtu, status, log_base;
+    std::optional<frame_bytes> inflight; // the device's own SET_INFLIGHT_FD (packed rings), replayed too
     std::vector<std::pair<std::uint64_t, frame_bytes>> config; // SET_CONFIG by (offset, size)
     std::map<std::uint32_t, vring_record> vrings;
     std::uint64_t protocol_features_value = 0;
+    bool driver_inflight = false; // INFLIGHT_SHMFD added to the SET_PROTOCOL_FEATURES the driver got
     std::uint64_t features_value = 0;
     std::uint64_t seq = 0;     // requests taken so far
     bool overflow = false;     // more SET_CONFIG ranges than kept: the session cannot be resumed
@@ -131,6 +136,8 @@ struct device_model::impl final : function_owner {
     layout::window_layout window;
     std::vector<unique_fd> window_fds; // parallel to window.areas()
     unique_fd log_fd;                  // window.log()'s file (SET_LOG_BASE)
+    unique_fd inflight_fd;             // window.inflight()'s file: the device's own (make_inflight_area)
+    std::uint64_t driver_protocol_features = 0; // what the driver offered (its GET_PROTOCOL_FEATURES reply)
     std::vector<unique_fd> kick_fds;   // per vring
     std::vector<unique_fd> call_fds;   // per vring: the doorbells' ioeventfds
     std::vector<unique_fd> err_fds;    // per vring: the error doorbells' ioeventfds (SET_VRING_ERR)
@@ -252,6 +259,7 @@ struct device_model::impl final : function_owner {
         window.clear();
         window_fds.clear();
         log_fd.reset();
+        inflight_fd.reset();
         to_driver.clear();
         record = {};
         awaited.clear();
@@ -273,9 +281,11 @@ struct device_model::impl final : function_owner {
     std::optional<std::string> not_resumable() const {
         if (record.overflow)
             return fmt::format("the front-end set more than {} config ranges", session_record::max_config_ranges);
-        if (wire::has(record.features_value, wire::virtio_feature::ring_packed))
+        if (wire::has(record.features_value, wire::virtio_feature::ring_packed) && !record.inflight)
             for (const auto& [i, v] : record.vrings)
-                if (v.kick) return std::string("a packed ring runs: its position cannot be resumed");
+                if (v.kick)
+                    return std::string("a packed ring runs without an inflight area (the driver does not offer "
+                                       "INFLIGHT_SHMFD): its position cannot be resumed");
         return std::nullopt;
     }
 
@@ -339,7 +349,7 @@ struct device_model::impl final : function_owner {
             to_driver.push_back(std::move(f));
             ++n;
         }
-        if (!window.areas().empty() || window.log()) {
+        if (!window.areas().empty() || window.log() || window.inflight()) {
             // The last replayed request comes after the memory messages: its ack will do.
             if (acks && !order.empty()) order.back().barrier = true;
             else queue_barrier(order);
@@ -392,8 +402,9 @@ struct device_model::impl final : function_owner {
             for (std::size_t i = first; i < regions.size(); ++i)
                 out.push_back(make_frame<front_request::add_mem_reg>({0, regions[i]}, std::span(fds).subspan(i, 1)));
         }
-        // The log after the regions, where the compaction above put it.
+        // The log, then the inflight area, after the regions, where the compaction above put them.
         if (window.log()) put(record.log_base);
+        if (window.inflight()) put(record.inflight);
         for (const auto& [i, v] : record.vrings) {
             put(v.num);
             put(v.addr);
@@ -489,6 +500,7 @@ struct device_model::impl final : function_owner {
             next.seq = record.seq;
             next.protocol_features = std::move(record.protocol_features);
             next.protocol_features_value = record.protocol_features_value;
+            next.driver_inflight = record.driver_inflight; // (the inflight area is made anew)
             next.owner = make_frame<front_request::set_owner>({});
             next.log_base = std::move(record.log_base); // the window keeps the log's area, as its regions
             record = std::move(next);
@@ -625,15 +637,19 @@ struct device_model::impl final : function_owner {
             },
             *decoded);
         if (!r) return r;
-        std::visit([&](const auto& msg) { remember(msg, m.bytes()); }, *decoded);
+        frame_bytes bytes = copy_bytes(m.bytes());
+        if (request == front_request::set_protocol_features) offer_inflight_to_driver(bytes);
+        std::visit([&](const auto& msg) { remember(msg, bytes); }, *decoded);
         const bool memory = request == front_request::set_mem_table || request == front_request::add_mem_reg ||
                             request == front_request::rem_mem_reg || request == front_request::set_log_base;
         const bool replied = wire::expects_reply(request, m.header.flags, record.protocol_features_value);
         if (replied || memory) {
             if (awaited.size() >= max_awaited) return fail(fmt::format("more than {} requests await replies", max_awaited));
         }
-        if (replied) awaited.push_back({request, reply_route::frontend, copy_bytes(m.bytes()), record.seq, memory});
-        to_driver.push_back(copy_bytes(m.bytes()));
+        if (is_vring_request(request))
+            if (auto made = make_inflight_area(); !made) return fail(made.error());
+        if (replied) awaited.push_back({request, reply_route::frontend, bytes, record.seq, memory});
+        to_driver.push_back(std::move(bytes));
         if (memory) {
             // One memory message at a time: its reply, or else one to a request right behind
             // it, is the barrier (memory_barrier).
@@ -641,6 +657,64 @@ struct device_model::impl final : function_owner {
             memory_barrier = true;
         }
         deliver_to_driver();
+        return {};
+    }
+
+    // ----------------------------------------------------- the device's own inflight area
+    // A split ring a new driver resumes at its used index; a packed ring has no index in ring
+    // memory that says where it stood. So for a session with packed rings the device makes an
+    // inflight area of its own (INFLIGHT_SHMFD toward the driver only: the front-end is never
+    // offered it), an area of the window after the regions and the log. It goes to the driver
+    // (SET_INFLIGHT_FD) before the session's first vring message, the driver's back-end records
+    // there what it takes, and the replay gives the same area to the next driver, whose
+    // back-end resumes the rings from it.
+    static bool is_vring_request(front_request r) noexcept {
+        switch (r) {
+        case front_request::set_vring_num: case front_request::set_vring_addr: case front_request::set_vring_base:
+        case front_request::set_vring_kick: case front_request::set_vring_call: case front_request::set_vring_err:
+        case front_request::set_vring_enable:
+            return true;
+        default:
+            return false;
+        }
+    }
+
+    // SET_PROTOCOL_FEATURES on its way to a driver that offered INFLIGHT_SHMFD gains it.
+    void offer_inflight_to_driver(frame_bytes& f) {
+        namespace pf = wire::protocol_feature;
+        record.driver_inflight = wire::has(driver_protocol_features, pf::inflight_shmfd);
+        if (!record.driver_inflight || f.size() < wire::header_size + 8) return;
+        const auto value = le::load<std::uint64_t>(f.data() + wire::header_size);
+        le::store<std::uint64_t>(f.data() + wire::header_size, value | pf::inflight_shmfd);
+    }
+
+    expected<void, std::string> make_inflight_area() {
+        if (record.inflight || !record.driver_inflight || !wire::has(record.features_value, wire::virtio_feature::ring_packed))
+            return {};
+        if (awaited.size() >= max_awaited) return unexpected(fmt::format("more than {} requests await replies", max_awaited));
+        // Room for every vring the function serves, each of the largest size: the rings' sizes
+        // are not known yet, and pages no ring records in stay unallocated.
+        wire::inflight_description d{};
+        d.num_queues = static_cast<std::uint16_t>(std::min<std::uint32_t>(opt.max_queues, protocol::inflight_area::max_queues));
+        d.queue_size = static_cast<std::uint16_t>(ring::max_queue_size);
+        d.mmap_size = d.num_queues * protocol::inflight_area::stride(d.queue_size);
+        unique_fd fd(::memfd_create("vvu-device-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+        if (!fd) return unexpected(fmt::format("the inflight area: memfd_create: {}", std::strerror(errno)));
+        if (::ftruncate(fd.get(), static_cast<off_t>(d.mmap_size)) != 0 ||
+            ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+            return unexpected(fmt::format("the inflight area: sizing its file: {}", std::strerror(errno)));
+        if (!window.set_side(layout::window_layout::side::inflight, layout::window_layout::inflight_region(d)))
+            return unexpected(std::string("the inflight area does not fit the shared-memory window"));
+        inflight_fd = std::move(fd);
+        const int f = inflight_fd.get();
+        record.inflight = make_frame<front_request::set_inflight_fd>(d, std::span(&f, 1));
+        to_driver.push_back(*record.inflight);
+        // A window change, as a memory message: the front-end is read again once the driver
+        // has mapped the area.
+        queue_barrier(awaited);
+        memory_barrier = true;
+        log("packed rings: an inflight area for {} vrings of up to {} descriptors made for the driver", d.num_queues,
+            d.queue_size);
         return {};
     }
 
@@ -817,12 +891,14 @@ struct device_model::impl final : function_owner {
     }
 
     // Replies that advertise what the device cannot carry are lowered in place.
-    static void mask_reply(front_request r, std::span<std::byte> bytes) {
+    void mask_reply(front_request r, std::span<std::byte> bytes) {
         auto value = [&] { return le::load<std::uint64_t>(bytes.data() + wire::header_size); };
-        if (r == front_request::get_protocol_features)
+        if (r == front_request::get_protocol_features) {
+            driver_protocol_features = value();
             le::store<std::uint64_t>(bytes.data() + wire::header_size, value() & passthrough_protocol_features());
-        else if (r == front_request::get_max_mem_slots)
+        } else if (r == front_request::get_max_mem_slots) {
             le::store<std::uint64_t>(bytes.data() + wire::header_size, std::min(value(), max_mem_slots));
+        }
     }
 
     void make_rings() {
@@ -914,6 +990,7 @@ struct device_model::impl final : function_owner {
         for (std::size_t i = 0; i < areas.size(); ++i)
             out.push_back({areas[i].offset, areas[i].size(), window_fds[i].get()});
         if (const auto& l = window.log()) out.push_back({l->offset, l->size(), log_fd.get()});
+        if (const auto& i = window.inflight()) out.push_back({i->offset, i->size(), inflight_fd.get()});
         return out;
     }
     int doorbell_eventfd(std::uint32_t bell) override {

@@ -28,7 +28,10 @@ set(vvu_vvu_tests
   "lifecycle|${vvu_vvu_dir}/lifecycle.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}"
   "driver-restart|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev}"
   # The same with a clean exit (SIGTERM) of the old vvu-forward: it leaves the session to vvu-device.
-  "driver-restart.clean-exit|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM")
+  "driver-restart.clean-exit|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM"
+  # Packed rings: vvu-device's own inflight area carries their positions to the next driver.
+  "driver-restart.packed|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring packed"
+  "driver-restart.clean-exit.packed|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM --ring packed")
 
 foreach(spec IN LISTS vvu_vvu_tests)
   string(REPLACE "|" ";" spec "${spec}")

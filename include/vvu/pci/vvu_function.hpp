@@ -18,6 +18,7 @@
 #include <vvu/wire/payload.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -120,13 +121,18 @@ struct bar2_layout {
 //   REM_MEM_REG    the region matching guest_phys_addr, memory_size and userspace_addr
 //                  leaves; the others stay where they are.
 //   SET_LOG_BASE   the dirty log (LOG_SHMFD) is an area too, after the highest end in use; a
-//                  new log replaces the old one. SET_MEM_TABLE lays the regions out and puts the
-//                  log after them again. (A vvu departure: the draft spec has no log area.)
+//                  new log replaces the old one. (A vvu departure: the draft spec has no log
+//                  area.)
+//   SET_INFLIGHT_FD  the inflight area (INFLIGHT_SHMFD) likewise. vvu-device makes it itself
+//                  for a session with packed rings, so that a new driver can resume them after
+//                  the old one went away (docs/vvu-device.md); the front-end never sees it.
+//                  SET_MEM_TABLE lays the regions out and puts the log, then the inflight area,
+//                  after them again.
 //
 // Each area spans the region's file from offset 0 to mmap_offset + memory_size, so guest
-// address guest_phys_addr is at window offset (area offset + mmap_offset). The log's area is
-// described as a region too (wire::log_description::as_region): mmap_size bytes of its file at
-// mmap_offset.
+// address guest_phys_addr is at window offset (area offset + mmap_offset). The log's and the
+// inflight area are described as regions too (mmap_size bytes of their file at mmap_offset;
+// wire::log_description::as_region, inflight_region).
 class window_layout {
 public:
     struct area {
@@ -134,12 +140,15 @@ public:
         std::uint64_t offset = 0; // in the window (add bar2_layout::shared_memory for BAR 2)
         [[nodiscard]] std::uint64_t size() const noexcept { return region.mmap_offset + region.memory_size; }
     };
+    // The areas that are not front-end memory, in the order SET_MEM_TABLE places them.
+    enum class side : std::uint8_t { log, inflight };
+    static constexpr std::size_t side_count = 2;
 
     explicit window_layout(std::uint64_t capacity = bar2_layout::for_queues(0).shared_memory_size) noexcept
         : capacity_(capacity) {}
 
-    // False (layout unchanged) when the regions (and the log after them) overflow the window or
-    // a size wraps.
+    // False (layout unchanged) when the regions (and the side areas after them) overflow the
+    // window or a size wraps.
     [[nodiscard]] bool set_table(std::span<const wire::memory_region> regions) {
         std::vector<area> next;
         std::uint64_t at = 0;
@@ -148,13 +157,15 @@ public:
             next.push_back({r, at});
             at += r.mmap_offset + r.memory_size;
         }
-        std::optional<area> log;
-        if (log_) {
-            if (!fits(log_->region, at)) return false;
-            log = area{log_->region, at};
+        std::array<std::optional<area>, side_count> sides;
+        for (std::size_t i = 0; i < side_count; ++i) {
+            if (!sides_[i]) continue;
+            if (!fits(sides_[i]->region, at)) return false;
+            sides[i] = area{sides_[i]->region, at};
+            at += sides_[i]->size();
         }
         areas_ = std::move(next);
-        log_ = log;
+        sides_ = sides;
         return true;
     }
     [[nodiscard]] bool add(const wire::memory_region& r) {
@@ -163,25 +174,31 @@ public:
         areas_.push_back({r, at});
         return true;
     }
-    // SET_LOG_BASE: the log's area, after the highest end in use (the old log's area is given up).
-    [[nodiscard]] bool set_log(const wire::memory_region& r) {
-        std::optional<area> old = std::exchange(log_, std::nullopt);
+    // SET_LOG_BASE, SET_INFLIGHT_FD: the area goes after the highest end in use (the one it
+    // replaces is given up).
+    [[nodiscard]] bool set_side(side which, const wire::memory_region& r) {
+        auto& slot = sides_[index(which)];
+        std::optional<area> old = std::exchange(slot, std::nullopt);
         const std::uint64_t at = end();
         if (!fits(r, at)) {
-            log_ = old;
+            slot = old;
             return false;
         }
-        log_ = area{r, at};
+        slot = area{r, at};
         return true;
     }
-    [[nodiscard]] const std::optional<area>& log() const noexcept { return log_; }
-    // A live update puts the log back where it was (place's rules).
-    [[nodiscard]] bool place_log(const wire::memory_region& r, std::uint64_t at) {
+    [[nodiscard]] const std::optional<area>& side_area(side which) const noexcept { return sides_[index(which)]; }
+    // A live update puts a side area back where it was (place's rules).
+    [[nodiscard]] bool place_side(side which, const wire::memory_region& r, std::uint64_t at) {
         if (!place(r, at)) return false;
-        log_ = areas_.back();
+        sides_[index(which)] = areas_.back();
         areas_.pop_back();
         return true;
     }
+    [[nodiscard]] bool set_log(const wire::memory_region& r) { return set_side(side::log, r); }
+    [[nodiscard]] const std::optional<area>& log() const noexcept { return side_area(side::log); }
+    [[nodiscard]] const std::optional<area>& inflight() const noexcept { return side_area(side::inflight); }
+
     [[nodiscard]] bool remove(const wire::memory_region& r) {
         auto it = std::ranges::find_if(areas_, [&](const area& a) { return same(a.region, r); });
         if (it == areas_.end()) return false;
@@ -190,16 +207,17 @@ public:
     }
     void clear() noexcept {
         areas_.clear();
-        log_.reset();
+        sides_ = {};
     }
     // Puts a region at a known offset (a live update restores a driver's layout): false when
     // it does not fit the window or overlaps an area already placed.
     [[nodiscard]] bool place(const wire::memory_region& r, std::uint64_t at) {
         if (!fits(r, at)) return false;
         const std::uint64_t end = at + r.mmap_offset + r.memory_size;
-        for (const auto& a : areas_)
-            if (at < a.offset + a.size() && a.offset < end) return false;
-        if (log_ && at < log_->offset + log_->size() && log_->offset < end) return false;
+        auto overlaps = [&](const area& a) { return at < a.offset + a.size() && a.offset < end; };
+        if (std::ranges::any_of(areas_, overlaps)) return false;
+        for (const auto& s : sides_)
+            if (s && overlaps(*s)) return false;
         areas_.push_back({r, at});
         return true;
     }
@@ -209,15 +227,20 @@ public:
         if (it == areas_.end()) return std::nullopt;
         return *it;
     }
-    // The regions' areas (the log's is log()).
+    // The regions' areas (the side areas are side_area()).
     [[nodiscard]] const std::vector<area>& areas() const noexcept { return areas_; }
 
     [[nodiscard]] static bool same(const wire::memory_region& a, const wire::memory_region& b) noexcept {
         return a.guest_phys_addr == b.guest_phys_addr && a.memory_size == b.memory_size &&
                a.userspace_addr == b.userspace_addr;
     }
+    // The inflight area described as a region to map, as the log's is.
+    [[nodiscard]] static constexpr wire::memory_region inflight_region(const wire::inflight_description& d) noexcept {
+        return {0, d.mmap_size, 0, d.mmap_offset};
+    }
 
 private:
+    static constexpr std::size_t index(side which) noexcept { return static_cast<std::size_t>(which); }
     [[nodiscard]] bool fits(const wire::memory_region& r, std::uint64_t at) const noexcept {
         if (r.memory_size == 0 || !range_within(r.mmap_offset, r.memory_size, capacity_)) return false;
         return range_within(at, r.mmap_offset + r.memory_size, capacity_);
@@ -225,14 +248,16 @@ private:
 
     // The highest end in use.
     [[nodiscard]] std::uint64_t end() const noexcept {
-        std::uint64_t at = log_ ? log_->offset + log_->size() : 0;
+        std::uint64_t at = 0;
+        for (const auto& s : sides_)
+            if (s) at = std::max(at, s->offset + s->size());
         for (const auto& a : areas_) at = std::max(at, a.offset + a.size());
         return at;
     }
 
     std::uint64_t capacity_;
     std::vector<area> areas_;
-    std::optional<area> log_; // SET_LOG_BASE's area
+    std::array<std::optional<area>, side_count> sides_; // SET_LOG_BASE's, SET_INFLIGHT_FD's
 };
 
 } // namespace vvu::pci::vvu_function

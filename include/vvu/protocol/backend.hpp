@@ -211,8 +211,12 @@ public:
         }
         if (inflight_) {
             img.inflight = inflight_->description();
-            img.inflight_fd = dup_cloexec(inflight_->fd());
-            if (!img.inflight_fd) return unexpected(fmt::format("dup of the inflight fd: {}", std::strerror(errno)));
+            if (inflight_->fd() < 0 && remakes) {
+                img.inflight_by_transport = true;
+            } else {
+                img.inflight_fd = dup_cloexec(inflight_->fd());
+                if (!img.inflight_fd) return unexpected(fmt::format("dup of the inflight fd: {}", std::strerror(errno)));
+            }
         }
         if constexpr (requires { device_.save_state(); }) img.device_state = device_.save_state();
         return img;
@@ -281,8 +285,8 @@ public:
                 errs_[i] = any_call_notifier(std::move(*err));
             }
         }
-        if (img.inflight_fd) {
-            auto area = inflight_area::adopt(img.inflight, std::move(img.inflight_fd));
+        if (img.inflight_fd || img.inflight_by_transport) {
+            auto area = adopt_inflight(img.inflight, std::move(img.inflight_fd));
             if (!area) return failed("inflight area: " + area.error());
             inflight_ = std::move(*area);
         }
@@ -639,12 +643,24 @@ private:
     step on(const wire::message<wire::front_request::set_inflight_fd>& m, transport::owned_fds& fds) {
         if (auto r = require(wire::protocol_feature::inflight_shmfd, "INFLIGHT_SHMFD"); !r) return r;
         if (any_started()) return fail("rings are running");
-        if (m.payload.num_queues > state_.vrings.size())
-            return fail(fmt::format("{} queues ({} vrings)", m.payload.num_queues, state_.vrings.size()));
-        auto area = inflight_area::adopt(m.payload, fds.take(0));
+        // An area with parts for more queues than this device has is taken: the parts beyond
+        // its vrings stay unused (vvu-device sizes the area it makes for its max_vhost_queues).
+        auto area = adopt_inflight(m.payload, fds.take(0));
         if (!area) return fail(area.error());
         inflight_ = std::move(*area);
         return done();
+    }
+    // The front-end's file (checked, then mapped), or, for a transport that places the area
+    // itself (VVU: an area of the window), its mapping there.
+    expected<std::shared_ptr<inflight_area>, std::string> adopt_inflight(const wire::inflight_description& d, unique_fd fd) {
+        if constexpr (requires { transport_.map_inflight(d, unique_fd{}); }) {
+            if (!fd) {
+                auto mapped = transport_.map_inflight(d, unique_fd{});
+                if (!mapped) return unexpected(mapped.error().message());
+                return inflight_area::over(d, std::move(*mapped));
+            }
+        }
+        return inflight_area::adopt(d, std::move(fd));
     }
 
     // Everything vvu never offers: asking for it is a violation.

@@ -16,6 +16,7 @@
 
 #include <vvu/memory/guest_memory.hpp>
 #include <vvu/memory/mapping.hpp>
+#include <vvu/memory/region.hpp>
 #include <vvu/util/expected.hpp>
 #include <vvu/util/unique_fd.hpp>
 #include <vvu/wire/payload.hpp>
@@ -79,7 +80,25 @@ public:
         return map(d, std::move(fd));
     }
 
+    // An area a transport mapped its own way (VVU: an area of the BAR 2 window, which has no
+    // fd on this side), checked like a front-end's: `mapped` must hold what `d` describes.
+    static expected<std::shared_ptr<inflight_area>, std::string> over(const wire::inflight_description& d,
+                                                                      memory::region mapped) {
+        if (d.num_queues == 0 || d.num_queues > max_queues || d.queue_size == 0 || d.queue_size > 32768)
+            return unexpected(fmt::format("{} queues of {} descriptors", d.num_queues, d.queue_size));
+        const std::uint64_t need = d.num_queues * stride(d.queue_size);
+        if (d.mmap_size < need || mapped.size() < d.mmap_size || mapped.host() == nullptr)
+            return unexpected(fmt::format("{} mapped bytes for {} queues of {} descriptors (want {})", mapped.size(),
+                                          d.num_queues, d.queue_size, need));
+        auto a = std::shared_ptr<inflight_area>(new inflight_area());
+        a->desc_ = d;
+        a->base_ = mapped.host();
+        a->region_ = std::move(mapped);
+        return a;
+    }
+
     [[nodiscard]] const wire::inflight_description& description() const noexcept { return desc_; }
+    // The area's file; -1 for an area a transport mapped (over()).
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     // Queue i's part (empty when the area has no such queue).
     [[nodiscard]] std::span<std::byte> queue(std::uint32_t i) const noexcept {
@@ -105,6 +124,7 @@ private:
     wire::inflight_description desc_{};
     unique_fd fd_;
     memory::mapping mapping_;
+    memory::region region_; // over(): the transport's mapping
     std::byte* base_ = nullptr;
 };
 

@@ -74,6 +74,7 @@ struct session_image {
     bool backend_channel_by_transport = false;
     wire::inflight_description inflight{}; // INFLIGHT_SHMFD: the area, when inflight_fd is valid
     unique_fd inflight_fd;
+    bool inflight_by_transport = false;    // no fd: the transport maps the area (VVU: a window area)
     std::vector<std::byte> device_state;
 
     // The settings part, as session_state.
@@ -111,7 +112,7 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd, bool by_
 [[nodiscard]] inline encoded_image encode(session_image&& img) {
     encoded_image out;
     byte_writer w;
-    bool by_transport = img.backend_channel_by_transport;
+    bool by_transport = img.backend_channel_by_transport || img.inflight_by_transport;
     for (const auto& v : img.vrings) by_transport |= v.kick_by_transport || v.call_by_transport || v.err_by_transport;
     for (const auto& r : img.regions) by_transport |= r.by_transport;
     w.put<std::uint32_t>(session_image::magic);
@@ -155,7 +156,7 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd, bool by_
     w.put<std::uint64_t>(img.inflight.mmap_offset);
     w.put<std::uint16_t>(img.inflight.num_queues);
     w.put<std::uint16_t>(img.inflight.queue_size);
-    w.put<std::uint32_t>(detail::add_fd(out.fds, img.inflight_fd));
+    w.put<std::uint32_t>(detail::add_fd(out.fds, img.inflight_fd, img.inflight_by_transport));
     w.put_bytes(img.device_state);
     out.bytes = w.take();
     return out;
@@ -245,7 +246,7 @@ inline std::uint32_t add_fd(std::vector<unique_fd>& fds, unique_fd& fd, bool by_
     img.inflight.mmap_offset = r.get<std::uint64_t>();
     img.inflight.num_queues = r.get<std::uint16_t>();
     img.inflight.queue_size = r.get<std::uint16_t>();
-    img.inflight_fd = take_fd(r.get<std::uint32_t>());
+    img.inflight_fd = take_fd(r.get<std::uint32_t>(), &img.inflight_by_transport);
     const auto state = r.get_bytes(session_image::max_device_state);
     img.device_state.assign(state.begin(), state.end());
     if (!r.done()) return unexpected(bad_fd.empty() ? std::string("session image: malformed or trailing bytes") : bad_fd);

@@ -149,6 +149,11 @@ public:
         if (fd) return memory::region::map(d.as_region(), std::move(fd));
         return s_->map_log(d);
     }
+    // SET_INFLIGHT_FD: the inflight area vvu-device made is an area of the window too.
+    [[nodiscard]] expected<memory::region, memory::error> map_inflight(const wire::inflight_description& d, unique_fd fd) {
+        if (fd) return memory::region::map(pci::vvu_function::window_layout::inflight_region(d), std::move(fd));
+        return s_->map_inflight(d);
+    }
     // An fd comes only with a session taken over (import): the function signals it already.
     [[nodiscard]] expected<kick_notifier, error> make_kick_notifier(std::uint32_t vring, unique_fd fd) {
         if (fd) return eventfd_notifier(std::move(fd));
@@ -251,6 +256,7 @@ struct basic_vvu_pci<F>::shared {
     std::mutex tx_mutex; // posting on the txq
     std::deque<received_message> requests; // front-end requests, in order
     std::deque<received_message> replies;  // replies to back-end requests
+    using window_side = pci::vvu_function::window_layout::side;
     pci::vvu_function::window_layout window{0};
     bool session_open = false;
 
@@ -341,16 +347,20 @@ struct basic_vvu_pci<F>::shared {
             for (std::uint64_t iova : *list) w.put<std::uint64_t>(iova);
         w.put<std::uint16_t>(static_cast<std::uint16_t>(tx_free.size()));
         for (std::uint16_t i : tx_free) w.put<std::uint16_t>(i);
-        const auto& log = window.log();
         w.put<std::uint32_t>(static_cast<std::uint32_t>(window.areas().size()));
         for (const auto& a : window.areas()) {
             for (std::uint64_t v : {a.region.guest_phys_addr, a.region.memory_size, a.region.userspace_addr,
                                     a.region.mmap_offset, a.offset})
                 w.put<std::uint64_t>(v);
         }
-        w.put_bool(log.has_value()); // the dirty log's area (SET_LOG_BASE), after the regions
-        if (log)
-            for (std::uint64_t v : {log->region.memory_size, log->region.mmap_offset, log->offset}) w.put<std::uint64_t>(v);
+        // The side areas: the dirty log's (SET_LOG_BASE), then the inflight area (SET_INFLIGHT_FD).
+        for (const auto which : {window_side::log, window_side::inflight}) {
+            const auto& area = window.side_area(which);
+            w.put_bool(area.has_value());
+            if (area)
+                for (std::uint64_t v : {area->region.memory_size, area->region.mmap_offset, area->offset})
+                    w.put<std::uint64_t>(v);
+        }
         if (!driver->save(w, fds)) return unexpected(error(std::error_code(errno, std::system_category()), "dup"));
         return {};
     }
@@ -381,12 +391,13 @@ struct basic_vvu_pci<F>::shared {
             region.mmap_offset = r.get<std::uint64_t>();
             at = r.get<std::uint64_t>();
         }
-        std::optional<std::pair<wire::memory_region, std::uint64_t>> log;
-        if (r.get_bool()) {
-            wire::log_description d;
-            d.mmap_size = r.get<std::uint64_t>();
-            d.mmap_offset = r.get<std::uint64_t>();
-            log.emplace(d.as_region(), r.get<std::uint64_t>());
+        std::array<std::optional<std::pair<wire::memory_region, std::uint64_t>>, 2> sides; // log, inflight
+        for (auto& side : sides) {
+            if (!r.get_bool()) continue;
+            wire::memory_region region{};
+            region.memory_size = r.get<std::uint64_t>();
+            region.mmap_offset = r.get<std::uint64_t>();
+            side.emplace(region, r.get<std::uint64_t>());
         }
         if (!r.ok()) return malformed();
         auto d = pci::virtio_driver<F>::adopt(*f, driver_options(), r, fds);
@@ -395,8 +406,11 @@ struct basic_vvu_pci<F>::shared {
         if (auto l = read_layout(); !l) return l;
         for (const auto& [region, at] : areas)
             if (!window.place(region, at)) return unexpected(protocol("the adopted window layout does not fit the window"));
-        if (log && !window.place_log(log->first, log->second))
-            return unexpected(protocol("the adopted window layout does not fit the window"));
+        for (const auto which : {window_side::log, window_side::inflight}) {
+            const auto& side = sides[static_cast<std::size_t>(which)];
+            if (side && !window.place_side(which, side->first, side->second))
+                return unexpected(protocol("the adopted window layout does not fit the window"));
+        }
         for (std::uint16_t i = 0; i < opts.queue_size; ++i)
             if (driver->arena().translate(rx_iova[i], buffer_size) == nullptr ||
                 driver->arena().translate(tx_iova[i], buffer_size) == nullptr)
@@ -536,6 +550,8 @@ struct basic_vvu_pci<F>::shared {
             (void)window.remove(r->payload.region);
         } else if (auto* l = std::get_if<wire::message<wire::front_request::set_log_base>>(&*decoded)) {
             (void)window.set_log(l->payload.as_region());
+        } else if (auto* i = std::get_if<wire::message<wire::front_request::set_inflight_fd>>(&*decoded)) {
+            (void)window.set_side(window_side::inflight, pci::vvu_function::window_layout::inflight_region(i->payload));
         }
     }
 
@@ -619,9 +635,14 @@ struct basic_vvu_pci<F>::shared {
         return map_area(*area);
     }
     expected<memory::region, memory::error> map_log(const wire::log_description& d) {
-        const auto& area = window.log();
-        if (!area || !(area->region == d.as_region()))
-            return unexpected(memory::error{memory::errc::no_such_region});
+        return map_side(window_side::log, d.as_region());
+    }
+    expected<memory::region, memory::error> map_inflight(const wire::inflight_description& d) {
+        return map_side(window_side::inflight, pci::vvu_function::window_layout::inflight_region(d));
+    }
+    expected<memory::region, memory::error> map_side(window_side which, const wire::memory_region& described) {
+        const auto& area = window.side_area(which);
+        if (!area || !(area->region == described)) return unexpected(memory::error{memory::errc::no_such_region});
         return map_area(*area);
     }
     expected<memory::region, memory::error> map_area(const pci::vvu_function::window_layout::area& area) {

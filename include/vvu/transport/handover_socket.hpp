@@ -29,7 +29,8 @@ namespace vvu::transport {
 class handover_socket {
 public:
     static constexpr std::uint32_t magic = 0x4c555656; // "VVUL" in the first four bytes
-    static constexpr std::uint16_t version = 1;
+    // 2: a `vvu:` port's transport state carries the window's inflight area (after the log's).
+    static constexpr std::uint16_t version = 2;
     static constexpr std::size_t header_size = 16;
     static constexpr std::size_t max_payload = 8u << 20;
     static constexpr std::size_t max_fds = scm::max_fds;

@@ -47,6 +47,7 @@ client() {
   python3 - "$control" "$1" <<'PY'
 import socket, struct, sys
 path, mode = sys.argv[1], sys.argv[2]
+VERSION = 2  # the hand-over protocol's (transport::handover_socket::version)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
 s.settimeout(5)
@@ -59,7 +60,7 @@ if mode == "garbage":
 elif mode == "version":
     s.sendall(hello(7))
 else:
-    s.sendall(hello(1))
+    s.sendall(hello(VERSION))
 def record():
     head, anc, _, _ = s.recvmsg(16, socket.CMSG_SPACE(253 * 4))
     body = b""
@@ -76,7 +77,7 @@ if mode == "halfway":
         head, anc, body = record()
         if len(head) < 16 or struct.unpack("<IHHII", head)[2] != 10:
             break
-    s.sendall(struct.pack("<IHHII", 0x4C555656, 1, 12, 0, 0))
+    s.sendall(struct.pack("<IHHII", 0x4C555656, VERSION, 12, 0, 0))
 header, ancillary, _, _ = s.recvmsg(16, socket.CMSG_SPACE(253 * 4))
 fds = [fd for level, kind, data in ancillary if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
        for fd in struct.unpack(f"<{len(data) // 4}i", data[: len(data) // 4 * 4])]

@@ -19,13 +19,18 @@
 # With --stop TERM the old vvu-forward is not killed but stopped (SIGTERM, a clean exit, as an
 # update of the back-end's VM would stop it): it must exit 0 and leave the session to the device
 # (BACKEND_UP stays set; basic_vvu_pci::leave_session) — the same checks hold.
+# With --ring packed the rings are packed: a packed ring's position cannot be read back from ring
+# memory, so vvu-device gives the driver an inflight area of its own (a window area,
+# SET_INFLIGHT_FD) and replays it to the next driver, which resumes each ring from it: vvu-device
+# must log the area made, forward1 must log each ring resuming from it, and the same checks hold.
 # Usage: driver-restart.sh --traffic PATH-TO-vvu-traffic --forward PATH-TO-vvu-forward
 #                          --device PATH-TO-vvu-device [--rate PPS] [--seconds S] [--stop KILL|TERM]
+#                          [--ring split|packed]
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../frontend/lib.sh
 source "$here/../frontend/lib.sh"
 
-traffic="" forward="" rate=200000 seconds=8 stop=KILL
+traffic="" forward="" rate=200000 seconds=8 stop=KILL ring=split
 while [[ $# -gt 0 ]]; do
   case $1 in
     --traffic) traffic=$2; shift 2 ;;
@@ -34,11 +39,16 @@ while [[ $# -gt 0 ]]; do
     --rate) rate=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --stop) stop=$2; shift 2 ;;
+    --ring) ring=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 VVU_DEVICE=${VVU_DEVICE:-}
-fe_init "vvu.driver-restart.$(tr "[:upper:]" "[:lower:]" <<<"$stop")"
+name_suffix=""
+[[ $ring == packed ]] && name_suffix=.packed
+fe_init "vvu.driver-restart.$(tr "[:upper:]" "[:lower:]" <<<"$stop")$name_suffix"
+packed=()
+[[ $ring == packed ]] && packed=(--packed)
 need_exe "$traffic"
 need_exe "$forward"
 need_exe "$VVU_DEVICE"
@@ -58,7 +68,7 @@ device_start device "$sock" "$pci"
 PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --port "vvu:$pci" --stats 1 "${cpu[@]}"
 wait_log device "driver ready" 20
 PEER_STDOUT=1 peer_run traffic "${pin[@]}" "$traffic" --connect "$sock" --mode echo --rate "$rate" \
-  --packets "$packets" --size 64 --timeout 10000 --idle 5000
+  --packets "$packets" --size 64 --timeout 10000 --idle 5000 "${packed[@]}"
 wait_log forward0 "front-end connected" 20
 
 # Mid-stream: once forward0 has echoed about a third of the frames.
@@ -93,8 +103,14 @@ wait_log device "front-end session resumed on a new driver" 20
 echo "the session resumed on forward1 ~$((($(date +%s%N) - killed_at) / 1000000)) ms after the kill (50 ms polls)"
 wait_log forward1 "front-end connected" 20
 grep -a -h "session kept\|session resumed" "$work/device.log" | sed 's/^/  /'
-grep -a "resuming at\|taken again" "$work/forward1.log" | sed 's/^/  /' ||
+grep -a "resuming at\|resuming from\|taken again" "$work/forward1.log" | sed 's/^/  /' ||
   echo "note: forward1 started its rings where SET_VRING_BASE said"
+if [[ $ring == packed ]]; then
+  grep -a -h "inflight area" "$work/device.log" | sed 's/^/  /'
+  grep -a -q "an inflight area for .* made for the driver" "$work/device.log" || fail "vvu-device made no inflight area"
+  resumed_rings=$(grep -a -c "resuming from the inflight area" "$work/forward1.log")
+  expect_eq "forward1's rings resumed from the inflight area" "$resumed_rings" 2
+fi
 
 peer_wait traffic $((seconds * 4 + 30))
 ((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"

@@ -86,12 +86,12 @@ TEST_CASE("hostile hand-over records are refused", "[runtime][handover_socket][h
         auto r = receiver.receive(1s);
         REQUIRE(!r);
         CHECK(r.error().code == transport::errc::unsupported_version);
-        CHECK(r.error().message() == "hand-over protocol version 9 (this build speaks version 1)");
+        CHECK(r.error().message() == "hand-over protocol version 9 (this build speaks version 2)");
     }
     SECTION("fewer fds than announced") {
         unique_fd e(::eventfd(0, EFD_CLOEXEC));
         const int fd = e.get();
-        auto h = header(handover_socket::magic, 1, 1, 0, 2);
+        auto h = header(handover_socket::magic, handover_socket::version, 1, 0, 2);
         send_raw(a.get(), h, std::span(&fd, 1));
         e.reset();
         auto r = receiver.receive(1s);
@@ -100,7 +100,7 @@ TEST_CASE("hostile hand-over records are refused", "[runtime][handover_socket][h
         CHECK(r.error().message() == "record announces 2 fds, 1 came");
     }
     SECTION("fds in the middle of a record") {
-        auto h = header(handover_socket::magic, 1, 1, 8, 0);
+        auto h = header(handover_socket::magic, handover_socket::version, 1, 8, 0);
         send_raw(a.get(), h);
         unique_fd e(::eventfd(0, EFD_CLOEXEC));
         const int fd = e.get();
@@ -112,14 +112,14 @@ TEST_CASE("hostile hand-over records are refused", "[runtime][handover_socket][h
         CHECK(r.error().message() == "file descriptors in the middle of a record");
     }
     SECTION("a payload over the limit") {
-        auto h = header(handover_socket::magic, 1, 1, handover_socket::max_payload + 1, 0);
+        auto h = header(handover_socket::magic, handover_socket::version, 1, handover_socket::max_payload + 1, 0);
         send_raw(a.get(), h);
         auto r = receiver.receive(1s);
         REQUIRE(!r);
         CHECK(r.error().code == transport::errc::malformed);
     }
     SECTION("half a record, then the peer goes") {
-        auto h = header(handover_socket::magic, 1, 1, 64, 0);
+        auto h = header(handover_socket::magic, handover_socket::version, 1, 64, 0);
         send_raw(a.get(), h);
         a.reset();
         auto r = receiver.receive(1s);
@@ -127,7 +127,7 @@ TEST_CASE("hostile hand-over records are refused", "[runtime][handover_socket][h
         CHECK(r.error().code == transport::errc::truncated);
     }
     SECTION("half a record, then silence: bounded") {
-        auto h = header(handover_socket::magic, 1, 1, 64, 0);
+        auto h = header(handover_socket::magic, handover_socket::version, 1, 64, 0);
         send_raw(a.get(), h);
         auto r = receiver.receive(100ms);
         REQUIRE(!r);

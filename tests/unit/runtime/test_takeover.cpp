@@ -115,11 +115,11 @@ TEST_CASE("hostile take-over clients are refused and the back-end serves on", "[
         auto s = client();
         std::array<std::byte, 16> h{};
         le::store<std::uint32_t>(h.data(), transport::handover_socket::magic);
-        le::store<std::uint16_t>(h.data() + 4, 2);
+        le::store<std::uint16_t>(h.data() + 4, transport::handover_socket::version + 1);
         le::store<std::uint16_t>(h.data() + 6, runtime::handover_record::hello);
         const iovec iov{h.data(), h.size()};
         REQUIRE(scm::send_some(s.native_handle(), std::span(&iov, 1), {}) == 16);
-        expect_refusal(s, "version 2");
+        expect_refusal(s, fmt::format("version {}", transport::handover_socket::version + 1));
     }
     SECTION("another port list") {
         auto s = client();
