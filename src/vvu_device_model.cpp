@@ -260,6 +260,7 @@ struct device_model::impl final : function_owner {
         window_fds.clear();
         log_fd.reset();
         inflight_fd.reset();
+        driver_protocol_features = 0;
         to_driver.clear();
         record = {};
         awaited.clear();
@@ -571,6 +572,10 @@ struct device_model::impl final : function_owner {
                 if constexpr (R == front_request::set_protocol_features) {
                     const std::uint64_t extra = msg.payload.value & ~passthrough_protocol_features();
                     if (extra != 0) return fail(fmt::format("protocol features 0x{:x} were not offered", extra));
+                } else if constexpr (R == front_request::get_inflight_fd) {
+                    // The driver negotiated INFLIGHT_SHMFD for the device's own area; a
+                    // front-end was never offered it, and its area would have no way through.
+                    return fail("INFLIGHT_SHMFD was not offered (the inflight area is the device's own)");
                 } else if constexpr (R == front_request::set_mem_table) {
                     std::vector<wire::memory_region> regions(msg.payload.regions.begin(),
                                                              msg.payload.regions.begin() + msg.payload.nregions);

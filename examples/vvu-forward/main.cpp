@@ -83,7 +83,7 @@ Options:
                      process takes the control socket over as well (for the next update).
                      Until the old process commits, the new one runs SCHED_IDLE (where it may
                      come back from it: root, CAP_SYS_NICE), so that its start-up takes no CPU
-                     from the data path; start it with `chrt --idle 0` to keep its exec there too.
+                     from the data path — for at most 250 ms, should no CPU ever idle.
   --takeover-go now|sigusr2
                      sigusr2: prepare the take-over while the old process serves on (connect,
                      map the memory), say "ready to take over" on stderr and wait for SIGUSR2
@@ -264,9 +264,11 @@ int main(int argc, char** argv) {
 
     const bool taking_over = !opts->takeover.empty();
     // A new process prepares in the background (before any thread: they inherit it), so that
-    // its start-up takes no CPU from the data path it replaces; commit brings it back.
-    const std::optional<runtime::thread_policy> after_commit =
-        taking_over ? runtime::prepare_in_background() : std::nullopt;
+    // its start-up takes no CPU from the data path it replaces; commit brings it back (or, on a
+    // machine without an idle CPU, a watchdog after 250 ms).
+    runtime::background_preparation background;
+    if (taking_over) background = runtime::background_preparation(std::chrono::milliseconds(250));
+    const std::optional<runtime::thread_policy> after_commit = background.policy();
     std::vector<std::unique_ptr<port>> ports;
     std::vector<std::string> descriptions;
     for (const auto& spec : opts->ports) {
@@ -343,12 +345,17 @@ int main(int argc, char** argv) {
     if (taking_over) {
         runtime::handover_options ho;
         ho.policy_after_commit = after_commit;
-        if (opts->takeover_on_signal)
-            ho.before_outage = [&] {
+        ho.before_outage = [&] {
+            if (opts->takeover_on_signal) {
                 fmt::print(stderr, "vvu-forward: ready to take over from {}: waiting for SIGUSR2\n", opts->takeover);
                 int sig = 0;
                 sigwait(&go_signal, &sig);
-            };
+            }
+            // The outage runs urgent from here (take_over): no watchdog may lower it meanwhile.
+            background.end();
+            if (background.expired())
+                fmt::print(stderr, "vvu-forward: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
+        };
         auto r = runtime::take_over(opts->takeover, handover_ports, descriptions, data_path, ho);
         if (!r) {
             fmt::print(stderr, "vvu-forward: take-over from {} failed: {}\n", opts->takeover, r.error().message());

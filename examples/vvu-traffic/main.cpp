@@ -64,6 +64,11 @@ Limits:
   --timeout MS       bound of every control-message wait, of connecting, and of waiting for
                      the back-end to give buffers back (default 5000)
   --idle MS          rx/echo: stop after MS without progress once traffic began (default 2000)
+
+Diagnostics:
+  --stall-log US     rx/echo: at the end, one line on stderr per stall longer than US
+                     microseconds (the first 10 000): "stall N us ended at T" (T: CLOCK_REALTIME,
+                     ns), to line stalls up with events outside (e.g. a live update's steps)
   --help             this text
 
 Sessions:
@@ -116,6 +121,7 @@ struct options {
     device::net::driver_options driver;
     std::chrono::milliseconds timeout{5000};
     std::chrono::milliseconds idle{2000};
+    std::uint64_t stall_log_us = 0; // --stall-log: stalls longer than this are listed at the end
     std::uint64_t sessions = 1;
     bool every_session_complete = false; // --sessions given
 };
@@ -180,6 +186,8 @@ std::optional<options> parse(int argc, char** argv) {
             unsigned ms = 0;
             if (!number(ms)) return bad("--idle needs milliseconds");
             o.idle = std::chrono::milliseconds(ms);
+        } else if (a == "--stall-log") {
+            if (!number(o.stall_log_us) || o.stall_log_us == 0) return bad("--stall-log needs microseconds (> 0)");
         } else {
             return bad(fmt::format("unknown option {}", a));
         }
@@ -245,6 +253,9 @@ struct report {
     clock_type::duration max_stall{}; // longest time between two receive bursts
     clock_type::duration max_stall_end{}; // when it ended, from the first frame
     std::uint64_t stalls_over_1ms = 0;
+    // --stall-log: stalls longer than log_above, as (end in CLOCK_REALTIME ns, length in us).
+    clock_type::duration log_above{clock_type::duration::max()};
+    std::vector<std::pair<std::int64_t, std::int64_t>> logged;
     clock_type::time_point last_rx{};
     bool any_rx = false;
 
@@ -258,6 +269,11 @@ struct report {
         if (any_rx) {
             const auto gap = now - last_rx;
             if (gap > std::chrono::milliseconds(1)) ++stalls_over_1ms;
+            if (gap > log_above && logged.size() < 10000)
+                logged.emplace_back(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+                        .count(),
+                    std::chrono::duration_cast<std::chrono::microseconds>(gap).count());
             if (gap > max_stall) {
                 max_stall = gap;
                 max_stall_end = now - first;
@@ -362,6 +378,10 @@ std::string run_session(const options& o, totals& t) {
                    o.path, fe.features(), fe.protocol_features(), o.driver.packed ? "packed" : "split", nd.mrg_rxbuf());
 
     report rep;
+    if (o.stall_log_us != 0) {
+        rep.log_above = std::chrono::microseconds(o.stall_log_us);
+        rep.logged.reserve(10000); // no allocation on the receive path
+    }
     std::vector<std::vector<std::byte>> pool(ring::max_burst, std::vector<std::byte>(std::max<std::size_t>(o.size, 64)));
     std::vector<device::net::frame> frames;
     frames.reserve(ring::max_burst);
@@ -478,6 +498,7 @@ std::string run_session(const options& o, totals& t) {
         t.max_stall_end = rep.max_stall_end;
     }
     t.stalls_over_1ms += rep.stalls_over_1ms;
+    for (const auto& [end_ns, us] : rep.logged) std::fprintf(stderr, "stall %lld us ended at %lld\n", static_cast<long long>(us), static_cast<long long>(end_ns));
     t.seconds += rep.seconds();
     if (o.break_ring && failure.empty()) t.ring_broken = break_tx_ring(nd, o.timeout);
 

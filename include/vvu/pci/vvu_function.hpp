@@ -125,7 +125,7 @@ struct bar2_layout {
 //                  area.)
 //   SET_INFLIGHT_FD  the inflight area (INFLIGHT_SHMFD) likewise. vvu-device makes it itself
 //                  for a session with packed rings, so that a new driver can resume them after
-//                  the old one went away (docs/vvu-device.md); the front-end never sees it.
+//                  the old one went away (README, vvu-device); the front-end never sees it.
 //                  SET_MEM_TABLE lays the regions out and puts the log, then the inflight area,
 //                  after them again.
 //

@@ -85,8 +85,8 @@ struct handover_options {
     // (vvu-forward --takeover-go sigusr2 waits for a signal here). It must return within the
     // old process's accept_timeout, or the old process gives up and serves on.
     std::function<void()> before_outage;
-    // New: the policy the calling thread takes at commit — the one prepare_in_background()
-    // returned, for a process that prepared in the background (nullopt: its own).
+    // New: the policy the calling thread takes at commit — background_preparation::policy(),
+    // for a process that prepared in the background (nullopt: its own).
     std::optional<thread_policy> policy_after_commit;
 };
 

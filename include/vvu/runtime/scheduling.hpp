@@ -12,7 +12,12 @@
 
 #include <array>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 namespace vvu::runtime {
 
@@ -55,20 +60,66 @@ inline bool may_leave_idle_policy() noexcept {
 // The new process of a live update starts, maps the memory and imports while the data path
 // it replaces keeps running, on the same CPUs. On a small machine every slice the start-up
 // takes from a poller is an outage of that poller's rings (a scheduler tick, ~4 ms, at a time).
-// Called first thing in main, before any thread exists (threads inherit it), this moves the
-// process into the background (SCHED_IDLE: it runs when a CPU would idle, and a waking poller
-// preempts it at once) and returns the policy to come back to at commit
-// (handover_options::policy_after_commit; the poller's too: poller::set_policy) — the
-// thread's own, or SCHED_OTHER for a process started in the background already (`chrt --idle
-// 0`, which keeps the exec and the dynamic loader there too). Nothing changes, and nullopt is
-// returned, when the process could not come back (may_leave_idle_policy).
-inline std::optional<thread_policy> prepare_in_background() noexcept {
-    if (!may_leave_idle_policy()) return std::nullopt;
-    thread_policy back = thread_policy::of(pthread_self());
-    if (back.policy == SCHED_IDLE) back = {};
-    step_aside();
-    return back;
-}
+// A background_preparation, made first thing in main before any other thread exists (threads
+// inherit it), moves the process into the background: SCHED_IDLE, where it runs when a CPU
+// would idle and a waking poller preempts it at once. Where no CPU ever idles (busy pollers on
+// every core) it would hardly run at all, so a watchdog thread puts the calling thread back
+// after `limit`: the preparation then goes on at its normal priority, as without this. At
+// commit the process comes back: policy() is what the exchanging thread
+// (handover_options::policy_after_commit) and the data-path thread (poller::set_policy) take —
+// the thread's own, or SCHED_OTHER for a thread started in the background. Nothing changes,
+// and policy() is nullopt, when the process could not come back (may_leave_idle_policy).
+class background_preparation {
+public:
+    background_preparation() = default;
+    explicit background_preparation(std::chrono::milliseconds limit) {
+        if (!may_leave_idle_policy()) return;
+        thread_policy back = thread_policy::of(pthread_self());
+        if (back.policy == SCHED_IDLE) back = {};
+        back_ = back;
+        state_ = std::make_shared<watch>();
+        // Made before the step aside: the watchdog keeps the normal policy.
+        watchdog_ = std::thread([state = state_, thread = pthread_self(), back, limit] {
+            std::unique_lock lock(state->mutex);
+            if (!state->cv.wait_for(lock, limit, [&] { return state->ended; })) {
+                (void)back.apply(thread);
+                state->expired = true;
+            }
+        });
+        step_aside();
+    }
+    background_preparation(background_preparation&&) noexcept = default;
+    background_preparation& operator=(background_preparation&&) noexcept = default;
+    ~background_preparation() { end(); }
+
+    [[nodiscard]] const std::optional<thread_policy>& policy() const noexcept { return back_; }
+    // Whether the watchdog had to bring the thread back before the preparation ended.
+    [[nodiscard]] bool expired() const {
+        if (!state_) return false;
+        std::scoped_lock lock(state_->mutex);
+        return state_->expired;
+    }
+    // Stops the watchdog (the thread's policy is the caller's business from now on).
+    void end() {
+        if (!state_) return;
+        {
+            std::scoped_lock lock(state_->mutex);
+            state_->ended = true;
+        }
+        state_->cv.notify_all();
+        if (watchdog_.joinable()) watchdog_.join();
+    }
+
+private:
+    struct watch {
+        std::mutex mutex;
+        std::condition_variable cv;
+        bool ended = false, expired = false;
+    };
+    std::optional<thread_policy> back_;
+    std::shared_ptr<watch> state_;
+    std::thread watchdog_;
+};
 
 // The hand-over's critical stretch — from the new process's `ready` to `commit` — is a few
 // record exchanges between two threads that block on a socket. On a small machine whose CPUs

@@ -16,9 +16,9 @@
 # eventfd after 200 us without any), as a back-end sharing its cores would. With two busy
 # pollers on a 2-vCPU machine, each new process's start-up (exec, mapping the memory, importing)
 # preempts a poller a scheduler tick (about 4 ms here) at a time, and the front-end sees that as
-# the outage — unless the new process starts in the background, as here (chrt --idle 0; it
-# stays there until commit). Measured here, 20 take-overs under 1 Mpps in event mode:
-# max_stall_us 2.9-4.2 ms (docs/live-update.md).
+# the outage — unless the new process prepares in the background, as vvu-forward does (SCHED_IDLE
+# until commit: runtime::background_preparation). Measured here, 20 take-overs under 1 Mpps in
+# event mode: max_stall_us under 5 ms (docs/live-update.md).
 # With --go signal each new process is prepared first (vvu-forward --takeover-go sigusr2: it
 # connects and maps the memory while the old one serves, then waits) and given the go-ahead by
 # SIGUSR2 once it says so: the outage then holds the hand-over alone, not the process's start.
@@ -59,35 +59,36 @@ if [[ $kind == vvu ]]; then
   device_start device "$sock" "$pci"
   port="vvu:$pci"
 fi
-# New processes start in the background (chrt --idle 0, and vvu-forward stays there until
-# commit: runtime::prepare_in_background), so their start-up takes no CPU from the pollers.
 # Hand-overs come every ~0.3 s on a quiet machine (a new process starts, imports, resumes),
 # up to ~0.9 s on a loaded one; the traffic lasts takeovers + 5 seconds, so it outlives them.
 packets=$(((takeovers + 5) * rate))
+declare -a started_us=() ended_us=()
 
 PEER_STDOUT=1 peer_run forward0 "$forward" --mode loopback --poll "$poll" --port "$port" --control "$control"
 [[ $kind == unix ]] && wait_socket "$sock" forward0 20
 wait_socket "$control" forward0 20
 [[ $kind == vvu ]] && wait_log device "driver ready" 20
 PEER_STDOUT=1 peer_run traffic "$traffic" --connect "$sock" --mode echo --packets "$packets" --rate "$rate" \
-  "${packed[@]}" --timeout 10000 --idle 5000
+  "${packed[@]}" --timeout 10000 --idle 5000 --stall-log 2000
 wait_log forward0 "front-end connected" 20
 
 for ((i = 1; i <= takeovers; i++)); do
   nap 0.25 # let traffic flow between hand-overs (not a readiness wait)
   peer_alive traffic || fail "vvu-traffic ended before take-over $i"
+  started_us[i]=${EPOCHREALTIME/./}
   if [[ $go == signal ]]; then
-    PEER_STDOUT=1 peer_run "forward$i" chrt --idle 0 "$forward" --mode loopback --poll "$poll" --port "$port" \
+    PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --poll "$poll" --port "$port" \
       --control "$control" --takeover "$control" --takeover-go sigusr2
     wait_log "forward$i" "ready to take over" 20
     kill -USR2 "$(peer_process "forward$i")"
   else
-    PEER_STDOUT=1 peer_run "forward$i" chrt --idle 0 "$forward" --mode loopback --poll "$poll" --port "$port" \
+    PEER_STDOUT=1 peer_run "forward$i" "$forward" --mode loopback --poll "$poll" --port "$port" \
       --control "$control" --takeover "$control"
   fi
   wait_log "forward$i" "took 1 ports over" 20
   peer_wait "forward$((i - 1))" 20
   ((peer_rc == 0)) || fail "the old vvu-forward (forward$((i - 1))) exited with status $peer_rc"
+  ended_us[i]=${EPOCHREALTIME/./}
   handed=$(grep -a '"handed_over":true' "$work/forward$((i - 1)).out") || fail "forward$((i - 1)) printed no hand-over line"
   echo "take-over $i: $handed"
 done
@@ -104,6 +105,21 @@ expect_eq "duplicates" "$(json_field "$work/traffic.out" duplicates)" 0
 expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
 stall=$(json_field "$work/traffic.out" max_stall_us)
 echo "max_stall_us = $stall over $takeovers take-overs (the longest time without an echoed frame)"
+# Each stall over 2 ms, lined up with the take-overs: from a new process's start to its
+# predecessor's exit (vvu-traffic's --stall-log, CLOCK_REALTIME; bash's EPOCHREALTIME).
+longest_in=0 longest_out=0
+while read -r _ us _ _ _ end_ns; do
+  end=$((end_ns / 1000)) where="outside every take-over"
+  for ((i = 1; i <= takeovers; i++)); do
+    if ((end - us <= ended_us[i] && end >= started_us[i])); then
+      where="during take-over $i (ended $(((end - started_us[i]) / 1000)) ms after its process started)"
+      break
+    fi
+  done
+  if [[ $where == during* ]]; then ((us > longest_in)) && longest_in=$us; else ((us > longest_out)) && longest_out=$us; fi
+  echo "  stall of $us us: $where"
+done < <(grep -a '^stall [0-9]* us ended at [0-9]*$' "$work/traffic.log")
+echo "longest stall over 2 ms during a take-over: ${longest_in} us; outside every take-over: ${longest_out} us (0: none)"
 # No reconnect happened: a reconnect costs the front-end a whole session set-up (DPDK's own
 # back-end needs 0.1-0.7 s); a hand-over is a pause of the rings. The bound is loose on purpose
 # (a loaded 2-core machine); benchmarks/live-update/ reports the real figure.

@@ -51,9 +51,11 @@ TEST_CASE("scheduling: a process prepared in the background returns to its polic
     } s;
     std::thread([&s] {
         s.may_leave = vvu::runtime::may_leave_idle_policy();
-        s.back = vvu::runtime::prepare_in_background();
+        vvu::runtime::background_preparation background(10s);
+        s.back = background.policy();
         s.during = policy_of_self();
         std::thread([&s] { s.child = policy_of_self(); }).join(); // made in the background: inherits it
+        background.end(); // the outage starts: no watchdog from here
         vvu::runtime::urgent_scope urgent;
         s.urgent = policy_of_self();
         if (s.back) urgent.end(*s.back);
@@ -84,7 +86,8 @@ TEST_CASE("scheduling: a process started in the background (chrt --idle 0) comes
     std::thread([&] {
         may_leave = vvu::runtime::may_leave_idle_policy();
         vvu::runtime::step_aside(); // as if started so
-        back = vvu::runtime::prepare_in_background();
+        vvu::runtime::background_preparation background(10s);
+        back = background.policy();
         during = policy_of_self();
     }).join();
     CHECK(during == SCHED_IDLE);
@@ -103,7 +106,8 @@ TEST_CASE("scheduling: a held poller made in the background runs under the polic
     std::optional<thread_policy> back;
     int before_resume = -1;
     std::thread([&] {
-        back = vvu::runtime::prepare_in_background();
+        vvu::runtime::background_preparation background(10s);
+        back = background.policy();
         p.start(true); // created held, in the background
         if (back) (void)p.set_policy(*back);
         before_resume = probe.passes.load();
@@ -122,4 +126,47 @@ TEST_CASE("scheduling: a held poller made in the background runs under the polic
         CHECK(probe.seen.load() == SCHED_IDLE);
     }
     p.stop();
+}
+
+TEST_CASE("scheduling: where no CPU idles, a watchdog brings the preparing thread back after its limit",
+          "[runtime][scheduling]") {
+    struct seen {
+        std::optional<thread_policy> back;
+        int during = -1, later = -1;
+        bool expired = false, expired_early = true;
+    } s;
+    std::thread([&s] {
+        vvu::runtime::background_preparation background(50ms);
+        s.back = background.policy();
+        s.during = policy_of_self();
+        s.expired_early = background.expired();
+        // Bounded wait for the watchdog (it fires after 50 ms).
+        const auto until = std::chrono::steady_clock::now() + 5s;
+        while (s.back && policy_of_self() == SCHED_IDLE && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+        s.later = policy_of_self();
+        background.end();
+        s.expired = background.expired();
+    }).join();
+    if (!s.back) {
+        CHECK(s.during == SCHED_OTHER); // never went to the background
+        return;
+    }
+    CHECK(s.during == SCHED_IDLE);
+    CHECK_FALSE(s.expired_early);
+    CHECK(s.later == SCHED_OTHER);
+    CHECK(s.expired);
+
+    // Ended in time: the watchdog leaves the thread alone (its policy is the caller's to set).
+    int after_end = -1;
+    bool expired = true;
+    std::thread([&] {
+        vvu::runtime::background_preparation background(50ms);
+        background.end();
+        std::this_thread::sleep_for(100ms);
+        after_end = policy_of_self();
+        expired = background.expired();
+    }).join();
+    CHECK(after_end == SCHED_IDLE);
+    CHECK_FALSE(expired);
 }

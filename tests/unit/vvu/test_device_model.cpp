@@ -707,11 +707,17 @@ void send_hostile(std::size_t i, raw_frontend& fe, std::vector<unique_fd>& keep)
         REQUIRE(::shutdown(fe.fd(), SHUT_WR) == 0);
         break;
     }
+    case 9: { // GET_INFLIGHT_FD: the device never offers INFLIGHT_SHMFD to a front-end
+        wire::message<fr::get_inflight_fd> m;
+        m.payload = {0, 0, 2, 256, 0};
+        fe.send(encoded(m));
+        break;
+    }
     default: FAIL("no such case");
     }
 }
 
-const std::array<hostile_case, 9> hostile_cases{{
+const std::array<hostile_case, 10> hostile_cases{{
     {"SET_VRING_KICK for vring >= max_queues", "SET_VRING_KICK: vring 8 beyond max_vhost_queues 8"},
     {"SET_MEM_TABLE with a too small fd", "SET_MEM_TABLE: region needs"},
     {"SET_PROTOCOL_FEATURES with INFLIGHT_SHMFD", "SET_PROTOCOL_FEATURES: protocol features 0x1000 were not offered"},
@@ -721,13 +727,14 @@ const std::array<hostile_case, 9> hostile_cases{{
     {"unknown request", "99"},
     {"size above the maximum", "SET_FEATURES"},
     {"truncated message, then close", "front-end closed the socket"},
+    {"GET_INFLIGHT_FD", "GET_INFLIGHT_FD: INFLIGHT_SHMFD was not offered (the inflight area is the device's own)"},
 }};
 
 } // namespace
 
 TEST_CASE("device model: a hostile front-end is disconnected by the device, the next one works",
           "[vvu][device_model][hostile]") {
-    const std::size_t i = GENERATE(range<std::size_t>(0, 9));
+    const std::size_t i = GENERATE(range<std::size_t>(0, hostile_cases.size()));
     const hostile_case& hc = hostile_cases[i];
     CAPTURE(hc.name);
     device_fixture dev;
