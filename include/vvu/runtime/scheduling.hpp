@@ -78,8 +78,10 @@ public:
         if (back.policy == SCHED_IDLE) back = {};
         back_ = back;
         state_ = std::make_shared<watch>();
-        // Made before the step aside: the watchdog keeps the normal policy.
+        // Made before the step aside, and given `back` itself (the process may have been
+        // started in the background): the watchdog must run when the limit comes.
         watchdog_ = std::thread([state = state_, thread = pthread_self(), back, limit] {
+            (void)back.apply(pthread_self());
             std::unique_lock lock(state->mutex);
             if (!state->cv.wait_for(lock, limit, [&] { return state->ended; })) {
                 (void)back.apply(thread);
@@ -89,7 +91,15 @@ public:
         step_aside();
     }
     background_preparation(background_preparation&&) noexcept = default;
-    background_preparation& operator=(background_preparation&&) noexcept = default;
+    background_preparation& operator=(background_preparation&& other) noexcept {
+        if (this != &other) {
+            end();
+            back_ = std::move(other.back_);
+            state_ = std::move(other.state_);
+            watchdog_ = std::move(other.watchdog_);
+        }
+        return *this;
+    }
     ~background_preparation() { end(); }
 
     [[nodiscard]] const std::optional<thread_policy>& policy() const noexcept { return back_; }

@@ -81,14 +81,19 @@ TEST_CASE("scheduling: a process prepared in the background returns to its polic
 TEST_CASE("scheduling: a process started in the background (chrt --idle 0) comes back to SCHED_OTHER",
           "[runtime][scheduling]") {
     std::optional<thread_policy> back;
-    int during = -1;
+    int during = -1, later = -1;
     bool may_leave = false;
     std::thread([&] {
         may_leave = vvu::runtime::may_leave_idle_policy();
         vvu::runtime::step_aside(); // as if started so
-        vvu::runtime::background_preparation background(10s);
+        vvu::runtime::background_preparation background(50ms);
         back = background.policy();
         during = policy_of_self();
+        // Its watchdog, made by a SCHED_IDLE thread, still runs when the limit comes.
+        const auto until = std::chrono::steady_clock::now() + 5s;
+        while (back && policy_of_self() == SCHED_IDLE && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+        later = policy_of_self();
     }).join();
     CHECK(during == SCHED_IDLE);
     if (!may_leave) {
@@ -97,6 +102,7 @@ TEST_CASE("scheduling: a process started in the background (chrt --idle 0) comes
     }
     REQUIRE(back);
     CHECK(back->policy == SCHED_OTHER); // not the SCHED_IDLE it started with
+    CHECK(later == SCHED_OTHER);
 }
 
 TEST_CASE("scheduling: a held poller made in the background runs under the policy set before its resume",
