@@ -391,7 +391,8 @@ struct basic_vvu_pci<F>::shared {
             region.mmap_offset = r.get<std::uint64_t>();
             at = r.get<std::uint64_t>();
         }
-        std::array<std::optional<std::pair<wire::memory_region, std::uint64_t>>, 2> sides; // log, inflight
+        std::array<std::optional<std::pair<wire::memory_region, std::uint64_t>>,
+                   pci::vvu_function::window_layout::side_count> sides; // log, inflight
         for (auto& side : sides) {
             if (!r.get_bool()) continue;
             wire::memory_region region{};
