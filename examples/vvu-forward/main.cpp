@@ -351,8 +351,9 @@ int main(int argc, char** argv) {
                 int sig = 0;
                 sigwait(&go_signal, &sig);
             }
-            // The outage runs urgent from here (take_over): no watchdog may lower it meanwhile.
-            background.end();
+            // The outage starts: back to the normal policy (take_over then makes the thread
+            // urgent where it may), and no watchdog to change it meanwhile.
+            background.finish();
             if (background.expired())
                 fmt::print(stderr, "vvu-forward: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
         };

@@ -109,6 +109,13 @@ public:
         std::scoped_lock lock(state_->mutex);
         return state_->expired;
     }
+    // The preparation is over — the outage is about to start: stops the watchdog and puts the
+    // calling thread (the one that made this) back to policy(), so that no part of the outage
+    // runs SCHED_IDLE, even where the thread cannot be made urgent (urgent_scope).
+    void finish() {
+        end();
+        if (back_) (void)back_->apply(pthread_self());
+    }
     // Stops the watchdog (the thread's policy is the caller's business from now on).
     void end() {
         if (!state_) return;

@@ -47,7 +47,7 @@ TEST_CASE("scheduling: a process prepared in the background returns to its polic
     struct seen {
         bool may_leave = false;
         std::optional<thread_policy> back;
-        int during = -1, child = -1, urgent = -1, after = -1;
+        int during = -1, child = -1, finished = -1, urgent = -1, after = -1;
     } s;
     std::thread([&s] {
         s.may_leave = vvu::runtime::may_leave_idle_policy();
@@ -55,7 +55,8 @@ TEST_CASE("scheduling: a process prepared in the background returns to its polic
         s.back = background.policy();
         s.during = policy_of_self();
         std::thread([&s] { s.child = policy_of_self(); }).join(); // made in the background: inherits it
-        background.end(); // the outage starts: no watchdog from here
+        background.finish(); // the outage starts: the thread's own policy, no watchdog
+        s.finished = policy_of_self();
         vvu::runtime::urgent_scope urgent;
         s.urgent = policy_of_self();
         if (s.back) urgent.end(*s.back);
@@ -73,6 +74,7 @@ TEST_CASE("scheduling: a process prepared in the background returns to its polic
     CHECK(s.back->policy == SCHED_OTHER);
     CHECK(s.during == SCHED_IDLE);
     CHECK(s.child == SCHED_IDLE);
+    CHECK(s.finished == SCHED_OTHER);
     // The outage runs SCHED_FIFO where the process may (root may).
     if (geteuid() == 0) CHECK(s.urgent == SCHED_FIFO);
     CHECK(s.after == SCHED_OTHER);
