@@ -31,6 +31,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -64,8 +65,7 @@ public:
     // SET_INFLIGHT_FD: the front-end's file, checked before it is mapped.
     static expected<std::shared_ptr<inflight_area>, std::string> adopt(const wire::inflight_description& d, unique_fd fd) {
         if (!fd) return unexpected(std::string("no fd"));
-        if (d.num_queues == 0 || d.num_queues > max_queues || d.queue_size == 0 || d.queue_size > 32768)
-            return unexpected(fmt::format("{} queues of {} descriptors", d.num_queues, d.queue_size));
+        if (auto bad = bad_shape(d)) return unexpected(std::move(*bad));
         const std::uint64_t need = d.num_queues * stride(d.queue_size);
         if (d.mmap_size < need || d.mmap_size > need + (1u << 20))
             return unexpected(fmt::format("mmap size {} for {} queues of {} descriptors (want {})", d.mmap_size, d.num_queues,
@@ -84,8 +84,7 @@ public:
     // fd on this side), checked like a front-end's: `mapped` must hold what `d` describes.
     static expected<std::shared_ptr<inflight_area>, std::string> over(const wire::inflight_description& d,
                                                                       memory::region mapped) {
-        if (d.num_queues == 0 || d.num_queues > max_queues || d.queue_size == 0 || d.queue_size > 32768)
-            return unexpected(fmt::format("{} queues of {} descriptors", d.num_queues, d.queue_size));
+        if (auto bad = bad_shape(d)) return unexpected(std::move(*bad));
         const std::uint64_t need = d.num_queues * stride(d.queue_size);
         if (d.mmap_size < need || mapped.size() < d.mmap_size || mapped.host() == nullptr)
             return unexpected(fmt::format("{} mapped bytes for {} queues of {} descriptors (want {})", mapped.size(),
@@ -107,6 +106,12 @@ public:
     }
 
 private:
+    // Why a description's queue count or size cannot be taken, if it cannot.
+    static std::optional<std::string> bad_shape(const wire::inflight_description& d) {
+        if (d.num_queues == 0 || d.num_queues > max_queues || d.queue_size == 0 || d.queue_size > 32768)
+            return fmt::format("{} queues of {} descriptors", d.num_queues, d.queue_size);
+        return std::nullopt;
+    }
     static expected<std::shared_ptr<inflight_area>, std::string> map(const wire::inflight_description& d, unique_fd fd) {
         const auto w = memory::window_for(d.mmap_offset, d.mmap_size, static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)));
         if (!w) return unexpected(std::string("the area wraps around"));
