@@ -344,7 +344,6 @@ int main(int argc, char** argv) {
     unique_fd inherited_control;
     if (taking_over) {
         runtime::handover_options ho;
-        ho.policy_after_commit = after_commit;
         ho.before_outage = [&] {
             if (opts->takeover_on_signal) {
                 fmt::print(stderr, "vvu-forward: ready to take over from {}: waiting for SIGUSR2\n", opts->takeover);

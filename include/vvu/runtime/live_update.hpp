@@ -85,9 +85,6 @@ struct handover_options {
     // (vvu-forward --takeover-go sigusr2 waits for a signal here). It must return within the
     // old process's accept_timeout, or the old process gives up and serves on.
     std::function<void()> before_outage;
-    // New: the policy the calling thread takes at commit — background_preparation::policy(),
-    // for a process that prepared in the background (nullopt: its own).
-    std::optional<thread_policy> policy_after_commit;
 };
 
 // What a successful hand-over measured (old process: from parking the ports to commit sent;
@@ -460,10 +457,8 @@ inline expected<handover_result, error> take_over(const std::string& path, std::
     if (!commit || commit->type != handover_record::commit)
         return give_up(detail::fail(errc::protocol, commit ? fmt::format("expected commit, got record type {}", commit->type)
                                                            : "waiting for commit: " + commit.error().message()));
-    // The rings are ours: the data path resumes now, while this thread is still urgent (after
-    // it, in a process that prepared in the background, it would wait for an idle CPU).
+    // The rings are ours: the data path resumes now, while this thread is still urgent.
     if (data_path.resume) data_path.resume();
-    if (o.policy_after_commit) urgent.end(*o.policy_after_commit);
     handover_result result;
     result.paused = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
     result.ports = ports.size();

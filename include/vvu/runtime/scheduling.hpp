@@ -64,10 +64,10 @@ inline bool may_leave_idle_policy() noexcept {
 // inherit it), moves the process into the background: SCHED_IDLE, where it runs when a CPU
 // would idle and a waking poller preempts it at once. Where no CPU ever idles (busy pollers on
 // every core) it would hardly run at all, so a watchdog thread puts the calling thread back
-// after `limit`: the preparation then goes on at its normal priority, as without this. At
-// commit the process comes back: policy() is what the exchanging thread
-// (handover_options::policy_after_commit) and the data-path thread (poller::set_policy) take —
-// the thread's own, or SCHED_OTHER for a thread started in the background. Nothing changes,
+// after `limit`: the preparation then goes on at its normal priority, as without this. When
+// the preparation is over (finish(), before the outage) the thread comes back to policy(), and
+// the data-path thread is given it too (poller::set_policy) — the thread's own, or SCHED_OTHER
+// for a thread started in the background. Nothing changes,
 // and policy() is nullopt, when the process could not come back (may_leave_idle_policy).
 class background_preparation {
 public:
@@ -142,8 +142,7 @@ private:
 // record exchanges between two threads that block on a socket. On a small machine whose CPUs
 // are taken by busy-polling data paths, each wake-up could wait for a scheduler slice
 // (milliseconds). For that stretch the exchanging threads run SCHED_FIFO when the process may
-// (root, CAP_SYS_NICE; else they run as they are), and go back to their policy after (or to
-// the one given to end()).
+// (root, CAP_SYS_NICE; else they run as they are), and go back to their policy after.
 class urgent_scope {
 public:
     urgent_scope() noexcept : before_(thread_policy::of(pthread_self())) {
@@ -156,10 +155,6 @@ public:
     ~urgent_scope() { end(); }
     void end() noexcept {
         if (active_) (void)before_.apply(pthread_self());
-        active_ = false;
-    }
-    void end(const thread_policy& after) noexcept {
-        (void)after.apply(pthread_self());
         active_ = false;
     }
 

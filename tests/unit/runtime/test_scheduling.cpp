@@ -59,7 +59,7 @@ TEST_CASE("scheduling: a process prepared in the background returns to its polic
         s.finished = policy_of_self();
         vvu::runtime::urgent_scope urgent;
         s.urgent = policy_of_self();
-        if (s.back) urgent.end(*s.back);
+        urgent.end();
         s.after = policy_of_self();
     }).join();
 
