@@ -49,7 +49,7 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
     }
 
     if (!fd) { // in-band only: known, counted, never translated
-        maps_.insert(next, entry{{iova, size, flags}, nullptr, nullptr});
+        maps_.insert(next, entry{{iova, size, flags}, nullptr, nullptr, {}, 0});
         return {};
     }
 
@@ -75,8 +75,8 @@ expected<void, std::error_code> dma_space::map(std::uint64_t iova, std::uint64_t
     if (!m) return unexpected(m.error());
     std::byte* host = m->data() + w->delta;
     auto memory = std::make_shared<const memory::mapping>(std::move(*m));
-    maps_.insert(next, entry{{iova, size, flags}, host, std::move(memory)});
-    return {}; // fd closes here: the mapping keeps the pages
+    maps_.insert(next, entry{{iova, size, flags}, host, std::move(memory), std::move(fd), file_offset});
+    return {};
 }
 
 expected<std::vector<dma_space::map_info>, std::error_code> dma_space::unmap(std::uint64_t iova, std::uint64_t size) {
@@ -124,6 +124,39 @@ const std::byte* dma_space::translate_read(std::uint64_t iova, std::uint64_t len
 std::shared_ptr<const void> dma_space::pin(std::uint64_t iova, std::uint64_t len) const noexcept {
     const entry* e = find(iova, len);
     return e ? e->memory : nullptr;
+}
+
+void dma_space::save(byte_writer& w, fd_writer& fds) const {
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(maps_.size()));
+    for (const auto& e : maps_) {
+        w.put<std::uint64_t>(e.info.iova);
+        w.put<std::uint64_t>(e.info.size);
+        w.put<std::uint32_t>(e.info.flags);
+        w.put<std::uint64_t>(e.file_offset);
+        fds.put(w, e.file.get());
+    }
+}
+
+expected<void, std::error_code> dma_space::restore(byte_reader& r, fd_reader& fds) {
+    clear();
+    const auto n = r.get<std::uint32_t>();
+    if (n > max_maps_) r.fail();
+    for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+        const auto iova = r.get<std::uint64_t>(), size = r.get<std::uint64_t>();
+        const auto flags = r.get<std::uint32_t>();
+        const auto file_offset = r.get<std::uint64_t>();
+        unique_fd fd = fds.take(r);
+        if (!r.ok()) break;
+        if (auto m = map(iova, size, flags, std::move(fd), file_offset); !m) {
+            clear();
+            return m;
+        }
+    }
+    if (!r.ok()) {
+        clear();
+        return unexpected(errno_code(EINVAL));
+    }
+    return {};
 }
 
 std::vector<dma_space::map_info> dma_space::maps() const {

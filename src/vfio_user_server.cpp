@@ -175,6 +175,51 @@ expected<std::unique_ptr<server>, error> server::listen(const std::string& path,
     return s;
 }
 
+void server::save(byte_writer& w, fd_writer& fds) const {
+    w.put_string(path_);
+    fds.put(w, listen_fd_.get());
+    fds.put(w, client_.get());
+    w.put_bool(negotiated_);
+    for (std::uint64_t v : {client_caps_.max_msg_fds, client_caps_.max_data_xfer_size, client_caps_.max_dma_maps,
+                            client_caps_.pgsizes, client_caps_.vvu_fd_per_area})
+        w.put<std::uint64_t>(v);
+    dma_.save(w, fds);
+}
+
+expected<std::unique_ptr<server>, error> server::restore(device& dev, server_options opts, byte_reader& r, fd_reader& fds) {
+    auto s = std::unique_ptr<server>(new server(dev, std::move(opts)));
+    // A server that is not taken must not tell the device its client left, nor unlink the
+    // path: both are still the old process's.
+    auto fail = [&](std::error_code e, std::string_view what) {
+        s->abandon();
+        return unexpected(error{e, fmt::format("vfio-user server state: {}", what)});
+    };
+    auto malformed = [&](std::string_view what) { return fail(sys(EINVAL), what); };
+    s->path_ = r.get_string(sizeof(sockaddr_un::sun_path));
+    s->listen_fd_ = fds.take(r);
+    s->client_ = fds.take(r);
+    s->negotiated_ = r.get_bool();
+    for (std::uint64_t* v : {&s->client_caps_.max_msg_fds, &s->client_caps_.max_data_xfer_size,
+                             &s->client_caps_.max_dma_maps, &s->client_caps_.pgsizes, &s->client_caps_.vvu_fd_per_area})
+        *v = r.get<std::uint64_t>();
+    if (!r.ok()) return malformed("short or without its sockets");
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (s->listen_fd_ && (::getsockopt(s->listen_fd_.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening))
+        return malformed("the listening socket does not listen");
+    if (s->negotiated_ && !s->client_) return malformed("negotiated without a client");
+    if (auto m = s->dma_.restore(r, fds); !m) return fail(m.error(), fmt::format("a DMA map: {}", m.error().message()));
+    return s;
+}
+
+void server::abandon() noexcept {
+    listen_fd_.reset(); // (closing this process's copies shuts nothing down)
+    client_.reset();
+    path_.clear();
+    negotiated_ = false;
+    dma_.clear();
+}
+
 expected<void, error> server::accept_one() {
     if (!listen_fd_) return unexpected(error{sys(EINVAL), "vfio-user server: not listening"});
     unique_fd fd;

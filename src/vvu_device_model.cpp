@@ -8,6 +8,8 @@
 #include <vvu/ring/split.hpp>
 #include <vvu/transport/framed_socket.hpp>
 #include <vvu/transport/unix_listener.hpp>
+#include <vvu/util/byte_io.hpp>
+#include <vvu/util/fd_stream.hpp>
 #include <vvu/vfio_user/dma.hpp>
 #include <vvu/vfio_user/server.hpp>
 #include <vvu/vvu/function_model.hpp>
@@ -26,9 +28,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -46,7 +50,7 @@ namespace layout = pci::vvu_function;
 using wire::front_request;
 
 // What an epoll event is about: the kind in the high bits, a vring index in the low ones.
-enum class source : std::uint64_t { stop = 1, pci_listener, pci_client, frontend_listener, frontend, backend_channel, kick };
+enum class source : std::uint64_t { stop = 1, park, pci_listener, pci_client, frontend_listener, frontend, backend_channel, kick };
 constexpr std::uint64_t tag(source s, std::uint32_t index = 0) noexcept {
     return (static_cast<std::uint64_t>(s) << 32) | index;
 }
@@ -127,7 +131,7 @@ struct device_model::impl final : function_owner {
     int pci_client = -1; // the attached driver's socket, as watched
 
     // The front-end's side.
-    transport::unix_listener frontend_listener;
+    std::optional<transport::unix_listener> frontend_listener; // (none: a device made for a take-over, until import)
     transport::framed_socket frontend;
     transport::framed_socket backend_channel;
     bool frontend_reading = false; // EPOLLIN on the front-end socket (else hang-up only)
@@ -176,7 +180,7 @@ struct device_model::impl final : function_owner {
     // which must still be whole.
     ~impl() override { pci.reset(); }
 
-    impl(device_options o, transport::unix_listener fl)
+    impl(device_options o, std::optional<transport::unix_listener> fl)
         : opt(std::move(o)), bar2(layout::bar2_layout::for_queues(opt.max_queues)), frontend_listener(std::move(fl)),
           window(bar2.shared_memory_size), kick_fds(opt.max_queues), call_fds(opt.max_queues), err_fds(opt.max_queues) {}
 
@@ -274,7 +278,7 @@ struct device_model::impl final : function_owner {
             awaiting_backend_reack = true;
             notify_config();
         }
-        if (!frontend.is_open()) watch(frontend_listener.native_handle(), EPOLLIN, tag(source::frontend_listener));
+        if (!frontend.is_open()) watch(frontend_listener->native_handle(), EPOLLIN, tag(source::frontend_listener));
     }
 
     // --------------------------------------------------------------------- driver restart
@@ -523,7 +527,7 @@ struct device_model::impl final : function_owner {
 
     // --------------------------------------------------------------------- front-end side
     void accept_frontend() {
-        auto fd = frontend_listener.try_accept();
+        auto fd = frontend_listener->try_accept();
         if (!fd) {
             log("vhost-user accept: {}", fd.error().message());
             return;
@@ -533,7 +537,7 @@ struct device_model::impl final : function_owner {
         ++frontend_sockets;
         frontend_bytes = 0;
         to_driver_at_accept = counts.to_driver;
-        unwatch(frontend_listener.native_handle()); // one front-end at a time; others wait
+        unwatch(frontend_listener->native_handle()); // one front-end at a time; others wait
         frontend_reading = false;
         watch(frontend.native_handle(), EPOLLRDHUP, tag(source::frontend));
         log("front-end socket open");
@@ -906,25 +910,28 @@ struct device_model::impl final : function_owner {
         }
     }
 
+    // Virtqueue `q` of the function as the driver set it up, from `position` on (a live update
+    // goes on where the old process stood); none before DRIVER_OK or while it is disabled.
+    std::optional<ring::split_device<vfio_user::dma_space>> make_ring(std::uint16_t q, ring::split_state position = {}) {
+        if ((function->device_status() & pci::status::driver_ok) == 0 || !pci) return std::nullopt;
+        const auto s = function->queue_state(q);
+        if (!s.enabled) return std::nullopt;
+        ring::split_config cfg;
+        cfg.size = s.size;
+        cfg.desc_addr = s.desc;
+        cfg.avail_addr = s.driver;
+        cfg.used_addr = s.device;
+        auto r = ring::split_device<vfio_user::dma_space>::create(pci->dma(), cfg, position);
+        if (!r) {
+            log("queue {}: {}", q, r.error().message());
+            return std::nullopt;
+        }
+        return std::move(*r);
+    }
+
     void make_rings() {
-        if ((function->device_status() & pci::status::driver_ok) == 0 || !pci) return;
-        auto make = [&](std::uint16_t q) -> std::optional<ring::split_device<vfio_user::dma_space>> {
-            const auto s = function->queue_state(q);
-            if (!s.enabled) return std::nullopt;
-            ring::split_config cfg;
-            cfg.size = s.size;
-            cfg.desc_addr = s.desc;
-            cfg.avail_addr = s.driver;
-            cfg.used_addr = s.device;
-            auto r = ring::split_device<vfio_user::dma_space>::create(pci->dma(), cfg);
-            if (!r) {
-                log("queue {}: {}", q, r.error().message());
-                return std::nullopt;
-            }
-            return std::move(*r);
-        };
-        if (!rxq) rxq = make(layout::rxq);
-        if (!txq) txq = make(layout::txq);
+        if (!rxq) rxq = make_ring(layout::rxq);
+        if (!txq) txq = make_ring(layout::txq);
     }
 
     void drop_rings(std::string_view why) {
@@ -1028,6 +1035,325 @@ struct device_model::impl final : function_owner {
         return 0;
     }
 
+    // -------------------------------------------------------------------- live update
+    // The device as one port of a runtime live update (device_model.hpp). The loop parks
+    // between two events; the hand-over thread then reads (export) or the new process fills
+    // (import) everything below while no event is served.
+    static constexpr std::uint32_t image_magic = 0x44555656; // "VVUD"
+    static constexpr std::uint32_t image_version = 1;
+    static constexpr std::size_t max_image_frames = 65536;
+
+    unique_fd park_event;
+    std::mutex park_mutex;
+    std::condition_variable park_changed;
+    bool park_requested = false; // the hand-over thread waits for the loop to park
+    bool parked = false;         // the loop waits for unpark() or retire()
+    bool retired = false;
+
+    struct device_port final : runtime::handover_port {
+        impl& d;
+        explicit device_port(impl& owner) : d(owner) {}
+        expected<void, std::string> park(std::chrono::milliseconds timeout) override { return d.park(timeout); }
+        // The device maps no front-end memory itself: nothing to map ahead of the outage.
+        expected<runtime::port_image, std::string> preview_memory(std::chrono::milliseconds) override { return runtime::port_image{}; }
+        expected<runtime::port_image, std::string> export_port() override { return d.save_image(); }
+        void unpark() override { d.unpark(); }
+        void retire() override { d.retire(); }
+        expected<void, std::string> import_port(std::span<const std::byte> bytes, std::span<unique_fd> fds) override {
+            return d.load_image(bytes, fds);
+        }
+        void premap(std::span<const std::byte>, std::span<unique_fd>) override {}
+    };
+    device_port port{*this};
+
+    vfio_user::server_options pci_options() const {
+        vfio_user::server_options so;
+        so.io_timeout = opt.message_timeout;
+        // A driver's DMA fds must be sealed against shrinking: a truncated file would SIGBUS us.
+        so.require_sealed = true;
+        if (opt.log) so.log = [log = opt.log](std::string_view line) { log(fmt::format("vfio-user: {}", line)); };
+        return so;
+    }
+
+    expected<void, std::string> park(std::chrono::milliseconds timeout) {
+        std::unique_lock lock(park_mutex);
+        park_requested = true;
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(park_event.get(), &one, sizeof one);
+        if (park_changed.wait_for(lock, timeout, [&] { return parked; })) return {};
+        park_requested = false;
+        return unexpected(fmt::format("the device loop did not stop between two events within {} ms", timeout.count()));
+    }
+    void unpark() {
+        std::lock_guard lock(park_mutex);
+        park_requested = false;
+        park_changed.notify_all();
+    }
+    // Old process: the loop, parked, lets go and returns. New process (an import that failed,
+    // nothing running): let go at once.
+    void retire() {
+        std::unique_lock lock(park_mutex);
+        retired = true;
+        if (parked) {
+            park_changed.notify_all();
+            return;
+        }
+        lock.unlock();
+        let_go();
+    }
+
+    // The park event, on the loop's thread: wait here, between two events, until the hand-over
+    // is over.
+    void on_park() {
+        std::uint64_t count = 0;
+        [[maybe_unused]] auto n = ::read(park_event.get(), &count, sizeof count);
+        std::unique_lock lock(park_mutex);
+        if (!park_requested) return; // a request that timed out
+        parked = true;
+        park_changed.notify_all();
+        park_changed.wait(lock, [&] { return !park_requested || retired; });
+        parked = false;
+        if (!retired) return;
+        lock.unlock();
+        let_go();
+        running = false;
+    }
+
+    // Everything now lives on in another process: close this process's copies without a
+    // message, an unlink, an interrupt or a callback.
+    void let_go() {
+        if (frontend_listener) (void)frontend_listener->release();
+        rxq.reset();
+        txq.reset();
+        if (pci) pci->abandon();
+        pci_client = -1;
+        (void)frontend.release();
+        (void)backend_channel.release();
+        for (auto* list : {&kick_fds, &call_fds, &err_fds})
+            for (auto& fd : *list) fd.reset();
+        window_fds.clear();
+        log_fd.reset();
+        inflight_fd.reset();
+        to_driver.clear();
+        awaited.clear();
+        connected = kept = backend_up = false;
+    }
+
+    static void put_frame(byte_writer& w, const std::optional<frame_bytes>& f) {
+        w.put_bool(f.has_value());
+        if (f) w.put_bytes(*f);
+    }
+    static std::optional<frame_bytes> get_frame(byte_reader& r) {
+        if (!r.get_bool()) return std::nullopt;
+        return copy_bytes(r.get_bytes(wire::max_message_size));
+    }
+    static void put_region(byte_writer& w, const wire::memory_region& m) {
+        for (std::uint64_t v : {m.guest_phys_addr, m.memory_size, m.userspace_addr, m.mmap_offset}) w.put<std::uint64_t>(v);
+    }
+    static wire::memory_region get_region(byte_reader& r) {
+        wire::memory_region m;
+        for (std::uint64_t* v : {&m.guest_phys_addr, &m.memory_size, &m.userspace_addr, &m.mmap_offset}) *v = r.get<std::uint64_t>();
+        return m;
+    }
+    auto counter_fields() {
+        auto& c = counts;
+        return std::array{&c.frontends, &c.disconnects, &c.drivers, &c.to_driver, &c.to_frontend, &c.backend_requests,
+                          &c.kicks, &c.doorbells, &c.config_interrupts, &c.driver_restarts, &c.replayed};
+    }
+
+    // The image (docs/live-update.md, "vvu-device's image"): while parked, fds duplicated.
+    expected<runtime::port_image, std::string> save_image() {
+        runtime::port_image img;
+        byte_writer w;
+        fd_writer fds(img.fds);
+        w.put<std::uint32_t>(image_magic);
+        w.put<std::uint32_t>(image_version);
+        w.put<std::uint32_t>(opt.max_queues);
+        w.put_string(frontend_listener ? frontend_listener->path() : std::string());
+        fds.put(w, frontend_listener ? frontend_listener->native_handle() : -1);
+        pci->save(w, fds);
+        function->save(w, fds);
+        for (const auto* q : {&rxq, &txq}) {
+            w.put_bool(q->has_value());
+            w.put<std::uint16_t>(*q ? (*q)->state().next_avail : 0);
+        }
+        // The front-end's side.
+        fds.put(w, frontend.native_handle());
+        fds.put(w, backend_channel.native_handle());
+        for (std::uint64_t v : {frontend_sockets, frontend_bytes, to_driver_at_accept, driver_protocol_features}) w.put<std::uint64_t>(v);
+        for (std::uint32_t i = 0; i < opt.max_queues; ++i)
+            for (const auto* list : {&kick_fds, &call_fds, &err_fds}) fds.put(w, (*list)[i].get());
+        const auto& areas = window.areas();
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(areas.size()));
+        for (std::size_t i = 0; i < areas.size(); ++i) {
+            put_region(w, areas[i].region);
+            w.put<std::uint64_t>(areas[i].offset);
+            fds.put(w, window_fds[i].get());
+        }
+        for (const auto& [which, fd] : {std::pair{layout::window_layout::side::log, log_fd.get()},
+                                        std::pair{layout::window_layout::side::inflight, inflight_fd.get()}}) {
+            const auto& a = window.side_area(which);
+            w.put_bool(a.has_value());
+            if (!a) continue;
+            put_region(w, a->region);
+            w.put<std::uint64_t>(a->offset);
+            fds.put(w, fd);
+        }
+        // The session record.
+        for (const auto* f : {&record.owner, &record.protocol_features, &record.features, &record.backend_req_fd,
+                              &record.mtu, &record.status, &record.log_base, &record.inflight})
+            put_frame(w, *f);
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(record.config.size()));
+        for (const auto& [range, f] : record.config) {
+            w.put<std::uint64_t>(range);
+            w.put_bytes(f);
+        }
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(record.vrings.size()));
+        for (const auto& [index, v] : record.vrings) {
+            w.put<std::uint32_t>(index);
+            for (const auto* f : {&v.num, &v.addr, &v.base, &v.call, &v.err, &v.enable, &v.kick}) put_frame(w, *f);
+            w.put<std::uint64_t>(v.kick_seq);
+        }
+        for (std::uint64_t v : {record.protocol_features_value, record.features_value, record.seq}) w.put<std::uint64_t>(v);
+        w.put_bool(record.driver_inflight);
+        w.put_bool(record.overflow);
+        // What is on its way: messages for the driver, replies awaited.
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(to_driver.size()));
+        for (const auto& f : to_driver) w.put_bytes(f);
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(awaited.size()));
+        for (const auto& a : awaited) {
+            w.put<std::uint32_t>(static_cast<std::uint32_t>(a.request));
+            w.put<std::uint8_t>(static_cast<std::uint8_t>(a.route));
+            w.put_bytes(a.bytes);
+            w.put<std::uint64_t>(a.seq);
+            w.put_bool(a.barrier);
+        }
+        for (bool b : {kept, memory_barrier, backend_up, awaiting_backend_reack, connected}) w.put_bool(b);
+        for (const std::uint64_t* c : counter_fields()) w.put<std::uint64_t>(*c);
+        if (!fds.ok()) return unexpected(fmt::format("duplicating the device's fds: {}", std::strerror(errno)));
+        img.bytes = w.take();
+        return img;
+    }
+
+    // The new process, before run(): the device as the image says, watched as the old loop
+    // watched it. Every count is bounded and every fd checked; a failure leaves nothing bound.
+    expected<void, std::string> load_image(std::span<const std::byte> bytes, std::span<unique_fd> received) {
+        byte_reader r(bytes);
+        fd_reader fds(received);
+        auto malformed = [](std::string_view what) { return unexpected(fmt::format("the device's image: {}", what)); };
+        if (r.get<std::uint32_t>() != image_magic) return malformed("not a vvu-device image");
+        if (const auto v = r.get<std::uint32_t>(); v != image_version)
+            return malformed(fmt::format("version {} (this build reads version {})", v, image_version));
+        if (const auto q = r.get<std::uint32_t>(); q != opt.max_queues)
+            return malformed(fmt::format("max_queues {} (this device serves {})", q, opt.max_queues));
+        const std::string path = r.get_string(4096);
+        unique_fd listening = fds.take(r);
+        if (!r.ok() || path != opt.vhost_user_path || !listening) return malformed("the vhost-user listening socket");
+        auto l = transport::unix_listener::adopt(path, std::move(listening));
+        if (!l) return malformed(l.error().message());
+        frontend_listener.emplace(std::move(*l));
+        auto server = vfio_user::server::restore(*function, pci_options(), r, fds);
+        if (!server) return malformed(server.error().message());
+        pci = std::move(*server);
+        if (pci->listen_fd() < 0) return malformed("the vfio-user listening socket");
+        if (auto f = function->restore(r, fds); !f) return malformed(f.error());
+        std::array<std::optional<std::uint16_t>, 2> positions;
+        for (auto& p : positions) {
+            const bool present = r.get_bool();
+            const auto next = r.get<std::uint16_t>();
+            if (present) p = next;
+        }
+        if (unique_fd f = fds.take(r)) frontend = transport::framed_socket(std::move(f));
+        if (unique_fd f = fds.take(r)) backend_channel = transport::framed_socket(std::move(f));
+        for (std::uint64_t* v : {&frontend_sockets, &frontend_bytes, &to_driver_at_accept, &driver_protocol_features}) *v = r.get<std::uint64_t>();
+        for (std::uint32_t i = 0; i < opt.max_queues; ++i)
+            for (auto* list : {&kick_fds, &call_fds, &err_fds}) (*list)[i] = fds.take(r);
+        const auto n_areas = r.get<std::uint32_t>();
+        if (n_areas > max_mem_slots) return malformed(fmt::format("{} memory regions", n_areas));
+        for (std::uint32_t i = 0; i < n_areas && r.ok(); ++i) {
+            const auto region = get_region(r);
+            const auto at = r.get<std::uint64_t>();
+            unique_fd fd = fds.take(r);
+            if (!r.ok() || !fd || !window.place(region, at)) return malformed("a memory region does not fit the window");
+            window_fds.push_back(std::move(fd));
+        }
+        for (auto [which, fd] : {std::pair{layout::window_layout::side::log, &log_fd},
+                                 std::pair{layout::window_layout::side::inflight, &inflight_fd}}) {
+            if (!r.get_bool()) continue;
+            const auto region = get_region(r);
+            const auto at = r.get<std::uint64_t>();
+            *fd = fds.take(r);
+            if (!r.ok() || !*fd || !window.place_side(which, region, at)) return malformed("a side area does not fit the window");
+        }
+        for (auto* f : {&record.owner, &record.protocol_features, &record.features, &record.backend_req_fd, &record.mtu,
+                        &record.status, &record.log_base, &record.inflight})
+            *f = get_frame(r);
+        const auto n_config = r.get<std::uint32_t>();
+        if (n_config > session_record::max_config_ranges) return malformed(fmt::format("{} config ranges", n_config));
+        for (std::uint32_t i = 0; i < n_config && r.ok(); ++i) {
+            const auto range = r.get<std::uint64_t>();
+            record.config.emplace_back(range, copy_bytes(r.get_bytes(wire::max_message_size)));
+        }
+        const auto n_vrings = r.get<std::uint32_t>();
+        if (n_vrings > opt.max_queues) return malformed(fmt::format("{} vrings", n_vrings));
+        for (std::uint32_t i = 0; i < n_vrings && r.ok(); ++i) {
+            const auto index = r.get<std::uint32_t>();
+            if (index >= opt.max_queues) return malformed(fmt::format("vring {}", index));
+            auto& v = record.vrings[index];
+            for (auto* f : {&v.num, &v.addr, &v.base, &v.call, &v.err, &v.enable, &v.kick}) *f = get_frame(r);
+            v.kick_seq = r.get<std::uint64_t>();
+        }
+        for (std::uint64_t* v : {&record.protocol_features_value, &record.features_value, &record.seq}) *v = r.get<std::uint64_t>();
+        record.driver_inflight = r.get_bool();
+        record.overflow = r.get_bool();
+        const auto n_frames = r.get<std::uint32_t>();
+        if (n_frames > max_image_frames) return malformed(fmt::format("{} messages for the driver", n_frames));
+        for (std::uint32_t i = 0; i < n_frames && r.ok(); ++i) to_driver.push_back(copy_bytes(r.get_bytes(wire::max_message_size)));
+        const auto n_awaited = r.get<std::uint32_t>();
+        if (n_awaited > max_awaited) return malformed(fmt::format("{} awaited replies", n_awaited));
+        for (std::uint32_t i = 0; i < n_awaited && r.ok(); ++i) {
+            awaited_reply a;
+            a.request = static_cast<front_request>(r.get<std::uint32_t>());
+            const auto route = r.get<std::uint8_t>();
+            if (route > static_cast<std::uint8_t>(reply_route::barrier)) r.fail();
+            a.route = static_cast<reply_route>(route);
+            a.bytes = copy_bytes(r.get_bytes(wire::max_message_size));
+            a.seq = r.get<std::uint64_t>();
+            a.barrier = r.get_bool();
+            awaited.push_back(std::move(a));
+        }
+        for (bool* b : {&kept, &memory_barrier, &backend_up, &awaiting_backend_reack, &connected}) *b = r.get_bool();
+        for (std::uint64_t* c : counter_fields()) *c = r.get<std::uint64_t>();
+        if (!r.done() || !fds.all_taken()) return malformed("short, too long, or with fds it does not name");
+        if (connected && (!frontend.is_open() || kept)) return malformed("connected without a front-end");
+
+        // The function's queues go on where the old process stood.
+        if (positions[0]) rxq = make_ring(layout::rxq, {*positions[0]});
+        if (positions[1]) txq = make_ring(layout::txq, {*positions[1]});
+        if (positions[0].has_value() != rxq.has_value() || positions[1].has_value() != txq.has_value())
+            return malformed("the function's queues cannot be set up again");
+        // Watched as the old loop watched them.
+        watch(pci->listen_fd(), EPOLLIN, tag(source::pci_listener));
+        if (pci->has_client()) {
+            pci_client = pci->native_handle();
+            watch(pci_client, EPOLLIN, tag(source::pci_client));
+        }
+        if (frontend.is_open()) {
+            watch(frontend.native_handle(), EPOLLRDHUP, tag(source::frontend));
+            update_frontend_interest();
+        } else {
+            watch(frontend_listener->native_handle(), EPOLLIN, tag(source::frontend_listener));
+        }
+        if (backend_channel.is_open()) watch(backend_channel.native_handle(), EPOLLIN, tag(source::backend_channel));
+        if (!kept)
+            for (std::uint32_t i = 0; i < kick_fds.size(); ++i)
+                if (kick_fds[i] && !watch(kick_fds[i].get(), EPOLLIN, tag(source::kick, i)))
+                    return malformed(fmt::format("the kick fd of vring {} cannot be polled", i));
+        log("took the device over: {}", connected ? "a front-end session on a driver" : kept ? "a session kept for the next driver"
+                                                                             : "no session");
+        return {};
+    }
+
     // ------------------------------------------------------------------------- the loop
     // A second driver is turned away by the server (EBUSY); the listener stays watched.
     void accept_driver() {
@@ -1067,6 +1393,7 @@ struct device_model::impl final : function_owner {
     }
 
     expected<void, std::string> run() {
+        if (!pci) return unexpected(std::string("nothing to serve: a device made for a take-over runs once it is imported"));
         std::array<epoll_event, 64> events;
         while (running) {
             publish_progress();
@@ -1079,6 +1406,7 @@ struct device_model::impl final : function_owner {
                 const std::uint64_t t = events[i].data.u64;
                 switch (source_of(t)) {
                 case source::stop: running = false; break;
+                case source::park: on_park(); break;
                 case source::pci_listener: accept_driver(); break;
                 case source::pci_client: on_driver_event(); break;
                 case source::frontend_listener: accept_frontend(); break;
@@ -1102,27 +1430,29 @@ struct device_model::impl final : function_owner {
 expected<std::unique_ptr<device_model>, std::string> device_model::create(device_options options) {
     if (options.max_queues == 0 || options.max_queues > 1024)
         return unexpected(fmt::format("max_queues {} out of range [1, 1024]", options.max_queues));
-    auto frontend = transport::unix_listener::listen(options.vhost_user_path);
-    if (!frontend) return unexpected(fmt::format("{}: {}", options.vhost_user_path, frontend.error().message()));
-    auto p = std::make_unique<impl>(std::move(options), std::move(*frontend));
+    std::optional<transport::unix_listener> listener;
+    if (options.listen) {
+        auto l = transport::unix_listener::listen(options.vhost_user_path);
+        if (!l) return unexpected(fmt::format("{}: {}", options.vhost_user_path, l.error().message()));
+        listener.emplace(std::move(*l));
+    }
+    auto p = std::make_unique<impl>(std::move(options), std::move(listener));
     p->epoll = unique_fd(::epoll_create1(EPOLL_CLOEXEC));
     p->stop_event = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!p->epoll || !p->stop_event) return unexpected(fmt::format("epoll/eventfd: {}", std::strerror(errno)));
+    p->park_event = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!p->epoll || !p->stop_event || !p->park_event) return unexpected(fmt::format("epoll/eventfd: {}", std::strerror(errno)));
     function_options fo;
     fo.max_queues = p->opt.max_queues;
     fo.uuid = p->opt.uuid;
     p->function = std::make_unique<function_model>(fo, *p);
-    vfio_user::server_options so;
-    so.io_timeout = p->opt.message_timeout;
-    // A driver's DMA fds must be sealed against shrinking: a truncated file would SIGBUS us.
-    so.require_sealed = true;
-    if (p->opt.log) so.log = [log = p->opt.log](std::string_view line) { log(fmt::format("vfio-user: {}", line)); };
-    auto server = vfio_user::server::listen(p->opt.pci_path, *p->function, std::move(so));
+    p->watch(p->stop_event.get(), EPOLLIN, tag(source::stop));
+    p->watch(p->park_event.get(), EPOLLIN, tag(source::park));
+    if (!p->opt.listen) return std::unique_ptr<device_model>(new device_model(std::move(p)));
+    auto server = vfio_user::server::listen(p->opt.pci_path, *p->function, p->pci_options());
     if (!server) return unexpected(fmt::format("{}: {}", p->opt.pci_path, server.error().message()));
     p->pci = std::move(*server);
-    p->watch(p->stop_event.get(), EPOLLIN, tag(source::stop));
     p->watch(p->pci->listen_fd(), EPOLLIN, tag(source::pci_listener));
-    p->watch(p->frontend_listener.native_handle(), EPOLLIN, tag(source::frontend_listener));
+    p->watch(p->frontend_listener->native_handle(), EPOLLIN, tag(source::frontend_listener));
     return std::unique_ptr<device_model>(new device_model(std::move(p)));
 }
 
@@ -1137,6 +1467,10 @@ void device_model::stop() noexcept {
 }
 
 device_counters device_model::counters() const noexcept { return impl_->counts; }
+runtime::handover_port& device_model::handover() noexcept { return impl_->port; }
+std::string device_model::handover_description() const {
+    return fmt::format("vvu-device {} {} max_queues={}", impl_->opt.vhost_user_path, impl_->opt.pci_path, impl_->opt.max_queues);
+}
 connection_state device_model::state() const noexcept { return impl_->state(); }
 
 } // namespace vvu::vvu_device

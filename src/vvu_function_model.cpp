@@ -3,6 +3,7 @@
 #include <vvu/vvu/function_model.hpp>
 
 #include <vvu/util/endian.hpp>
+#include <vvu/util/fd_stream.hpp>
 #include <vvu/util/range.hpp>
 
 #include <linux/vfio.h>
@@ -483,6 +484,100 @@ void function_model::client_detached() {
         drop_irq_fds_locked();
     }
     owner_.client_detached();
+}
+
+// ---------------------------------------------------------------------------------------
+// Live update
+
+void function_model::save(byte_writer& w, fd_writer& fds) const {
+    std::lock_guard lock(mutex_);
+    w.put<std::uint32_t>(max_queues_);
+    w.put<std::uint32_t>(msix_vectors_);
+    w.put_bytes(std::as_bytes(std::span(config_)));
+    w.put<std::uint64_t>(bar2_address_);
+    w.put<std::uint64_t>(bar4_address_);
+    w.put_bytes(msix_table_);
+    w.put<std::uint32_t>(device_feature_select_);
+    w.put<std::uint32_t>(driver_feature_select_);
+    w.put<std::uint64_t>(driver_features_);
+    w.put<std::uint16_t>(config_msix_vector_);
+    w.put<std::uint8_t>(status_);
+    w.put<std::uint16_t>(queue_select_);
+    for (const virtqueue_state& q : queues_) {
+        w.put<std::uint16_t>(q.size);
+        w.put<std::uint64_t>(q.desc);
+        w.put<std::uint64_t>(q.driver);
+        w.put<std::uint64_t>(q.device);
+        w.put_bool(q.enabled);
+        w.put<std::uint16_t>(q.msix_vector);
+    }
+    w.put<std::uint8_t>(isr_);
+    w.put<std::uint32_t>(backend_status_);
+    w.put<std::uint16_t>(notification_select_);
+    for (std::uint16_t v : vring_vectors_) w.put<std::uint16_t>(v);
+    w.put_bool(frontend_up_);
+    w.put<std::uint8_t>(config_generation_);
+    fds.put(w, intx_fd_.get());
+    w.put_bool(intx_masked_);
+    w.put_bool(intx_asserted_);
+    for (const unique_fd& fd : msix_fds_) fds.put(w, fd.get());
+    w.put<std::uint32_t>(msix_fds_attached_);
+}
+
+expected<void, std::string> function_model::restore(byte_reader& r, fd_reader& fds) {
+    if (r.get<std::uint32_t>() != max_queues_ || r.get<std::uint32_t>() != msix_vectors_)
+        return unexpected(std::string("the function's state is for another max_queues or MSI-X vector count"));
+    std::lock_guard lock(mutex_);
+    const auto config = r.get_bytes(config_.size());
+    const auto bar2 = r.get<std::uint64_t>(), bar4 = r.get<std::uint64_t>();
+    const auto msix_table = r.get_bytes(msix_table_.size());
+    if (!r.ok() || config.size() != config_.size() || msix_table.size() != msix_table_.size())
+        return unexpected(std::string("the function's state is short"));
+    std::copy(config.begin(), config.end(), config_.begin());
+    std::copy(msix_table.begin(), msix_table.end(), msix_table_.begin());
+    bar2_address_ = bar2;
+    bar4_address_ = bar4;
+    device_feature_select_ = r.get<std::uint32_t>();
+    driver_feature_select_ = r.get<std::uint32_t>();
+    driver_features_ = r.get<std::uint64_t>();
+    config_msix_vector_ = checked_vector(r.get<std::uint16_t>());
+    status_ = r.get<std::uint8_t>();
+    queue_select_ = r.get<std::uint16_t>();
+    for (virtqueue_state& q : queues_) {
+        q.size = r.get<std::uint16_t>();
+        q.desc = r.get<std::uint64_t>();
+        q.driver = r.get<std::uint64_t>();
+        q.device = r.get<std::uint64_t>();
+        q.enabled = r.get_bool();
+        q.msix_vector = checked_vector(r.get<std::uint16_t>());
+    }
+    isr_ = r.get<std::uint8_t>();
+    backend_status_ = r.get<std::uint32_t>();
+    notification_select_ = r.get<std::uint16_t>();
+    for (std::uint16_t& v : vring_vectors_) v = checked_vector(r.get<std::uint16_t>());
+    frontend_up_ = r.get_bool();
+    config_generation_ = r.get<std::uint8_t>();
+    intx_fd_ = fds.take(r);
+    intx_masked_ = r.get_bool();
+    intx_asserted_ = r.get_bool();
+    for (unique_fd& fd : msix_fds_) fd = fds.take(r);
+    msix_fds_attached_ = r.get<std::uint32_t>();
+    bool eventfds = !intx_fd_ || is_eventfd(intx_fd_.get());
+    std::uint32_t attached = 0;
+    for (const unique_fd& fd : msix_fds_) {
+        if (!fd) continue;
+        ++attached;
+        eventfds = eventfds && is_eventfd(fd.get());
+    }
+    const bool sizes_ok = std::ranges::all_of(queues_, [](const virtqueue_state& q) {
+        return q.size != 0 && q.size <= vf::max_queue_size && std::has_single_bit(q.size);
+    });
+    if (!r.ok() || !eventfds || attached != msix_fds_attached_ || !sizes_ok) {
+        reset_function_locked();
+        drop_irq_fds_locked();
+        return unexpected(std::string("the function's state is malformed"));
+    }
+    return {};
 }
 
 void function_model::dispatch(const effects& fx) {

@@ -1,7 +1,11 @@
 // vvu-device: the virtio-vhost-user device as a process. A front-end (QEMU, DPDK virtio-user,
 // vvu-traffic) connects to --vhost-user; a VVU driver (vvu-forward --port vvu:PATH) attaches
 // to --pci over vfio-user. Logs connections and disconnects to stderr; on SIGINT/SIGTERM exits
-// 0 and prints its counters as one JSON line.
+// 0 and prints its counters as one JSON line. With --control, a new vvu-device started with
+// --takeover takes everything over (the device's live update); the old one then prints its
+// JSON and exits 0.
+#include <vvu/runtime/live_update.hpp>
+#include <vvu/runtime/scheduling.hpp>
 #include <vvu/vvu/device_model.hpp>
 
 #include "../common/command_line.hpp"
@@ -13,8 +17,10 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 namespace {
@@ -25,6 +31,11 @@ constexpr const char* usage = R"(usage: vvu-device --vhost-user PATH --pci PATH 
   --pci PATH          listen on PATH for the driver's vfio-user connection
   --max-queues N      vhost-user vrings the device serves (1-1024; default 64)
   --uuid HEX          32 hex digits for the device config's uuid (default all zero)
+  --control PATH      live update: listen on PATH for a new vvu-device that takes over
+  --takeover PATH     live update: take the device over — both sockets, the driver's
+                      vfio-user connection, the front-end's session — from the vvu-device
+                      whose --control socket is PATH (same --vhost-user, --pci and
+                      --max-queues). Neither peer sees a message or a disconnect.
   --quiet             no event log on stderr
 )";
 
@@ -52,6 +63,7 @@ bool parse_uuid(std::string_view s, std::array<std::uint8_t, 16>& out) {
 int main(int argc, char** argv) {
     vvu::vvu_device::device_options o;
     bool quiet = false;
+    std::string control_path, takeover_path;
     vvu::examples::command_line args(argc, argv);
     while (auto a = args.next()) {
         if (*a == "--vhost-user") {
@@ -63,6 +75,10 @@ int main(int argc, char** argv) {
         } else if (*a == "--uuid") {
             const auto v = args.next();
             if (!v || !parse_uuid(*v, o.uuid)) return fail("--uuid needs 32 hex digits");
+        } else if (*a == "--control") {
+            if (!args.text(control_path)) return fail("--control needs a path");
+        } else if (*a == "--takeover") {
+            if (!args.text(takeover_path)) return fail("--takeover needs a path");
         } else if (*a == "--quiet") {
             quiet = true;
         } else if (*a == "--help" || *a == "-h") {
@@ -75,33 +91,90 @@ int main(int argc, char** argv) {
     if (o.vhost_user_path.empty() || o.pci_path.empty()) return fail("--vhost-user and --pci are required");
     if (!quiet) o.log = [](std::string_view line) { fmt::print(stderr, "vvu-device: {}\n", line); };
 
+    const bool taking_over = !takeover_path.empty();
+    o.listen = !taking_over; // the sockets come with the hand-over
+
     // Signals are taken by a waiting thread, not a handler: the device loop is told to stop.
     const sigset_t stop_signals = vvu::examples::block_stop_signals();
+    // A new process prepares in the background (vvu-forward does the same, live-update.md).
+    vvu::runtime::background_preparation background;
+    if (taking_over) background = vvu::runtime::background_preparation(std::chrono::milliseconds(250));
 
-    auto device = vvu::vvu_device::device_model::create(std::move(o));
-    if (!device) {
-        fmt::print(stderr, "vvu-device: {}\n", device.error());
+    auto created = vvu::vvu_device::device_model::create(std::move(o));
+    if (!created) {
+        fmt::print(stderr, "vvu-device: {}\n", created.error());
         return 1;
     }
+    auto& device = **created;
+    // The device's loop is its whole data path: parking it (its handover port) pauses everything.
+    vvu::runtime::data_path_control data_path;
+    data_path.pause = [](std::chrono::milliseconds) { return true; };
+    data_path.resume = [] {};
+    const std::vector<vvu::runtime::handover_port*> ports{&device.handover()};
+    const std::vector<std::string> descriptions{device.handover_description()};
+
+    vvu::unique_fd inherited_control;
+    if (taking_over) {
+        vvu::runtime::handover_options ho;
+        ho.before_outage = [&] {
+            background.finish();
+            if (background.expired())
+                fmt::print(stderr, "vvu-device: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
+        };
+        auto t = vvu::runtime::take_over(takeover_path, ports, descriptions, data_path, ho);
+        if (!t) {
+            fmt::print(stderr, "vvu-device: take-over from {} failed: {}\n", takeover_path, t.error().message());
+            return 1;
+        }
+        fmt::print(stderr, "vvu-device: took the device over from {} in {} us\n", takeover_path, t->paused.count());
+        inherited_control = std::move(t->control);
+    }
+
+    // Live update: a thread serves take-over attempts; one that succeeds makes run() return.
+    std::optional<vvu::runtime::handover_listener> control;
+    std::thread control_thread;
+    std::optional<vvu::runtime::handover_result> handed_over; // written by control_thread, read after join
+    if (!control_path.empty()) {
+        auto l = inherited_control
+                     ? vvu::runtime::handover_listener::adopt(control_path, std::move(inherited_control), ports, descriptions, data_path)
+                     : vvu::runtime::handover_listener::listen(control_path, ports, descriptions, data_path);
+        if (!l) {
+            fmt::print(stderr, "vvu-device: {}\n", l.error().message());
+            return 1;
+        }
+        control.emplace(std::move(*l));
+        control->on_log([](const std::string& line) { fmt::print(stderr, "vvu-device: {}\n", line); });
+        control_thread = std::thread([&] {
+            if (auto h = control->run()) handed_over = std::move(*h);
+        });
+    }
+
+    std::atomic<bool> signalled{false};
     std::thread waiter([&] {
         int sig = 0;
         sigwait(&stop_signals, &sig);
-        (*device)->stop();
+        signalled = true;
+        device.stop();
     });
-    auto r = (*device)->run();
+    auto r = device.run();
+    if (!signalled) ::kill(::getpid(), SIGTERM); // releases the waiter
+    waiter.join();
+    if (control) control->stop();
+    if (control_thread.joinable()) control_thread.join();
     if (!r) {
         fmt::print(stderr, "vvu-device: {}\n", r.error());
-        ::kill(::getpid(), SIGTERM); // releases the waiter
-        waiter.join();
         return 1;
     }
-    waiter.join();
-    const auto c = (*device)->counters();
+    const auto c = device.counters();
     fmt::print("{{\"frontends\":{},\"disconnects\":{},\"drivers\":{},\"to_driver\":{},\"to_frontend\":{},"
                "\"backend_requests\":{},\"kicks\":{},\"doorbells\":{},\"config_interrupts\":{},"
                "\"driver_restarts\":{},\"replayed\":{}}}\n",
                c.frontends, c.disconnects, c.drivers, c.to_driver, c.to_frontend, c.backend_requests, c.kicks,
                c.doorbells, c.config_interrupts, c.driver_restarts, c.replayed);
+    if (handed_over) {
+        fmt::print("{{\"handed_over\":true,\"paused_us\":{}}}\n", handed_over->paused.count());
+        fmt::print(stderr, "vvu-device: handed the device over ({} us from pause to commit)\n", handed_over->paused.count());
+    }
     std::fflush(stdout);
     return 0;
 }

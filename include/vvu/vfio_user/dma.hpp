@@ -22,6 +22,9 @@
 //     ranges on an invalidation, as VFIO's type-1 IOMMU allows. A map that straddles either
 //     end is EINVAL, and nothing is removed.
 //
+// Each map keeps the fd it came from, so that a live update of the server (vvu-device
+// --takeover) can hand the maps to a new process (save/restore).
+//
 // Memory lifetime: each map is one mmap, owned through a shared_ptr. unmap()/clear() remove
 // it from the space at once (translate no longer finds it), but the pages stay mapped while
 // anyone holds a pin() of it. A device that keeps a ring in DMA memory pins it when it sets
@@ -34,6 +37,8 @@
 #pragma once
 
 #include <vvu/ring/memory_policy.hpp>
+#include <vvu/util/byte_io.hpp>
+#include <vvu/util/fd_stream.hpp>
 #include <vvu/util/expected.hpp>
 #include <vvu/util/unique_fd.hpp>
 
@@ -61,8 +66,8 @@ public:
         : max_maps_(max_maps), require_sealed_(require_sealed) {}
 
     // mmap()s [file_offset, file_offset + size) of fd (MAP_SHARED, rounded out to the fd's page
-    // size, hugetlbfs included) at bus address iova. Takes the fd (closed when the map goes;
-    // the mapping itself does not need it); an invalid fd records an in-band-only map.
+    // size, hugetlbfs included) at bus address iova. Takes the fd (closed when the map goes);
+    // an invalid fd records an in-band-only map.
     // Errors: see above; mmap's errno otherwise.
     [[nodiscard]] expected<void, std::error_code> map(std::uint64_t iova, std::uint64_t size, std::uint32_t flags,
                                                       unique_fd fd, std::uint64_t file_offset);
@@ -89,11 +94,19 @@ public:
     [[nodiscard]] static bool sealed_against_shrinking(int fd) noexcept;
     [[nodiscard]] std::vector<map_info> maps() const;
 
+    // A live update: every map (its fd duplicated, fd_stream.hpp) into a record, and a space
+    // rebuilt from one — each map checked as DMA_MAP checks it (the record comes from another
+    // process). On failure the space is empty.
+    void save(byte_writer& w, fd_writer& fds) const;
+    [[nodiscard]] expected<void, std::error_code> restore(byte_reader& r, fd_reader& fds);
+
 private:
     struct entry {
         map_info info;
         std::byte* host = nullptr;           // iova's byte; nullptr: in-band only (no fd)
         std::shared_ptr<const void> memory;  // the mmap (munmap when the last holder goes)
+        unique_fd file;                      // what was mapped (a live update hands it on)
+        std::uint64_t file_offset = 0;
     };
     // The map containing [iova, iova + len), or nullptr.
     [[nodiscard]] const entry* find(std::uint64_t iova, std::uint64_t len) const noexcept;

@@ -87,6 +87,17 @@ public:
     [[nodiscard]] expected<void, error> serve_one();
     void drop_client() noexcept;
 
+    // A live update (vvu-device --takeover): the listening socket, the client's, what VERSION
+    // negotiated and the DMA maps (fds duplicated, fd_stream.hpp) into a record; and a server
+    // rebuilt from one, which answers the same client's next message as this one would. The
+    // device's own state travels on its own.
+    void save(byte_writer& w, fd_writer& fds) const;
+    [[nodiscard]] static expected<std::unique_ptr<server>, error> restore(device& dev, server_options opts, byte_reader& r,
+                                                                       fd_reader& fds);
+    // Lets go of both sockets without a trace — its copies closed, but no unlink and no
+    // client_detached(): another process serves them now. The server is then empty.
+    void abandon() noexcept;
+
     [[nodiscard]] bool negotiated() const noexcept { return negotiated_; }
     [[nodiscard]] const capabilities& client_capabilities() const noexcept { return client_caps_; }
     [[nodiscard]] dma_space& dma() noexcept { return dma_; }

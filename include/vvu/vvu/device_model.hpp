@@ -65,11 +65,25 @@
 // driver had not been given yet are not sent again (their effect is in the record; a pending
 // SEND_RARP is dropped). Only BACKEND_UP cleared ends a session by the driver's choice.
 //
+// Live update of the device itself (vvu-device --control / --takeover, docs/live-update.md):
+// handover() is the device as a runtime::handover_port, so runtime::handover_listener and
+// runtime::take_over move it to a new process as they move a back-end's ports. park() stops
+// run() between two events (no message is ever half read there: each is read whole), the
+// image is everything the device holds — both listening sockets, the driver's vfio-user
+// connection with what VERSION negotiated and its DMA maps, the PCI function (config space,
+// registers, MSI-X table, irq eventfds), the function's rxq/txq positions, the front-end's
+// socket, back-end channel, window, kick/call/err fds, the session record, the messages on
+// their way to the driver and the replies awaited — and the new process goes on from there.
+// Neither the front-end nor the driver sees a message or a disconnect; a kick or a driver
+// request that arrives meanwhile waits in its eventfd or socket. A device made with
+// device_options::listen false binds nothing: it is filled by import_port before run().
+//
 // Single-threaded: run() is an epoll loop over the two listening sockets, the driver's and the
 // front-end's connections, the back-end channel and the kick eventfds. stop() may be called
 // from any thread or a signal handler.
 #pragma once
 
+#include <vvu/runtime/handover_port.hpp>
 #include <vvu/util/expected.hpp>
 
 #include <array>
@@ -113,6 +127,8 @@ struct device_options {
     // Called on run()'s thread after a batch of events that changed device_progress (and once
     // as run() starts); may be empty. It must not call back into the device.
     std::function<void(const device_progress&)> progress;
+    // False: bind neither socket; a live update brings them (handover().import_port before run).
+    bool listen = true;
 };
 
 // The protocol features that can cross the device: those whose fds the device carries (or
@@ -162,6 +178,13 @@ public:
     // kept for the next driver shows as socket_open.
     [[nodiscard]] device_counters counters() const noexcept;
     [[nodiscard]] connection_state state() const noexcept;
+
+    // The device as one port of a live update (see above). park() and export_port() may be
+    // called from any thread while run() runs; import_port() before run().
+    [[nodiscard]] runtime::handover_port& handover() noexcept;
+    // "vvu-device <vhost-user path> <pci path> max_queues=N": what an old and a new process
+    // compare before a hand-over (runtime::handover_listener's port list).
+    [[nodiscard]] std::string handover_description() const;
 
 private:
     struct impl;

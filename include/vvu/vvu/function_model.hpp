@@ -56,6 +56,9 @@
 
 #include <vvu/pci/virtio_pci.hpp>
 #include <vvu/pci/vvu_function.hpp>
+#include <vvu/util/byte_io.hpp>
+#include <vvu/util/expected.hpp>
+#include <vvu/util/fd_stream.hpp>
 #include <vvu/util/unique_fd.hpp>
 #include <vvu/vfio_user/device.hpp>
 
@@ -64,6 +67,7 @@
 #include <cstdint>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace vvu::vvu_device {
@@ -198,6 +202,15 @@ public:
     // Sets or clears FRONTEND_UP (bumping config_generation); true when it changed. The owner
     // calls signal_config() itself.
     bool set_frontend_up(bool up);
+
+    // ---- live update (vvu-device --takeover) ----
+    // The whole function — config space, registers, MSI-X table, virtio and queue state, irq
+    // eventfds (duplicated, fd_stream.hpp) — into a record; and loaded from one into a
+    // function of the same max_queues and vector count, with no owner callback and no
+    // interrupt: the driver goes on as if nothing happened. A malformed record leaves the
+    // function reset, without irq eventfds.
+    void save(byte_writer& w, fd_writer& fds) const;
+    [[nodiscard]] expected<void, std::string> restore(byte_reader& r, fd_reader& fds);
 
     [[nodiscard]] std::uint32_t max_queues() const noexcept { return max_queues_; }
     [[nodiscard]] std::uint32_t msix_vectors() const noexcept { return msix_vectors_; }
