@@ -1241,6 +1241,7 @@ struct device_model::impl final : function_owner {
         byte_reader r(bytes);
         fd_reader fds(received);
         auto malformed = [](std::string_view what) { return unexpected(fmt::format("the device's image: {}", what)); };
+        constexpr std::string_view short_image = "short, or without an fd it names";
         if (r.get<std::uint32_t>() != image_magic) return malformed("not a vvu-device image");
         if (const auto v = r.get<std::uint32_t>(); v != image_version)
             return malformed(fmt::format("version {} (this build reads version {})", v, image_version));
@@ -1274,7 +1275,8 @@ struct device_model::impl final : function_owner {
             const auto region = get_region(r);
             const auto at = r.get<std::uint64_t>();
             unique_fd fd = fds.take(r);
-            if (!r.ok() || !fd || !window.place(region, at)) return malformed("a memory region does not fit the window");
+            if (!r.ok() || !fd) return malformed(short_image);
+            if (!window.place(region, at)) return malformed("a memory region does not fit the window");
             window_fds.push_back(std::move(fd));
         }
         for (auto [which, fd] : {std::pair{layout::window_layout::side::log, &log_fd},
@@ -1283,7 +1285,8 @@ struct device_model::impl final : function_owner {
             const auto region = get_region(r);
             const auto at = r.get<std::uint64_t>();
             *fd = fds.take(r);
-            if (!r.ok() || !*fd || !window.place_side(which, region, at)) return malformed("a side area does not fit the window");
+            if (!r.ok() || !*fd) return malformed(short_image);
+            if (!window.place_side(which, region, at)) return malformed("a side area does not fit the window");
         }
         for (auto* f : {&record.owner, &record.protocol_features, &record.features, &record.backend_req_fd, &record.mtu,
                         &record.status, &record.log_base, &record.inflight})
@@ -1324,7 +1327,8 @@ struct device_model::impl final : function_owner {
         }
         for (bool* b : {&kept, &memory_barrier, &backend_up, &awaiting_backend_reack, &connected}) *b = r.get_bool();
         for (std::uint64_t* c : counter_fields()) *c = r.get<std::uint64_t>();
-        if (!r.done() || !fds.all_taken()) return malformed("short, too long, or with fds it does not name");
+        if (!r.done()) return malformed(r.ok() ? "longer than its fields" : short_image);
+        if (!fds.all_taken()) return malformed("with fds it does not name");
         if (connected && (!frontend.is_open() || kept)) return malformed("connected without a front-end");
 
         // The function's queues go on where the old process stood.

@@ -31,7 +31,10 @@ set(vvu_vvu_tests
   "driver-restart.clean-exit|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM"
   # Packed rings: vvu-device's own inflight area carries their positions to the next driver.
   "driver-restart.packed|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring packed"
-  "driver-restart.clean-exit.packed|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM --ring packed")
+  "driver-restart.clean-exit.packed|${vvu_vvu_dir}/driver-restart.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --stop TERM --ring packed"
+  # vvu-device itself handed to a new vvu-device (--takeover), 10 times under traffic.
+  "device-takeover.split|${vvu_vvu_dir}/device-takeover.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring split"
+  "device-takeover.packed|${vvu_vvu_dir}/device-takeover.sh|--traffic $<TARGET_FILE:vvu-traffic> --forward ${vvu_fwd} --device ${vvu_dev} --ring packed")
 
 foreach(spec IN LISTS vvu_vvu_tests)
   string(REPLACE "|" ";" spec "${spec}")

@@ -210,3 +210,58 @@ TEST_CASE("dma_space: require_sealed refuses fds that can shrink") {
         CHECK(code(d.map(0x40000, 0x1000, rw, std::move(tmp), 0)) == EINVAL);
     }
 }
+
+TEST_CASE("dma_space: save and restore carry every map to another space (a live update)") {
+    dma_space from(8, true);
+    const auto fd = sealable_memfd(0x4000, F_SEAL_SHRINK);
+    REQUIRE(from.map(0x10000, 0x2000, rw, unique_fd(::dup(fd.get())), 0x1000));
+    REQUIRE(from.map(0x20000, 0x1000, dma_flags::read, unique_fd(::dup(fd.get())), 0x123));
+    REQUIRE(from.map(0x30000, 0x1000, rw, unique_fd{}, 0)); // in-band only: no fd to carry
+    *from.translate(0x10010, 1) = std::byte{0x42};
+
+    byte_writer w;
+    std::vector<unique_fd> fds;
+    fd_writer fw(fds);
+    from.save(w, fw);
+    REQUIRE(fw.ok());
+    CHECK(fds.size() == 2);
+    const auto bytes = w.take();
+
+    SECTION("the same maps, over the same files") {
+        dma_space to(8, true);
+        byte_reader r(bytes);
+        fd_reader fr(fds);
+        REQUIRE(to.restore(r, fr));
+        CHECK(r.done());
+        CHECK(fr.all_taken());
+        REQUIRE(to.size() == 3);
+        REQUIRE(to.translate(0x10010, 1) != nullptr);
+        CHECK(*to.translate(0x10010, 1) == std::byte{0x42}); // the same pages
+        CHECK(to.translate(0x20000, 1) == nullptr);          // read-only stays so
+        CHECK(to.translate_read(0x20000, 1) != nullptr);
+        CHECK(to.translate_read(0x30000, 1) == nullptr); // in-band stays in-band
+        // The restored space keeps the fds too: it can be saved again.
+        byte_writer again;
+        std::vector<unique_fd> again_fds;
+        fd_writer afw(again_fds);
+        to.save(again, afw);
+        CHECK(again.take() == bytes);
+        CHECK(again_fds.size() == 2);
+    }
+    SECTION("a map whose fd is missing, or refused by the space's rules, leaves the space empty") {
+        dma_space to(8, true);
+        byte_reader r(bytes);
+        std::vector<unique_fd> some;
+        some.push_back(std::move(fds[0]));
+        fd_reader fr(some);
+        CHECK(!to.restore(r, fr));
+        CHECK(to.size() == 0);
+    }
+    SECTION("more maps than the space takes") {
+        dma_space to(2, true);
+        byte_reader r(bytes);
+        fd_reader fr(fds);
+        CHECK(!to.restore(r, fr));
+        CHECK(to.size() == 0);
+    }
+}

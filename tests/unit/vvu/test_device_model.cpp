@@ -1349,6 +1349,116 @@ TEST_CASE("device model: a vvu: port handed to another back-end object: one driv
     CHECK(c.disconnects == 1); // the front-end's own close
 }
 
+TEST_CASE("device model: the device itself handed to a new device object mid-session; neither the front-end nor the "
+          "driver sees it",
+          "[vvu][device_model][handover]") {
+    device_fixture dev;
+    auto be = std::make_unique<backend_fixture>(dev.pci_path);
+    REQUIRE(dev.wait_log("driver ready"));
+    auto nd = open_driver(dev.fe_path);
+    check_echo(*nd, 300);
+
+    // The old device parks between two events and exports everything it holds.
+    runtime::handover_port& old_port = dev.device->handover();
+    if (auto p = old_port.park(1s); !p) FAIL(p.error());
+    auto image = old_port.export_port();
+    if (!image) FAIL(image.error());
+
+    std::mutex log_mutex;
+    std::vector<std::string> fresh_log;
+    vvu_device::device_options o;
+    o.vhost_user_path = dev.fe_path;
+    o.pci_path = dev.pci_path;
+    o.max_queues = 8;
+    o.listen = false; // the sockets come with the image
+    o.log = [&](std::string_view line) {
+        std::scoped_lock lock(log_mutex);
+        fresh_log.emplace_back(line);
+    };
+    auto created = vvu_device::device_model::create(o);
+    if (!created) FAIL(created.error());
+    std::unique_ptr<vvu_device::device_model> fresh = std::move(*created);
+    CHECK(fresh->handover_description() == dev.device->handover_description());
+    CHECK(!fresh->run()); // nothing to serve before an import
+
+    SECTION("an image the new device cannot take is refused: nothing is unlinked, and the old device serves on") {
+        auto fds = std::move(image->fds);
+        auto bytes = image->bytes;
+        std::string want;
+        SECTION("truncated") {
+            bytes.resize(bytes.size() - 3);
+            want = "short";
+        }
+        SECTION("another version") {
+            le::store<std::uint32_t>(bytes.data() + 4, 99);
+            want = "version 99";
+        }
+        SECTION("an fd short") {
+            fds.pop_back();
+            want = "short";
+        }
+        SECTION("another max_queues") {
+            le::store<std::uint32_t>(bytes.data() + 8, 9);
+            want = "max_queues 9";
+        }
+        auto r = fresh->handover().import_port(bytes, fds);
+        REQUIRE(!r);
+        CHECK_THAT(r.error(), Catch::Contains(want));
+        fresh->handover().retire();
+        fresh.reset();
+        CHECK(std::filesystem::exists(dev.fe_path));
+        CHECK(std::filesystem::exists(dev.pci_path));
+        old_port.unpark();
+        check_echo(*nd, 300, 300);
+        auto slots = nd->frontend().transact<fr::get_max_mem_slots>({});
+        if (!slots) FAIL(slots.error().message());
+        if (auto c = nd->close(); !c) FAIL(c.error().message());
+        nd.reset();
+        REQUIRE(be->wait_ended(1));
+        be->stop();
+        const auto c = dev.finish();
+        INFO(dev.log());
+        CHECK(c.frontends == 1);
+        CHECK(c.drivers == 1);
+        CHECK(c.disconnects == 1);
+    }
+    SECTION("the new device takes over; the function's queues, the rings and the control path run on") {
+        if (auto r = fresh->handover().import_port(image->bytes, image->fds); !r) FAIL(r.error());
+        old_port.retire();
+        dev.thread.join(); // the old device's run() returns once it let go
+        dev.device.reset(); // and its destruction touches nothing: no unlink, no close seen by a peer
+        CHECK(std::filesystem::exists(dev.fe_path));
+        CHECK(std::filesystem::exists(dev.pci_path));
+        std::thread runner([&] {
+            if (auto r = fresh->run(); !r) FAIL_CHECK(r.error());
+        });
+        check_echo(*nd, 300, 300);
+        // Messages both ways through the new device's rxq and txq.
+        auto slots = nd->frontend().transact<fr::get_max_mem_slots>({});
+        if (!slots) FAIL(slots.error().message());
+        CHECK(slots->payload.value == vvu_device::max_mem_slots);
+        CHECK(be->sessions == 1);
+        CHECK(be->ended_count() == 0);
+        if (auto c = nd->close(); !c) FAIL(c.error().message());
+        nd.reset();
+        REQUIRE(be->wait_ended(1));
+        CHECK(be->sessions == 1);
+        be->stop();
+        be.reset();
+        fresh->stop();
+        runner.join();
+        const auto c = fresh->counters(); // carried across the processes
+        std::string all;
+        for (const auto& l : fresh_log) all += l + "\n";
+        INFO(all);
+        CHECK(std::ranges::count_if(fresh_log, [](const auto& l) { return l.find("took the device over") == 0; }) == 1);
+        CHECK(c.frontends == 1);
+        CHECK(c.drivers == 1);
+        CHECK(c.driver_restarts == 0);
+        CHECK(c.disconnects == 1); // the front-end's own close, seen by the new device
+    }
+}
+
 TEST_CASE("device model: frames sent while no driver is there are echoed by the next one",
           "[vvu][device_model][restart]") {
     device_fixture dev;

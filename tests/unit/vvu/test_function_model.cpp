@@ -7,6 +7,7 @@
 #include <vvu/vfio_user/client.hpp>
 
 #include <vvu/util/endian.hpp>
+#include <vvu/wire/features.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -939,4 +940,77 @@ TEST_CASE("vvu function: a one-area window is mapped per area over vfio-user", "
     std::byte back{};
     REQUIRE(::pread(mem.get(), &back, 1, 0x21) == 1);
     CHECK(back == std::byte{0x78});
+}
+
+TEST_CASE("vvu function: save and restore carry the whole function to another model (a live update)", "[vvu][function]") {
+    fixture from;
+    // A driver's set-up: features, a queue, MSI-X vectors with eventfds, DRIVER_OK, BACKEND_UP.
+    eventfd_guard rxq_irq, config_irq, vring_irq;
+    REQUIRE(attach(from.fn, VFIO_PCI_MSIX_IRQ_INDEX, 0, {rxq_irq.fd.get(), -1, config_irq.fd.get(), vring_irq.fd.get()}) == 0);
+    from.write<std::uint16_t>(bar4, regs::common + cc::config_msix_vector, 2);
+    from.set_status(vvu::pci::status::acknowledge | vvu::pci::status::driver);
+    from.write_driver_features(vvu::wire::virtio_feature::version_1);
+    from.set_status(from.status() | vvu::pci::status::features_ok);
+    from.select_queue(0);
+    from.write<std::uint16_t>(bar4, regs::common + cc::queue_size, 64);
+    from.write<std::uint64_t>(bar4, regs::common + cc::queue_desc, 0x10000);
+    from.write<std::uint16_t>(bar4, regs::common + cc::queue_msix_vector, 0);
+    from.write<std::uint16_t>(bar4, regs::common + cc::queue_enable, 1);
+    from.set_status(from.status() | vvu::pci::status::driver_ok);
+    from.write<std::uint32_t>(bar4, regs::device + vf::device_config::status, vf::device_config::backend_up);
+    from.write<std::uint16_t>(bar2, from.fn.bar2().notification + vf::vvu_bar::notification_select, 0);
+    from.write<std::uint16_t>(bar2, from.fn.bar2().notification + vf::vvu_bar::notification_msix_vector, 3);
+    from.fn.set_frontend_up(true);
+
+    vvu::byte_writer w;
+    std::vector<unique_fd> fds;
+    vvu::fd_writer fw(fds);
+    from.fn.save(w, fw);
+    REQUIRE(fw.ok());
+    CHECK(fds.size() == 3); // the three vector eventfds
+    const auto bytes = w.take();
+
+    SECTION("the new model reads back what the driver set, and interrupts reach the same eventfds") {
+        fixture to;
+        vvu::byte_reader r(bytes);
+        vvu::fd_reader fr(fds);
+        auto restored = to.fn.restore(r, fr);
+        if (!restored) FAIL(restored.error());
+        CHECK(r.done());
+        CHECK(to.owner.statuses.empty()); // no callback: nothing happened, as far as anyone sees
+        // Every register the driver can read back, byte for byte.
+        for (std::uint64_t at = 0; at < 256; at += 4)
+            CHECK(to.read<std::uint32_t>(cfg_region, at) == from.read<std::uint32_t>(cfg_region, at));
+        for (std::uint64_t at = regs::common; at < regs::common + cc::size; at += 2)
+            CHECK(to.read<std::uint16_t>(bar4, at) == from.read<std::uint16_t>(bar4, at));
+        CHECK(to.fn.device_status() == from.fn.device_status());
+        CHECK(to.fn.driver_features() == from.fn.driver_features());
+        CHECK(to.fn.backend_status() == from.fn.backend_status());
+        CHECK(to.fn.frontend_up());
+        CHECK(to.fn.queue_state(0).enabled);
+        CHECK(to.fn.queue_state(0).desc == 0x10000);
+        CHECK(to.fn.queue_state(0).size == 64);
+        CHECK(to.fn.signal_queue(0));
+        CHECK(rxq_irq.take() == 1);
+        CHECK(to.fn.signal_config());
+        CHECK(config_irq.take() == 1);
+        CHECK(to.fn.signal_vring_kick(0));
+        CHECK(vring_irq.take() == 1);
+    }
+    SECTION("a model of another size refuses the state and stays reset") {
+        fixture to(16);
+        vvu::byte_reader r(bytes);
+        vvu::fd_reader fr(fds);
+        CHECK(!to.fn.restore(r, fr));
+        CHECK(to.fn.device_status() == 0);
+    }
+    SECTION("a state whose eventfds are short is refused; the model holds none") {
+        fixture to;
+        vvu::byte_reader r(bytes);
+        fds.pop_back();
+        vvu::fd_reader fr(fds);
+        CHECK(!to.fn.restore(r, fr));
+        CHECK(to.fn.device_status() == 0);
+        CHECK(to.fn.vring_vector_eventfd(0) == -1);
+    }
 }
