@@ -33,6 +33,8 @@ set(vvu_lu_tests
   # Take-overs that must be refused (other ports, no old process, garbage, another version, a
   # client that hangs up halfway) while vvu-traffic echoes: nothing lost, the old one serves on.
   "takeover-refused|takeover-refused.sh|${vvu_lu_tools}"
+  # The same refusals by vvu-device --control (the device's own live update).
+  "takeover-refused.device|takeover-refused.sh|${vvu_lu_tools} --device $<TARGET_FILE:vvu-device>"
   # Crash recovery: vvu-forward --port unix-client: under testpmd (server=1) killed -9, twice.
   "crash-testpmd.split|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring split"
   "crash-testpmd.packed|crash-testpmd.sh|--backend $<TARGET_FILE:vvu-forward> --ring packed"
