@@ -16,6 +16,7 @@
 #include <vvu/transport/vvu_pci.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <pthread.h>
 #include <sched.h>
@@ -59,6 +60,8 @@ Options:
                      txonly:   send 64-byte UDP test frames to every front-end
                      loopback: send every frame back on the port it came from
   --queues N         queue pairs per port (default 1)
+  --threads N        forwarding threads (default 1, at most --queues): thread i moves the
+                     frames of queue pairs i, i+N, i+2N, ... of every port (not with learn)
   --size BYTES       frame size for txonly (default 64)
   --check testpmd-txonly
                      rxonly: read every frame and check it is what DPDK testpmd's txonly
@@ -70,7 +73,8 @@ Options:
                      first copies every frame into the back-end's own memory, as DPDK's vhost
                      dequeue does into its mbufs (the equal-work comparison with it)
   --stats SECONDS    print every port's counters to stderr every SECONDS
-  --cpu N            pin the forwarding thread to CPU N (like a DPDK lcore)
+  --cpu LIST         pin the forwarding threads to these CPUs (like DPDK lcores), e.g. 1 or
+                     1,0: thread i to the i-th, round robin
   --poll MODE        busy (default): poll every vring without pause, like a DPDK PMD;
                      event: poll while frames flow, and after --idle-us without any, sleep until
                      a front-end kicks (frees the core of idle ports)
@@ -114,7 +118,8 @@ struct options {
     unsigned idle_sleep_us = 0;
     bool event_mode = false;
     unsigned idle_us = 200;
-    int cpu = -1;
+    std::vector<int> cpus; // --cpu LIST
+    std::uint32_t threads = 1;
     std::string control;  // --control PATH
     std::string takeover; // --takeover PATH
     bool takeover_on_signal = false; // --takeover-go sigusr2
@@ -166,7 +171,18 @@ std::optional<options> parse(int argc, char** argv) {
         } else if (arg == "--stats") {
             if (!examples::parse_number(*v, o.stats_seconds)) return fail("--stats takes a number of seconds");
         } else if (arg == "--cpu") {
-            if (!examples::parse_number(*v, o.cpu) || o.cpu < 0 || o.cpu >= CPU_SETSIZE) return fail("--cpu takes a CPU number");
+            std::string_view list = *v;
+            while (!list.empty()) {
+                const auto comma = list.find(',');
+                int cpu = -1;
+                if (!examples::parse_number(list.substr(0, comma), cpu) || cpu < 0 || cpu >= CPU_SETSIZE)
+                    return fail("--cpu takes CPU numbers, separated by commas");
+                o.cpus.push_back(cpu);
+                list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+            }
+            if (o.cpus.empty()) return fail("--cpu takes CPU numbers, separated by commas");
+        } else if (arg == "--threads") {
+            if (!examples::parse_number(*v, o.threads) || o.threads == 0 || o.threads > 128) return fail("--threads takes 1..128");
         } else if (arg == "--poll") {
             if (*v == "event") o.event_mode = true;
             else if (*v != "busy") return fail("--poll is busy or event");
@@ -189,6 +205,8 @@ std::optional<options> parse(int argc, char** argv) {
     if (o.takeover_on_signal && o.takeover.empty()) return fail("--takeover-go sigusr2 needs --takeover");
     if (o.check_txonly_template && o.mode != forward_mode::rxonly) return fail("--check needs --mode rxonly");
     if (o.copy_received && o.mode != forward_mode::rxonly) return fail("--rx copy needs --mode rxonly");
+    if (o.threads > o.queues) return fail("--threads takes at most --queues threads (a thread per queue pair at most)");
+    if (o.threads > 1 && o.mode == forward_mode::learn) return fail("--mode learn runs on one thread");
     return o;
 }
 
@@ -199,10 +217,18 @@ std::string stats_json(std::size_t port, const device::net::port_stats& s,
                        checks ? fmt::format(R"(,"checked":{},"check_failed":{})", checks->checked, checks->failed) : "");
 }
 
-// The forwarding thread's cost per frame (runtime::busy_time): TSC cycles on x86-64.
-std::string data_path_json(const runtime::busy_time& b) {
-    return fmt::format(R"({{"data_path":{{"frames":{},"busy_cycles":{},"cycles_per_frame":{:.1f}}}}})", b.frames, b.cycles,
-                       b.per_frame());
+// The forwarding threads' cost per frame (runtime::busy_time, summed: TSC cycles on
+// x86-64), and with several threads the frames each moved.
+std::string data_path_json(const std::vector<runtime::busy_time>& threads) {
+    runtime::busy_time b;
+    std::vector<std::uint64_t> frames;
+    for (const auto& t : threads) {
+        b.frames += t.frames;
+        b.cycles += t.cycles;
+        frames.push_back(t.frames);
+    }
+    return fmt::format(R"({{"data_path":{{"frames":{},"busy_cycles":{},"cycles_per_frame":{:.1f}{}}}}})", b.frames, b.cycles,
+                       b.per_frame(), threads.size() > 1 ? fmt::format(R"(,"thread_frames":[{}])", fmt::join(frames, ",")) : "");
 }
 
 // How the port appears in a hand-over: the same string in the old and the new process.
@@ -218,7 +244,7 @@ struct port {
     virtual ~port() = default;
     virtual device::net::net_port& device() = 0;
     virtual runtime::handover_port& handover() = 0;
-    virtual void guard_data_path(runtime::poller<device::net::forwarder>& p) = 0;
+    virtual void guard_data_path(const runtime::data_path_control& d) = 0;
     virtual void start() = 0;
     virtual void stop() = 0;
 };
@@ -240,9 +266,7 @@ struct server_port final : port {
     }
     device::net::net_port& device() override { return server.device(); }
     runtime::handover_port& handover() override { return server; }
-    void guard_data_path(runtime::poller<device::net::forwarder>& p) override {
-        server.guard_data_path([&p](std::chrono::milliseconds t) { return p.pause(t); }, [&p] { p.resume(); });
-    }
+    void guard_data_path(const runtime::data_path_control& d) override { server.guard_data_path(d.pause, d.resume); }
     void start() override { server.start(); }
     void stop() override { server.stop(); }
 };
@@ -310,37 +334,76 @@ int main(int argc, char** argv) {
         devices.push_back(&p->device());
         handover_ports.push_back(&p->handover());
     }
-    device::net::forwarder fwd(devices, opts->mode, opts->frame_size);
+    // The data path: an engine and a polling thread per --threads, each on its share of the
+    // queue pairs.
     examples::txonly_template_check txonly_template(opts->frame_size);
-    if (opts->copy_received) fwd.copy_received();
-    if (opts->check_txonly_template)
-        fwd.check_received([&txonly_template, reported = false](device::net::frame f) mutable {
-            const auto why = txonly_template.mismatch(f);
-            if (why && !std::exchange(reported, true))
-                fmt::print(stderr, "vvu-forward: first frame unlike testpmd's txonly template: {} (headers {})\n", *why,
-                           examples::txonly_template_check::headers_hex(f));
-            return !why;
-        });
-    runtime::poller_options po;
-    po.cpu = opts->cpu;
-    po.event_mode = opts->event_mode;
-    po.idle = std::chrono::microseconds(opts->idle_us);
-    po.idle_sleep = std::chrono::microseconds(opts->idle_sleep_us);
-    runtime::poller<device::net::forwarder> poller(fwd, po);
-    for (auto& p : ports) p->guard_data_path(poller);
+    std::vector<std::unique_ptr<device::net::forwarder>> engines;
+    std::vector<std::unique_ptr<runtime::poller<device::net::forwarder>>> pollers;
+    for (std::uint32_t t = 0; t < opts->threads; ++t) {
+        auto& fwd = *engines.emplace_back(std::make_unique<device::net::forwarder>(
+            devices, opts->mode, opts->frame_size, device::net::queue_share{t, opts->threads}));
+        if (opts->copy_received) fwd.copy_received();
+        if (opts->check_txonly_template)
+            fwd.check_received([&txonly_template, reported = false](device::net::frame f) mutable {
+                const auto why = txonly_template.mismatch(f);
+                if (why && !std::exchange(reported, true))
+                    fmt::print(stderr, "vvu-forward: first frame unlike testpmd's txonly template: {} (headers {})\n", *why,
+                               examples::txonly_template_check::headers_hex(f));
+                return !why;
+            });
+        runtime::poller_options po;
+        po.cpu = opts->cpus.empty() ? -1 : opts->cpus[t % opts->cpus.size()];
+        po.event_mode = opts->event_mode;
+        po.idle = std::chrono::microseconds(opts->idle_us);
+        po.idle_sleep = std::chrono::microseconds(opts->idle_sleep_us);
+        pollers.push_back(std::make_unique<runtime::poller<device::net::forwarder>>(fwd, po));
+    }
+    auto busy = [&] {
+        std::vector<runtime::busy_time> each;
+        for (const auto& p : pollers) each.push_back(p->busy());
+        return each;
+    };
 
     runtime::data_path_control data_path;
-    data_path.pause = [&](std::chrono::milliseconds t) { return poller.pause(t); };
-    data_path.resume = [&] {
-        if (after_commit) (void)poller.set_policy(*after_commit);
-        poller.resume();
+    data_path.pause = [&](std::chrono::milliseconds t) {
+        for (std::size_t i = 0; i < pollers.size(); ++i) {
+            if (pollers[i]->pause(t)) continue;
+            while (i-- > 0) pollers[i]->resume();
+            return false;
+        }
+        return true;
     };
-    data_path.save_state = [&] { return fwd.save_state(); };
-    data_path.load_state = [&](std::span<const std::byte> b) { return fwd.load_state(b); };
+    data_path.resume = [&] {
+        for (auto& p : pollers) {
+            if (after_commit) (void)p->set_policy(*after_commit);
+            p->resume();
+        }
+    };
+    // One engine's state as it always was; several: a count and each one's (a new process with
+    // another --threads refuses it).
+    constexpr std::uint32_t threads_state_magic = 0x53524854; // "THRS"
+    data_path.save_state = [&] {
+        if (engines.size() == 1) return engines.front()->save_state();
+        byte_writer w;
+        w.put<std::uint32_t>(threads_state_magic);
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(engines.size()));
+        for (const auto& e : engines) w.put_bytes(e->save_state());
+        return w.take();
+    };
+    data_path.load_state = [&](std::span<const std::byte> b) {
+        if (engines.size() == 1) return engines.front()->load_state(b);
+        byte_reader r(b);
+        if (r.get<std::uint32_t>() != threads_state_magic || r.get<std::uint32_t>() != engines.size()) return false;
+        for (auto& e : engines)
+            if (!e->load_state(r.get_bytes(b.size())) || !r.ok()) return false;
+        return r.done();
+    };
+    for (auto& p : ports) p->guard_data_path(data_path);
 
-    // Taking over: the forwarding thread exists (created, pinned) but holds until the sessions
+    // Taking over: the forwarding threads exist (created, pinned) but hold until the sessions
     // are ours, so resuming the rings (data_path.resume, at commit) is a wake-up.
-    if (auto w = poller.start(taking_over); !w.empty()) fmt::print(stderr, "vvu-forward: {}\n", w);
+    for (auto& p : pollers)
+        if (auto w = p->start(taking_over); !w.empty()) fmt::print(stderr, "vvu-forward: {}\n", w);
     unique_fd inherited_control;
     if (taking_over) {
         runtime::handover_options ho;
@@ -404,7 +467,7 @@ int main(int argc, char** argv) {
                 if (!stats_running.load()) break;
                 for (std::size_t i = 0; i < ports.size(); ++i)
                     fmt::print(stderr, "{}\n", stats_json(i, ports[i]->device().stats()));
-                fmt::print(stderr, "{}\n", data_path_json(poller.busy()));
+                fmt::print(stderr, "{}\n", data_path_json(busy()));
             }
         });
     }
@@ -423,11 +486,19 @@ int main(int argc, char** argv) {
     if (!handed_over) {
         for (auto& p : ports) p->stop();
     } // else: the ports are retired, their sessions live on in the new process
-    poller.stop(); // after a hand-over it is paused and ends without another pass
-    for (std::size_t i = 0; i < ports.size(); ++i)
-        fmt::print("{}\n", stats_json(i, ports[i]->device().stats(),
-                                       opts->check_txonly_template ? std::optional(fwd.checks(i)) : std::nullopt));
-    fmt::print("{}\n", data_path_json(poller.busy()));
+    for (auto& p : pollers) p->stop(); // after a hand-over they are paused and end without another pass
+    for (std::size_t i = 0; i < ports.size(); ++i) {
+        std::optional<device::net::forwarder::check_counts> checks;
+        if (opts->check_txonly_template) {
+            checks.emplace();
+            for (const auto& e : engines) {
+                checks->checked += e->checks(i).checked;
+                checks->failed += e->checks(i).failed;
+            }
+        }
+        fmt::print("{}\n", stats_json(i, ports[i]->device().stats(), checks));
+    }
+    fmt::print("{}\n", data_path_json(busy()));
     if (handed_over) {
         const auto& h = *handed_over;
         fmt::print("{{\"handed_over\":true,\"paused_us\":{},\"park_us\":{},\"pause_us\":{},\"send_us\":{},\"import_us\":{}}}\n",

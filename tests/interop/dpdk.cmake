@@ -24,6 +24,9 @@ set(vvu_dpdk_tests
   "from-backend.packed|one-way.sh|--direction from-backend --ring packed --mem nohuge"
   "from-backend.split.hugepages|one-way.sh|--direction from-backend --ring split --mem huge"
   "from-backend.packed.hugepages|one-way.sh|--direction from-backend --ring packed --mem huge"
+  # Two queue pairs on two forwarding threads (vvu-forward --threads 2): each thread moves frames.
+  "to-backend.split.q2.t2|one-way.sh|--direction to-backend --ring split --mem nohuge --queues 2 --threads 2"
+  "from-backend.packed.q2.t2|one-way.sh|--direction from-backend --ring packed --mem nohuge --queues 2 --threads 2"
   "xconnect.split|xconnect.sh|--ring split"
   "xconnect.packed|xconnect.sh|--ring packed")
 

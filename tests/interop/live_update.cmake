@@ -27,6 +27,8 @@ set(vvu_lu_tests
   # DPDK testpmd's virtio-user (txonly) -> vvu-forward rxonly, 3 take-overs under full load.
   "takeover-testpmd.split|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring split --takeovers 3"
   "takeover-testpmd.packed|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring packed --takeovers 3"
+  # Two queue pairs on two forwarding threads: each thread's engine state crosses.
+  "takeover-testpmd.split.q2.t2|takeover-testpmd.sh|--forward $<TARGET_FILE:vvu-forward> --ring split --takeovers 3 --queues 2 --threads 2"
   # Two QEMU guests ping through vvu-forward --mode learn, 2 take-overs during 40 pings; the
   # guest lives in the build tree, as for interop.qemu.ping (tests/interop/qemu.cmake).
   "takeover-ping|takeover-ping.sh|--forward $<TARGET_FILE:vvu-forward> --guest-dir ${PROJECT_BINARY_DIR}/guest --pings 40 --takeovers 2"

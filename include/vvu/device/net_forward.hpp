@@ -1,6 +1,9 @@
 // The forwarding engine behind vvu-forward: moves frames between net ports in one of five
 // modes (design.md, "Example binaries"). One thread calls poll() in a loop; the ports' control
-// threads start and stop their vrings meanwhile.
+// threads start and stop their vrings meanwhile. Several threads may each run an engine of
+// their own over the same ports, each on its share of the queue pairs (queue_share: queue pair
+// q of one port goes to queue pair q of another); every port then needs the same number of
+// queue pairs, and learn mode (one MAC table) runs on one thread.
 #pragma once
 
 #include <vvu/device/l2.hpp>
@@ -14,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string_view>
 #include <vector>
 
@@ -38,22 +42,35 @@ enum class forward_mode {
 
 class forwarder {
 public:
-    forwarder(std::vector<net_port*> ports, forward_mode mode, std::size_t txonly_frame_size = test_frame_min_size)
+    // Throws std::invalid_argument for a share the ports cannot be split by (ports with
+    // different queue pair counts, or learn mode on more than one thread).
+    forwarder(std::vector<net_port*> ports, forward_mode mode, std::size_t txonly_frame_size = test_frame_min_size,
+              queue_share share = {})
         : ports_(std::move(ports)), mode_(mode), frame_size_(std::max(txonly_frame_size, test_frame_min_size)),
-          staging_(new std::byte[staging_size]), sequence_(ports_.size(), 0) {
+          share_(share), staging_(new std::byte[staging_size]), sequence_(ports_.size(), 0) {
+        if (share_.count == 0 || share_.index >= share_.count) throw std::invalid_argument("forwarder: an empty queue share");
+        if (share_.count > 1) {
+            if (mode_ == forward_mode::learn) throw std::invalid_argument("forwarder: learn mode runs on one thread");
+            for (auto* p : ports_)
+                if (p->queue_pairs() != ports_.front()->queue_pairs())
+                    throw std::invalid_argument("forwarder: threads share queue pairs of ports with as many each");
+        }
         if (mode_ == forward_mode::txonly) make_txonly_frames();
     }
 
-    // One pass over every port. Returns how many frames moved (0: every port was idle).
+    // One pass over every port, each of this engine's queue pairs. Returns how many frames
+    // moved (0: every queue was idle).
     std::size_t poll() {
         std::size_t moved = 0;
         for (std::size_t p = 0; p < ports_.size(); ++p) {
-            switch (mode_) {
-            case forward_mode::rxonly: moved += check_ || copy_ ? take(p) : ports_[p]->discard(); break;
-            case forward_mode::txonly: moved += generate(p); break;
-            case forward_mode::loopback: moved += relay(p, [&](auto) { return p; }); break;
-            case forward_mode::xconnect: moved += relay(p, [&](auto) { return p ^ 1; }); break;
-            case forward_mode::learn: moved += switch_frames(p); break;
+            for (std::uint32_t q = share_.index; q < ports_[p]->queue_pairs(); q += share_.count) {
+                switch (mode_) {
+                case forward_mode::rxonly: moved += check_ || copy_ ? take(p, q) : ports_[p]->discard(q); break;
+                case forward_mode::txonly: moved += generate(p, q); break;
+                case forward_mode::loopback: moved += relay(p, q, [&](auto) { return p; }); break;
+                case forward_mode::xconnect: moved += relay(p, q, [&](auto) { return p ^ 1; }); break;
+                case forward_mode::learn: moved += switch_frames(p, q); break;
+                }
             }
         }
         return moved;
@@ -86,10 +103,10 @@ public:
         if (mode_ == forward_mode::txonly) return false;
         // Each port arms its TX vrings under its own lock (a vring may stop meanwhile).
         bool armed = true;
-        for (auto* port : ports_) armed = armed && port->arm_kicks(kicks_);
+        for (auto* port : ports_) armed = armed && port->arm_kicks(kicks_, share_);
         if (armed) kicks_.sleep(timeout, wake);
         else kicks_.cancel();
-        for (auto* port : ports_) port->disarm_kicks();
+        for (auto* port : ports_) port->disarm_kicks(share_);
         return armed;
     }
 
@@ -138,19 +155,19 @@ private:
     // The TX chains go back only after transmit() completed the RX chains: see
     // net_port::received_burst for what a crash in between costs (a duplicate, not a loss).
     template <class Dest>
-    std::size_t relay(std::size_t p, Dest dest) {
-        auto burst = ports_[p]->receive(staging(), frames_);
+    std::size_t relay(std::size_t p, std::uint32_t q, Dest dest) {
+        auto burst = ports_[p]->receive(staging(), frames_, q);
         const std::size_t n = burst.size();
         if (n == 0) return 0; // (chains without a frame go back with the burst)
         const std::size_t to = dest(frames_[0]);
-        if (to < ports_.size()) ports_[to]->transmit(std::span(frames_).first(n));
+        if (to < ports_.size()) ports_[to]->transmit(std::span(frames_).first(n), q);
         burst.complete();
         return n;
     }
 
     // learn: every destination (a flood has several) has its frames before the TX chains go back.
-    std::size_t switch_frames(std::size_t p) {
-        auto burst = ports_[p]->receive(staging(), frames_);
+    std::size_t switch_frames(std::size_t p, std::uint32_t q) {
+        auto burst = ports_[p]->receive(staging(), frames_, q);
         const std::size_t n = burst.size();
         if (n == 0) return 0;
         // Group the burst by destination port, keeping each port's frames in order.
@@ -165,19 +182,19 @@ private:
             if (known) {
                 if (*known != p) out[*known].push_back(f);
             } else {
-                for (std::size_t q = 0; q < ports_.size(); ++q)
-                    if (q != p) out[q].push_back(f);
+                for (std::size_t to = 0; to < ports_.size(); ++to)
+                    if (to != p) out[to].push_back(f);
             }
         }
-        for (std::size_t q = 0; q < ports_.size(); ++q)
-            if (!out[q].empty()) ports_[q]->transmit(out[q]);
+        for (std::size_t to = 0; to < ports_.size(); ++to)
+            if (!out[to].empty()) ports_[to]->transmit(out[to], q);
         burst.complete();
         return n;
     }
 
     // rxonly with copy or check: the burst's frames copied out (and checked), then dropped.
-    std::size_t take(std::size_t p) {
-        auto burst = ports_[p]->receive(staging(), frames_);
+    std::size_t take(std::size_t p, std::uint32_t q) {
+        auto burst = ports_[p]->receive(staging(), frames_, q);
         const std::size_t n = burst.size();
         if (!check_) return n;
         for (std::size_t i = 0; i < n; ++i) {
@@ -201,15 +218,15 @@ private:
         }
     }
 
-    std::size_t generate(std::size_t p) {
-        if (!ports_[p]->can_transmit()) return 0;
+    std::size_t generate(std::size_t p, std::uint32_t q) {
+        if (!ports_[p]->can_transmit(q)) return 0;
         auto& frames = txonly_frames_[p];
         std::array<frame, ring::max_burst> burst;
         for (std::size_t i = 0; i < burst.size(); ++i) {
             le::store(frames[i].data() + sequence_offset, sequence_[p] + i);
             burst[i] = frames[i];
         }
-        const std::size_t sent = ports_[p]->transmit(burst, 0, false);
+        const std::size_t sent = ports_[p]->transmit(burst, q, false);
         sequence_[p] += sent;
         return sent;
     }
@@ -217,6 +234,7 @@ private:
     std::vector<net_port*> ports_;
     forward_mode mode_;
     std::size_t frame_size_;
+    queue_share share_;
     // One max_frame_size slot per frame of a burst (2 MiB), left uninitialised: a burst of
     // short frames touches a page or two of each slot, and zero-filling it all would fault in
     // 512 pages at start-up — milliseconds, in the new process of a live update.

@@ -186,7 +186,8 @@ final_stat() {
 }
 
 # frontend_start NAME SOCK FWD-MODE MAIN-LCORE [testpmd app options...]: testpmd with one
-# virtio-user port on SOCK (connecting). FE_VDEV_EXTRA (e.g. ",packed_vq=1") extends the vdev;
+# virtio-user port on SOCK (connecting), FE_QUEUES queue pairs (1; its one forwarding core
+# serves them all). FE_VDEV_EXTRA (e.g. ",packed_vq=1") extends the vdev;
 # FE_HUGE=1 uses the hugetlbfs of need_hugepages instead of --no-huge. --no-flush-rx: by default
 # testpmd drains its RX queues (twice, up to a ring each) before it starts forwarding, uncounted,
 # and whatever the back-end sent first would be missing from RX-packets.
@@ -204,9 +205,9 @@ frontend_start() {
   # socket, and testpmd (no MSG_NOSIGNAL) would die of it instead of ending cleanly.
   peer_run "$name" env --ignore-signal=PIPE "$TESTPMD" -l 0,1 --main-lcore "$lcore" -n 1 --file-prefix="$prefix" \
     "${memargs[@]}" --no-pci --iova-mode=va \
-    --vdev "net_virtio_user0,path=$sock,queues=1,queue_size=$RING${FE_VDEV_EXTRA:-}" \
+    --vdev "net_virtio_user0,path=$sock,queues=${FE_QUEUES:-1},queue_size=$RING${FE_VDEV_EXTRA:-}" \
     -- --total-num-mbufs=32768 --forward-mode="$mode" --auto-start --stats-period 1 \
-    --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx "$@"
+    --nb-cores=1 --rxq="${FE_QUEUES:-1}" --txq="${FE_QUEUES:-1}" --txd="$RING" --rxd="$RING" --no-flush-rx "$@"
 }
 
 # backend_start MODE SOCK...: the back-end under test, listening on each SOCK (port 0, 1, ...).

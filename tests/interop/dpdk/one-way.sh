@@ -4,6 +4,7 @@
 #
 #   one-way.sh --backend PATH|dpdk --direction to-backend|from-backend [--ring split|packed]
 #              [--mem nohuge|huge] [--seconds N] [--vdev-args ,KEY=VALUE...] [--unlike-template]
+#              [--queues N [--threads T]]
 #
 #   to-backend:   testpmd --forward-mode=txonly  ->  vvu-forward --mode rxonly
 #                 vvu's rx_packets must equal testpmd's final TX-packets, less at most one ring
@@ -21,14 +22,17 @@
 # Traffic runs --seconds (3) after testpmd's stats first show it, and must keep flowing: testpmd's
 # counter must grow by more than two rings meanwhile (a ring that stalls at its first wrap-around
 # moves exactly one ring's worth). --vdev-args extends virtio-user's vdev arguments (diagnostics,
-# e.g. ",in_order=0" or ",mrg_rxbuf=0"). Exit 0 pass, 1 fail, 77 skip
+# e.g. ",in_order=0" or ",mrg_rxbuf=0"). --queues N: N queue pairs (virtio-user queues=N, testpmd
+# --rxq/--txq N, vvu-forward --queues N), the counts then within N rings; --threads T: vvu-forward
+# moves them on T threads (--threads T), and each thread must have moved frames (its
+# "thread_frames" in the data_path line). Exit 0 pass, 1 fail, 77 skip
 # (dpdk-testpmd or hugepages missing; a failure when CI=true). See lib.sh for the environment.
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 
 parse_backend_arg "$@"
-direction="" ring=split mem=nohuge seconds=3 vdev_args="" unlike_template=0
+direction="" ring=split mem=nohuge seconds=3 vdev_args="" unlike_template=0 queues=1 threads=1
 set -- "${rest_args[@]}"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -38,6 +42,8 @@ while [[ $# -gt 0 ]]; do
     --seconds) seconds=$2; shift 2 ;;
     --vdev-args) vdev_args=$2; shift 2 ;;
     --unlike-template) unlike_template=1; shift ;;
+    --queues) queues=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
     *) echo "usage: $0 --backend PATH|dpdk --direction to-backend|from-backend" \
             "[--ring split|packed] [--mem nohuge|huge] [--seconds N] [--vdev-args ,K=V...]" \
             "[--unlike-template]" >&2
@@ -57,7 +63,10 @@ case $ring in
 esac
 FE_VDEV_EXTRA+=$vdev_args
 
-dpdk_init "dpdk.$direction.$ring.$mem"
+suffix=""
+((queues > 1 || threads > 1)) && suffix=".q$queues.t$threads"
+dpdk_init "dpdk.$direction.$ring.$mem$suffix"
+FE_QUEUES=$queues
 case $mem in
   nohuge) FE_HUGE=0 ;;
   huge) need_hugepages 160; FE_HUGE=1 ;; # -m 256 is 128 pages, with room to spare
@@ -67,6 +76,10 @@ echo "$test_name: back-end $BACKEND, ring $RING ($ring), front-end memory $mem, 
 
 sock=$work/vhost-user.sock
 [[ $direction == to-backend && $BACKEND != dpdk ]] && BACKEND_ARGS=(--check testpmd-txonly)
+if ((queues > 1 || threads > 1)); then
+  [[ $BACKEND == dpdk ]] && fail "--queues and --threads are vvu-forward's"
+  BACKEND_ARGS+=(--queues "$queues" --threads "$threads")
+fi
 backend_start "$be_mode" "$sock"
 frontend_args=()
 ((unlike_template)) && frontend_args=(--tx-ip=198.18.0.1,198.18.0.3)
@@ -90,7 +103,7 @@ fi
 if [[ $direction == to-backend ]]; then
   sent=$(final_stat frontend 0 TX-packets) || exit 1
   got=$(backend_stat 0 rx_packets) || exit 1
-  check_within "testpmd txonly -> back-end rxonly" "$sent" "$got" "$RING"
+  check_within "testpmd txonly -> back-end rxonly" "$sent" "$got" "$((queues * RING))"
   if [[ $BACKEND != dpdk ]]; then
     checked=$(backend_stat 0 checked) || exit 1
     failed=$(backend_stat 0 check_failed) || exit 1
@@ -109,6 +122,15 @@ if [[ $direction == to-backend ]]; then
 else
   sent=$(backend_stat 0 tx_packets) || exit 1
   got=$(final_stat frontend 0 RX-packets) || exit 1
-  check_within "back-end txonly -> testpmd rxonly" "$sent" "$got" "$RING"
+  check_within "back-end txonly -> testpmd rxonly" "$sent" "$got" "$((queues * RING))"
+fi
+if ((threads > 1)); then
+  per_thread=$(grep -a -o '"thread_frames":\[[0-9,]*\]' "$work/backend.out" | tail -n 1)
+  [[ -n $per_thread ]] || fail "vvu-forward printed no thread_frames"
+  echo "vvu-forward's threads: $per_thread"
+  IFS=, read -r -a counts <<<"$(sed 's/.*\[\(.*\)\]/\1/' <<<"$per_thread")"
+  ((${#counts[@]} == threads)) || fail "vvu-forward reports ${#counts[@]} forwarding threads, not $threads"
+  for c in "${counts[@]}"; do ((c > 0)) || fail "a forwarding thread moved no frame: $per_thread"; done
+  echo "ok: every forwarding thread moved frames"
 fi
 echo "PASS: $test_name"

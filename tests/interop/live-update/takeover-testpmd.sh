@@ -18,8 +18,10 @@
 #   - at the end (testpmd stopped first, then the last vvu-forward): testpmd's final TX-packets
 #     equals the last process's rx_packets, cumulative over all of them, less at most one ring
 #     (frames still in the ring when testpmd stopped its queues).
+# With --queues N --threads T the port has N queue pairs (testpmd sends on all of them) and each
+# vvu-forward moves them on T threads (the hand-over carries each thread's engine state).
 # Usage: takeover-testpmd.sh --forward VVU_FORWARD [--ring split|packed] [--takeovers N]
-#                            [--seconds S]
+#                            [--seconds S] [--queues N --threads T]
 # Environment: as dpdk/lib.sh (CI, PEER_TIMEOUT, RING, KEEP_LOGS, DPDK_TESTPMD).
 # Exit 0 pass, 1 fail, 77 skip (no dpdk-testpmd; a failure when CI=true).
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,13 +32,15 @@ source "$here/../frontend/lib.sh"
 # shellcheck source=../dpdk/lib.sh
 source "$here/../dpdk/lib.sh"
 
-forward="" ring=split takeovers=3 seconds=2
+forward="" ring=split takeovers=3 seconds=2 queues=1 threads=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --forward) forward=$2; shift 2 ;;
     --ring) ring=$2; shift 2 ;;
     --takeovers) takeovers=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --queues) queues=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -47,14 +51,18 @@ case $ring in
   *) echo "$0: --ring split|packed" >&2; exit 2 ;;
 esac
 BACKEND=$forward # what dpdk_init checks
-dpdk_init "live-update.takeover-testpmd.$ring"
+suffix=""
+((queues > 1 || threads > 1)) && suffix=".q$queues.t$threads"
+dpdk_init "live-update.takeover-testpmd.$ring$suffix"
+FE_QUEUES=$queues
 echo "$test_name: vvu-forward $forward, ring $RING ($ring), $takeovers take-overs, work dir $work"
 sock=$work/port.sock control=$work/control.sock
 # Every vvu-forward's forwarding thread on core 1 (--cpu 1), testpmd's forwarding lcore busy-polls
 # core 0: left to the scheduler, the two pollers now and then share one core and the rate falls
 # to a ring per time slice (~25 kpps instead of ~25 Mpps here, with or without take-overs).
-pin=()
-(($(nproc) >= 2)) && pin=(--cpu 1)
+pin=(--queues "$queues" --threads "$threads")
+# More threads than cores left to them: the second shares core 0 with testpmd.
+(($(nproc) >= 2)) && pin+=(--cpu 1,0)
 
 # flowing WHEN: let the traffic run --seconds (a duration, not a readiness wait), then wait
 # (bounded) for testpmd's next stats block; TX-packets must have grown by more than two rings.
@@ -130,7 +138,7 @@ for ((i = 1; i <= takeovers; i++)); do
 done
 
 sent=$(final_stat frontend 0 TX-packets) || exit 1
-check_within "testpmd txonly -> vvu-forward rxonly across $takeovers take-overs" "$sent" "$final_rx" "$RING"
+check_within "testpmd txonly -> vvu-forward rxonly across $takeovers take-overs" "$sent" "$final_rx" "$((queues * RING))"
 
 seen=$(tr -d '\033' <"$work/frontend.log" | grep -a -E "$gone")
 [[ -z $seen ]] || fail "testpmd saw its back-end go: $seen"
