@@ -5,7 +5,7 @@
 # PCI-BAR transport (--port vvu:PCI), and the table gives the vvu:/unix: ratio.
 #
 #   benchmarks/dpdk/compare-backends.sh [--dpdk-only | --no-dpdk] [--device VVU-DEVICE]
-#                                       [--rounds N] [--seconds S] [VVU-FORWARD]
+#                                       [--rounds N] [--seconds S] [--scaling] [VVU-FORWARD]
 #
 #   to-backend:   testpmd txonly -> back-end (DPDK: testpmd net_vhost rxonly; vvu: --mode rxonly
 #                 --rx copy: each frame is copied into the back-end's memory, as DPDK's dequeue
@@ -19,6 +19,10 @@
 # on core 1 (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1, since its forwarding thread
 # cannot be pinned by option yet). Speed is reported, never asserted: this is not a test.
 #
+# --scaling: the front-end has two queue pairs (virtio-user queues=2, testpmd --rxq/--txq 2 on
+# its one core) and the contenders are vvu-forward --queues 2 --threads 1 (on core 1) and
+# --threads 2 (on cores 1 and 0, the second beside testpmd: a 2-core machine has no third); the
+# table gives the 2/1 ratio.
 # VVU-FORWARD (or $VVU_FORWARD): the vvu-forward binary; --dpdk-only runs the DPDK side alone.
 # Environment: as tests/interop/dpdk/lib.sh (DPDK_TESTPMD, RING, KEEP_LOGS=1, ...).
 # Reference (peers.md, this machine, idle): DPDK ~27 Mpps to-backend, ~19 Mpps from-backend.
@@ -26,8 +30,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../tests/interop/dpdk/lib.sh
 source "$here/../../tests/interop/dpdk/lib.sh"
 
-rounds=3 seconds=5 dpdk_only=0 no_dpdk=0 device="" vvu=${VVU_FORWARD:-}
-usage="usage: $0 [--dpdk-only | --no-dpdk] [--device VVU-DEVICE] [--rounds N] [--seconds S] [VVU-FORWARD]"
+rounds=3 seconds=5 dpdk_only=0 no_dpdk=0 device="" scaling=0 vvu=${VVU_FORWARD:-}
+usage="usage: $0 [--dpdk-only | --no-dpdk] [--device VVU-DEVICE] [--rounds N] [--seconds S] [--scaling] [VVU-FORWARD]"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dpdk-only) dpdk_only=1; shift ;;
@@ -35,37 +39,49 @@ while [[ $# -gt 0 ]]; do
     --device) device=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    --scaling) scaling=1; shift ;;
+    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
 done
-# Contenders: label, back-end, how vvu-forward reaches the front-end (lib.sh VIA).
+# Contenders: label, back-end, how vvu-forward reaches the front-end (lib.sh VIA), its threads.
 contenders=()
-[[ $no_dpdk == 0 ]] && contenders+=("dpdk dpdk unix")
+[[ $no_dpdk == 0 && $scaling == 0 ]] && contenders+=("dpdk dpdk unix 1")
 if [[ $dpdk_only == 0 ]]; then
   [[ -n $vvu ]] || { echo "$0: give the vvu-forward path (or VVU_FORWARD, or --dpdk-only)" >&2; exit 2; }
   [[ -x $vvu ]] || { echo "$0: $vvu is not an executable" >&2; exit 1; }
-  contenders+=("unix $vvu unix")
+  if ((scaling)); then
+    FE_QUEUES=2
+    contenders+=("t1 $vvu unix 1" "t2 $vvu unix 2")
+  else
+    contenders+=("unix $vvu unix 1")
+  fi
   if [[ -n $device ]]; then
     [[ -x $device ]] || { echo "$0: $device is not an executable" >&2; exit 1; }
     VVU_DEVICE=$device
-    contenders+=("vvu $vvu vvu")
+    ((scaling)) || contenders+=("vvu $vvu vvu 1")
   fi
 fi
 ((${#contenders[@]} > 0)) || { echo "$usage" >&2; exit 2; }
 
 bench_init compare-backends "$rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 
-# run_one BACKEND VIA DIRECTION: the result (Mpps) in $work/result
+# run_one BACKEND VIA DIRECTION THREADS: the result (Mpps) in $work/result
 run_one() {
-  local be=$1 via=$2 dir=$3 fe_mode be_mode key n0 i
+  local be=$1 via=$2 dir=$3 threads=$4 fe_mode be_mode key n0 i
   BACKEND=$be VIA=$via
   BACKEND_ARGS=()
   case $dir in
     to-backend) fe_mode=txonly be_mode=rxonly key=TX-packets BACKEND_ARGS=(--rx copy) ;;
     from-backend) fe_mode=rxonly be_mode=txonly key=RX-packets ;;
   esac
+  if ((scaling)); then
+    local cpus=1
+    ((threads > 1)) && cpus=1,0
+    BACKEND_ARGS+=(--queues 2 --threads "$threads" --cpu "$cpus")
+    VVU_FORWARD_CPU=$cpus
+  fi
   local sock=$work/bench.sock
   rm -f "$sock"
   backend_start "$be_mode" "$sock" >/dev/null
@@ -94,9 +110,9 @@ run_one() {
 declare -A all=() cycles=()
 for ((r = 1; r <= rounds; r++)); do
   for c in "${contenders[@]}"; do
-    read -r label be via <<<"$c"
+    read -r label be via threads <<<"$c"
     for dir in to-backend from-backend; do
-      run_one "$be" "$via" "$dir"
+      run_one "$be" "$via" "$dir" "$threads"
       mpps=$(cat "$work/result") cpf=$(backend_cycles)
       printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame\n' "$r" "$label" "$dir" "$mpps" "${cpf:--}"
       all[$label.$dir]+="$mpps "
@@ -113,6 +129,16 @@ echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "medians of $rounds rounds; Mpps at the front-end, and the back-end's busy cycles per frame"
 echo "(DPDK: testpmd --record-core-cycles; vvu: vvu-forward's data_path line)"
+if ((scaling)); then
+  printf '%-30s %10s %10s %10s\n' "direction, 2 queue pairs" "1 thread" "2 threads" "2/1"
+  for dir in to-backend from-backend; do
+    a=$(med "t1.$dir") b=$(med "t2.$dir")
+    printf '%-30s %10s %10s %10s\n' "$dir" "$a" "$b" "$(ratio "$b" "$a")"
+    printf '%-30s %10s %10s\n' "  cycles/frame" "$(medc "t1.$dir")" "$(medc "t2.$dir")"
+  done
+  for k in "${!all[@]}"; do echo "  runs $k: ${all[$k]}"; done | sort
+  exit 0
+fi
 printf '%-30s %10s %10s %10s %10s %10s\n' "direction" "DPDK vhost" "vvu unix:" "vvu vvu:" "unix/DPDK" "vvu:/unix:"
 for dir in to-backend from-backend; do
   d=$(med "dpdk.$dir") u=$(med "unix.$dir") v=$(med "vvu.$dir")
