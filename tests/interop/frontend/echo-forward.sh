@@ -40,16 +40,7 @@ else
 fi
 PEER_STDOUT=1 peer_run traffic "${pin[@]}" "$traffic" --connect "$sock" --mode echo --packets "$packets" \
   --size 64 "${packed[@]}" --timeout 10000 --idle 5000
-peer_wait traffic 120
-((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
-echo "vvu-traffic: $(grep -a '^{' "$work/traffic.out" | tail -n 1)"
-expect_eq "sent" "$(json_field "$work/traffic.out" sent)" "$packets"
-expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
-expect_eq "gaps" "$(json_field "$work/traffic.out" gaps)" 0
-expect_eq "lost" "$(json_field "$work/traffic.out" lost)" 0
-expect_eq "late" "$(json_field "$work/traffic.out" late)" 0
-expect_eq "duplicates" "$(json_field "$work/traffic.out" duplicates)" 0
-expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
+traffic_echo_complete "$packets"
 peer_stop forward TERM 20
 line=$(grep -a '^{"port":0,' "$work/forward.out") || fail "vvu-forward printed no JSON for port 0"
 echo "vvu-forward: $line"

@@ -90,5 +90,19 @@ expect_eq() {
   echo "ok: $1 = $2"
 }
 
+# traffic_echo_complete PACKETS: vvu-traffic (peer "traffic", --mode echo) ends by itself within 120 s,
+# exits 0, and its JSON says every one of PACKETS frames came back once, in order, intact.
+traffic_echo_complete() {
+  local packets=$1 key
+  peer_wait traffic 120
+  ((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
+  echo "vvu-traffic: $(grep -a '^{' "$work/traffic.out" | tail -n 1)"
+  expect_eq "sent" "$(json_field "$work/traffic.out" sent)" "$packets"
+  expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
+  for key in gaps lost late duplicates bad_frames; do
+    expect_eq "${key/_/ }" "$(json_field "$work/traffic.out" "$key")" 0
+  done
+}
+
 # The vvu tool on core 0 when taskset works (testpmd's poller has core 1).
 pin0() { if command -v taskset >/dev/null 2>&1 && taskset -c 0 true 2>/dev/null; then echo "taskset -c 0"; fi; }

@@ -100,16 +100,7 @@ for ((i = 1; i <= takeovers; i++)); do
   echo "take-over $i: $handed"
 done
 
-peer_wait traffic 120
-((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
-echo "vvu-traffic: $(grep -a '^{' "$work/traffic.out" | tail -n 1)"
-expect_eq "sent" "$(json_field "$work/traffic.out" sent)" "$packets"
-expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
-expect_eq "lost" "$(json_field "$work/traffic.out" lost)" 0
-expect_eq "gaps" "$(json_field "$work/traffic.out" gaps)" 0
-expect_eq "late" "$(json_field "$work/traffic.out" late)" 0
-expect_eq "duplicates" "$(json_field "$work/traffic.out" duplicates)" 0
-expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
+traffic_echo_complete "$packets"
 stall=$(json_field "$work/traffic.out" max_stall_us)
 echo "max_stall_us = $stall over $takeovers take-overs (the longest time without an echoed frame)"
 # Each stall over 2 ms (1 ms with --launch idle), lined up with the take-overs: from a new process's start to its

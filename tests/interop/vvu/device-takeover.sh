@@ -61,16 +61,7 @@ done
 peer_alive traffic && grep -a -q "session ended" "$work/forward.log" &&
   fail "vvu-forward's session ended while vvu-traffic still ran: $(grep -a "session ended" "$work/forward.log")"
 
-peer_wait traffic 120
-((peer_rc == 0)) || fail "vvu-traffic exited with status $peer_rc"
-echo "vvu-traffic: $(grep -a '^{' "$work/traffic.out" | tail -n 1)"
-expect_eq "sent" "$(json_field "$work/traffic.out" sent)" "$packets"
-expect_eq "received" "$(json_field "$work/traffic.out" received)" "$packets"
-expect_eq "lost" "$(json_field "$work/traffic.out" lost)" 0
-expect_eq "gaps" "$(json_field "$work/traffic.out" gaps)" 0
-expect_eq "late" "$(json_field "$work/traffic.out" late)" 0
-expect_eq "duplicates" "$(json_field "$work/traffic.out" duplicates)" 0
-expect_eq "bad frames" "$(json_field "$work/traffic.out" bad_frames)" 0
+traffic_echo_complete "$packets"
 echo "max_stall_us = $(json_field "$work/traffic.out" max_stall_us) over $takeovers device take-overs"
 
 expect_eq "vvu-forward's front-end sessions" "$(grep -a -c "front-end connected" "$work/forward.log")" 1
