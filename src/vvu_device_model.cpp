@@ -1071,6 +1071,10 @@ struct device_model::impl final : function_owner {
         so.io_timeout = opt.message_timeout;
         // A driver's DMA fds must be sealed against shrinking: a truncated file would SIGBUS us.
         so.require_sealed = true;
+        // Each map keeps its fd (for a live update of the device): a driver that mapped the
+        // default 1 024 would hold that many of the device's fds. Drivers map a handful (vvu's
+        // its arena, QEMU its RAM blocks).
+        so.max_dma_maps = max_dma_maps;
         if (opt.log) so.log = [log = opt.log](std::string_view line) { log(fmt::format("vfio-user: {}", line)); };
         return so;
     }

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <unistd.h>
 
@@ -91,6 +92,12 @@ int main(int argc, char** argv) {
     if (o.vhost_user_path.empty() || o.pci_path.empty()) return fail("--vhost-user and --pci are required");
     if (!quiet) o.log = [](std::string_view line) { fmt::print(stderr, "vvu-device: {}\n", line); };
 
+    // The device holds an fd per kick, call and error notifier of every vring (3 × up to 1 024),
+    // per memory region and per DMA map: more than the default soft limit of 1 024 allows.
+    if (rlimit l{}; ::getrlimit(RLIMIT_NOFILE, &l) == 0 && l.rlim_cur < l.rlim_max) {
+        l.rlim_cur = l.rlim_max;
+        (void)::setrlimit(RLIMIT_NOFILE, &l);
+    }
     const bool taking_over = !takeover_path.empty();
     o.listen = !taking_over; // the sockets come with the hand-over
 

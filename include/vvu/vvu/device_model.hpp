@@ -140,6 +140,10 @@ struct device_options {
 // CRYPTO_SESSION and CROSS_ENDIAN (no such device here).
 std::uint64_t passthrough_protocol_features() noexcept;
 
+// The most DMA maps a driver may make (its VERSION reply's max_dma_maps): the device keeps
+// each map's fd, so that a live update can hand it on.
+inline constexpr std::size_t max_dma_maps = 256;
+
 // The most memory slots the device lets a front-end use (GET_MAX_MEM_SLOTS replies are
 // lowered to it): every region's fd must fit in one GET_REGION_INFO reply.
 inline constexpr std::uint64_t max_mem_slots = 32;

@@ -24,6 +24,9 @@
 #include <vvu/wire/features.hpp>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include <fcntl.h>
 
 #include <poll.h>
 #include <signal.h>
@@ -1457,6 +1460,31 @@ TEST_CASE("device model: the device itself handed to a new device object mid-ses
         CHECK(c.driver_restarts == 0);
         CHECK(c.disconnects == 1); // the front-end's own close, seen by the new device
     }
+}
+
+TEST_CASE("device model: a driver may make max_dma_maps DMA maps, no more (the device keeps each one's fd)",
+          "[vvu][device_model][hostile]") {
+    device_fixture dev;
+    auto connected = vfio_user::client::connect(dev.pci_path);
+    if (!connected) FAIL(connected.error().message());
+    auto c = std::make_unique<vfio_user::client>(std::move(*connected));
+    CHECK(c->version().server.max_dma_maps == vvu_device::max_dma_maps);
+    unique_fd fd(::memfd_create("maps", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    REQUIRE(fd);
+    REQUIRE(::ftruncate(fd.get(), 0x1000) == 0);
+    REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+    for (std::uint64_t i = 0; i < vvu_device::max_dma_maps; ++i) {
+        auto m = c->dma_map(fd.get(), 0, 0x100000 + i * 0x1000, 0x1000);
+        if (!m) FAIL(fmt::format("map {}: {}", i, m.error().message()));
+    }
+    auto refused = c->dma_map(fd.get(), 0, 0x100000 + vvu_device::max_dma_maps * 0x1000, 0x1000);
+    REQUIRE(!refused);
+    CHECK(refused.error().code == std::error_code(ENOSPC, std::system_category()));
+    // The connection serves on, and the maps go with it.
+    auto info = c->get_device_info();
+    if (!info) FAIL(info.error().message());
+    c.reset();
+    REQUIRE(dev.wait_log("driver detached"));
 }
 
 TEST_CASE("device model: frames sent while no driver is there are echoed by the next one",
