@@ -96,8 +96,9 @@ Options:
   --help             this text
 
 On SIGINT or SIGTERM it prints one JSON object per port on stdout and exits 0:
-  {"port":N,"rx_packets":..,"rx_bytes":..,"tx_packets":..,"tx_bytes":..,"tx_dropped":..}
-(rx: frames taken from the front-end; tx: frames given to it). Counters are the port's: a
+  {"port":N,"rx_packets":..,"rx_bytes":..,"tx_packets":..,"tx_bytes":..,"tx_dropped":..,"rx_discarded":..}
+(rx: frames taken from the front-end; tx: frames given to it; rx_discarded: frames it queued on
+a disabled TX ring, dropped as the vhost-user spec asks). Counters are the port's: a
 process that took the port over goes on counting from where the old one handed over. After
 handing its ports over, a process prints the same lines plus {"handed_over":true,"paused_us":..}
 and exits 0. A take-over that fails exits 1 (the old process serves on).
@@ -210,10 +211,11 @@ std::optional<options> parse(int argc, char** argv) {
     return o;
 }
 
-std::string stats_json(std::size_t port, const device::net::port_stats& s,
+std::string stats_json(std::size_t port, const device::net::net_port& p,
                        const std::optional<device::net::forwarder::check_counts>& checks = std::nullopt) {
-    return fmt::format(R"({{"port":{},"rx_packets":{},"rx_bytes":{},"tx_packets":{},"tx_bytes":{},"tx_dropped":{}{}}})",
-                       port, s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.tx_dropped,
+    const device::net::port_stats s = p.stats();
+    return fmt::format(R"({{"port":{},"rx_packets":{},"rx_bytes":{},"tx_packets":{},"tx_bytes":{},"tx_dropped":{},"rx_discarded":{}{}}})",
+                       port, s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, s.tx_dropped, p.discarded(),
                        checks ? fmt::format(R"(,"checked":{},"check_failed":{})", checks->checked, checks->failed) : "");
 }
 
@@ -466,7 +468,7 @@ int main(int argc, char** argv) {
                     std::this_thread::sleep_for(std::chrono::milliseconds(50));
                 if (!stats_running.load()) break;
                 for (std::size_t i = 0; i < ports.size(); ++i)
-                    fmt::print(stderr, "{}\n", stats_json(i, ports[i]->device().stats()));
+                    fmt::print(stderr, "{}\n", stats_json(i, ports[i]->device()));
                 fmt::print(stderr, "{}\n", data_path_json(busy()));
             }
         });
@@ -496,7 +498,7 @@ int main(int argc, char** argv) {
                 checks->failed += e->checks(i).failed;
             }
         }
-        fmt::print("{}\n", stats_json(i, ports[i]->device().stats(), checks));
+        fmt::print("{}\n", stats_json(i, ports[i]->device(), checks));
     }
     fmt::print("{}\n", data_path_json(busy()));
     if (handed_over) {

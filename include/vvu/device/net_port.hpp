@@ -289,6 +289,17 @@ public:
         return sum;
     }
 
+    // Frames the front-end sent on a TX vring while it was disabled: drained and discarded, as
+    // the vhost-user spec asks ("Ring states"), and not the port's traffic.
+    std::uint64_t discarded() const {
+        std::uint64_t n = 0;
+        for (const auto& qp : pairs_) {
+            std::lock_guard lock(qp->mutex);
+            n += qp->discarded.rx_packets;
+        }
+        return n;
+    }
+
     // Live update (protocol::backend::export_session / import_session): the port's counters
     // and MTU, so the port's numbers run on in the new process, and a pending RARP.
     std::vector<std::byte> save_state() const {

@@ -103,7 +103,15 @@ fi
 if [[ $direction == to-backend ]]; then
   sent=$(final_stat frontend 0 TX-packets) || exit 1
   got=$(backend_stat 0 rx_packets) || exit 1
-  check_within "testpmd txonly -> back-end rxonly" "$sent" "$got" "$((queues * RING))"
+  discarded=0
+  if [[ $BACKEND != dpdk ]]; then
+    # Frames testpmd queued on a TX ring while it was disabled are drained and discarded, as the
+    # vhost-user spec asks ("Ring states"); with several queue pairs virtio-user enables the
+    # second pair's rings after its first frames, and disables them before its last.
+    discarded=$(backend_stat 0 rx_discarded) || exit 1
+    echo "vvu-forward discarded $discarded frames sent on a disabled ring"
+  fi
+  check_within "testpmd txonly -> back-end rxonly (received and discarded)" "$sent" "$((got + discarded))" "$((queues * RING))"
   if [[ $BACKEND != dpdk ]]; then
     checked=$(backend_stat 0 checked) || exit 1
     failed=$(backend_stat 0 check_failed) || exit 1
