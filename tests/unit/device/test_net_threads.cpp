@@ -51,7 +51,7 @@ struct guest {
     }
 };
 
-std::unique_ptr<net_port> port_with(guest& g, const memory::guest_memory::ptr& view, std::uint32_t first_slot,
+std::unique_ptr<net_port> port_with(const memory::guest_memory::ptr& view, std::uint32_t first_slot,
                                     std::uint32_t vring_parity) {
     auto port = std::make_unique<net_port>(net_port::options{.queue_pairs = 2});
     for (std::uint32_t q = 0; q < 2; ++q) {
@@ -67,7 +67,6 @@ std::unique_ptr<net_port> port_with(guest& g, const memory::guest_memory::ptr& v
         (*v)->set_enabled(true);
         port->start_vring(std::move(*v));
     }
-    (void)g;
     return port;
 }
 
@@ -95,8 +94,8 @@ TEST_CASE("forwarder: two threads, each on its own queue pairs of the same ports
     }
     auto view = g.backend_view();
     REQUIRE(view);
-    auto from = port_with(g, view, 0, 1); // port 0: TX vrings 1, 3
-    auto to = port_with(g, view, 2, 0);   // port 1: RX vrings 0, 2
+    auto from = port_with(view, 0, 1); // port 0: TX vrings 1, 3
+    auto to = port_with(view, 2, 0);   // port 1: RX vrings 0, 2
     const std::vector<net_port*> ports{from.get(), to.get()};
 
     // Both threads start together and poll until every frame has moved.
