@@ -9,6 +9,7 @@
 #include <vvu/vvu/device_model.hpp>
 
 #include "../common/command_line.hpp"
+#include "../common/live_update.hpp"
 #include "../common/stop_signals.hpp"
 
 #include <fmt/format.h>
@@ -120,41 +121,23 @@ int main(int argc, char** argv) {
     const std::vector<vvu::runtime::handover_port*> ports{&device.handover()};
     const std::vector<std::string> descriptions{device.handover_description()};
 
-    vvu::unique_fd inherited_control;
+    std::optional<vvu::unique_fd> inherited_control;
     if (taking_over) {
-        vvu::runtime::handover_options ho;
-        ho.before_outage = [&] {
-            background.finish();
-            if (background.expired())
-                fmt::print(stderr, "vvu-device: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
-        };
-        auto t = vvu::runtime::take_over(takeover_path, ports, descriptions, data_path, ho);
-        if (!t) {
-            fmt::print(stderr, "vvu-device: take-over from {} failed: {}\n", takeover_path, t.error().message());
-            return 1;
-        }
-        fmt::print(stderr, "vvu-device: took the device over from {} in {} us\n", takeover_path, t->paused.count());
-        inherited_control = std::move(t->control);
+        inherited_control = vvu::examples::take_over_sessions(
+            "vvu-device", "the device", takeover_path, ports, descriptions, data_path, [&] {
+                background.finish();
+                if (background.expired())
+                    fmt::print(stderr, "vvu-device: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
+            });
+        if (!inherited_control) return 1;
     }
 
     // Live update: a thread serves take-over attempts; one that succeeds makes run() return.
-    std::optional<vvu::runtime::handover_listener> control;
-    std::thread control_thread;
-    std::optional<vvu::runtime::handover_result> handed_over; // written by control_thread, read after join
-    if (!control_path.empty()) {
-        auto l = inherited_control
-                     ? vvu::runtime::handover_listener::adopt(control_path, std::move(inherited_control), ports, descriptions, data_path)
-                     : vvu::runtime::handover_listener::listen(control_path, ports, descriptions, data_path);
-        if (!l) {
-            fmt::print(stderr, "vvu-device: {}\n", l.error().message());
-            return 1;
-        }
-        control.emplace(std::move(*l));
-        control->on_log([](const std::string& line) { fmt::print(stderr, "vvu-device: {}\n", line); });
-        control_thread = std::thread([&] {
-            if (auto h = control->run()) handed_over = std::move(*h);
-        });
-    }
+    vvu::examples::handover_service control;
+    if (!control_path.empty() &&
+        !control.start("vvu-device", control_path, std::move(inherited_control).value_or(vvu::unique_fd{}), ports,
+                       descriptions, data_path, {}))
+        return 1;
 
     std::atomic<bool> signalled{false};
     std::thread waiter([&] {
@@ -166,8 +149,8 @@ int main(int argc, char** argv) {
     auto r = device.run();
     if (!signalled) ::kill(::getpid(), SIGTERM); // releases the waiter
     waiter.join();
-    if (control) control->stop();
-    if (control_thread.joinable()) control_thread.join();
+    control.stop();
+    const auto& handed_over = control.handed_over();
     if (!r) {
         fmt::print(stderr, "vvu-device: {}\n", r.error());
         return 1;

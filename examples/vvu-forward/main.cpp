@@ -3,6 +3,7 @@
 // the state machine over the port's transport), one runtime::poller running the forwarding
 // engine (device::net::forwarder), live update (runtime/live_update.hpp), stats on exit.
 #include "../common/command_line.hpp"
+#include "../common/live_update.hpp"
 #include "../common/stop_signals.hpp"
 #include "txonly_template.hpp"
 
@@ -406,55 +407,40 @@ int main(int argc, char** argv) {
     // are ours, so resuming the rings (data_path.resume, at commit) is a wake-up.
     for (auto& p : pollers)
         if (auto w = p->start(taking_over); !w.empty()) fmt::print(stderr, "vvu-forward: {}\n", w);
-    unique_fd inherited_control;
+    std::optional<unique_fd> inherited_control;
     if (taking_over) {
-        runtime::handover_options ho;
-        ho.before_outage = [&] {
-            if (opts->takeover_on_signal) {
-                fmt::print(stderr, "vvu-forward: ready to take over from {}: waiting for SIGUSR2\n", opts->takeover);
-                int sig = 0;
-                sigwait(&go_signal, &sig);
-            }
-            // The outage starts: back to the normal policy (take_over then makes the thread
-            // urgent where it may), and no watchdog to change it meanwhile.
-            background.finish();
-            if (background.expired())
-                fmt::print(stderr, "vvu-forward: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
-        };
-        auto r = runtime::take_over(opts->takeover, handover_ports, descriptions, data_path, ho);
-        if (!r) {
-            fmt::print(stderr, "vvu-forward: take-over from {} failed: {}\n", opts->takeover, r.error().message());
-            return 1;
-        }
-        fmt::print(stderr, "vvu-forward: took {} ports over from {} in {} us\n", r->ports, opts->takeover, r->paused.count());
-        inherited_control = std::move(r->control);
+        inherited_control = examples::take_over_sessions(
+            "vvu-forward", fmt::format("{} ports", handover_ports.size()), opts->takeover, handover_ports, descriptions,
+            data_path, [&] {
+                if (opts->takeover_on_signal) {
+                    fmt::print(stderr, "vvu-forward: ready to take over from {}: waiting for SIGUSR2\n", opts->takeover);
+                    int sig = 0;
+                    sigwait(&go_signal, &sig);
+                }
+                // The outage starts: back to the normal policy (take_over then makes the thread
+                // urgent where it may), and no watchdog to change it meanwhile.
+                background.finish();
+                if (background.expired())
+                    fmt::print(stderr, "vvu-forward: no idle CPU: the take-over was prepared in the foreground after 250 ms\n");
+            });
+        if (!inherited_control) return 1;
     }
     for (auto& p : ports) p->start();
 
     // Live update: a thread serves take-over attempts; one that succeeds ends this process.
-    std::optional<runtime::handover_listener> control;
-    std::thread control_thread;
-    std::optional<runtime::handover_result> handed_over; // written by control_thread, read after join
+    examples::handover_service control;
     std::atomic<bool> handover_done{false};
     if (!opts->control.empty()) {
-        auto l = inherited_control ? runtime::handover_listener::adopt(opts->control, std::move(inherited_control), handover_ports,
-                                                                       descriptions, data_path)
-                                   : runtime::handover_listener::listen(opts->control, handover_ports, descriptions, data_path);
-        if (!l) {
-            fmt::print(stderr, "vvu-forward: {}\n", l.error().message());
+        const pthread_t main_thread = pthread_self();
+        const bool serving = control.start("vvu-forward", opts->control, std::move(inherited_control).value_or(unique_fd{}),
+                                           handover_ports, descriptions, data_path, [&handover_done, main_thread] {
+                                               handover_done.store(true);
+                                               pthread_kill(main_thread, SIGUSR1);
+                                           });
+        if (!serving) {
             for (auto& p : ports) p->stop();
             return 1;
         }
-        control.emplace(std::move(*l));
-        control->on_log([](const std::string& s) { fmt::print(stderr, "vvu-forward: {}\n", s); });
-        const pthread_t main_thread = pthread_self();
-        control_thread = std::thread([&, main_thread] {
-            auto r = control->run();
-            if (!r) return; // stopped
-            handed_over = std::move(*r);
-            handover_done.store(true);
-            pthread_kill(main_thread, SIGUSR1);
-        });
     }
 
     std::thread stats;
@@ -483,8 +469,8 @@ int main(int argc, char** argv) {
 
     stats_running = false;
     if (stats.joinable()) stats.join();
-    if (control) control->stop();
-    if (control_thread.joinable()) control_thread.join();
+    control.stop();
+    const auto& handed_over = control.handed_over();
     if (!handed_over) {
         for (auto& p : ports) p->stop();
     } // else: the ports are retired, their sessions live on in the new process
