@@ -46,19 +46,17 @@ public:
 
     // GET_INFLIGHT_FD: a new, zeroed (every queue "uninitialised") and sealed file.
     static expected<std::shared_ptr<inflight_area>, std::string> create(std::uint16_t num_queues, std::uint16_t queue_size) {
-        if (num_queues == 0 || num_queues > max_queues || queue_size == 0 || queue_size > 32768)
-            return unexpected(fmt::format("{} queues of {} descriptors", num_queues, queue_size));
-        unique_fd fd(::memfd_create("vvu-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-        if (!fd) return unexpected(fmt::format("memfd_create: {}", std::strerror(errno)));
-        const std::uint64_t size = num_queues * stride(queue_size);
-        if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0 ||
-            ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
-            return unexpected(fmt::format("sizing the inflight file: {}", std::strerror(errno)));
         wire::inflight_description d{};
-        d.mmap_size = size;
         d.mmap_offset = 0;
         d.num_queues = num_queues;
         d.queue_size = queue_size;
+        if (auto bad = bad_shape(d)) return unexpected(std::move(*bad));
+        d.mmap_size = num_queues * stride(queue_size);
+        unique_fd fd(::memfd_create("vvu-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+        if (!fd) return unexpected(fmt::format("memfd_create: {}", std::strerror(errno)));
+        if (::ftruncate(fd.get(), static_cast<off_t>(d.mmap_size)) != 0 ||
+            ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+            return unexpected(fmt::format("sizing the inflight file: {}", std::strerror(errno)));
         return map(d, std::move(fd));
     }
 
