@@ -428,8 +428,8 @@ int main(int argc, char** argv) {
     for (auto& p : ports) p->start();
 
     // Live update: a thread serves take-over attempts; one that succeeds ends this process.
+    std::atomic<bool> handover_done{false}; // before `control`, whose thread sets it
     examples::handover_service control;
-    std::atomic<bool> handover_done{false};
     if (!opts->control.empty()) {
         const pthread_t main_thread = pthread_self();
         const bool serving = control.start("vvu-forward", opts->control, std::move(inherited_control).value_or(unique_fd{}),
