@@ -50,13 +50,14 @@ public:
     handover_service& operator=(const handover_service&) = delete;
     ~handover_service() { stop(); }
 
-    // Listens on `path`, or on `inherited` (the socket a take-over brought: the path stays the
-    // same from one process to the next). False after printing why it cannot.
-    bool start(std::string_view program, const std::string& path, unique_fd inherited,
+    // Listens on `path`, or on `inherited` (the socket take_over_sessions brought: the path
+    // stays the same from one process to the next). False after printing why it cannot.
+    bool start(std::string_view program, const std::string& path, std::optional<unique_fd> inherited,
                const std::vector<runtime::handover_port*>& ports, const std::vector<std::string>& descriptions,
                const runtime::data_path_control& data_path, std::function<void()> on_handed_over) {
-        auto l = inherited ? runtime::handover_listener::adopt(path, std::move(inherited), ports, descriptions, data_path)
-                           : runtime::handover_listener::listen(path, ports, descriptions, data_path);
+        auto l = inherited && *inherited
+                     ? runtime::handover_listener::adopt(path, std::move(*inherited), ports, descriptions, data_path)
+                     : runtime::handover_listener::listen(path, ports, descriptions, data_path);
         if (!l) {
             fmt::print(stderr, "{}: {}\n", program, l.error().message());
             return false;

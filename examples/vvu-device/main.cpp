@@ -135,8 +135,7 @@ int main(int argc, char** argv) {
     // Live update: a thread serves take-over attempts; one that succeeds makes run() return.
     vvu::examples::handover_service control;
     if (!control_path.empty() &&
-        !control.start("vvu-device", control_path, std::move(inherited_control).value_or(vvu::unique_fd{}), ports,
-                       descriptions, data_path, {}))
+        !control.start("vvu-device", control_path, std::move(inherited_control), ports, descriptions, data_path, {}))
         return 1;
 
     std::atomic<bool> signalled{false};

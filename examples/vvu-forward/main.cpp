@@ -432,7 +432,7 @@ int main(int argc, char** argv) {
     examples::handover_service control;
     if (!opts->control.empty()) {
         const pthread_t main_thread = pthread_self();
-        const bool serving = control.start("vvu-forward", opts->control, std::move(inherited_control).value_or(unique_fd{}),
+        const bool serving = control.start("vvu-forward", opts->control, std::move(inherited_control),
                                            handover_ports, descriptions, data_path, [&handover_done, main_thread] {
                                                handover_done.store(true);
                                                pthread_kill(main_thread, SIGUSR1);
