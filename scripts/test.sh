@@ -2,9 +2,9 @@
 # The test job — what `.ci/run` runs and what a developer runs on a fresh Debian 12 machine:
 #   1. g++ 12, Release, -Werror: every ctest test — the unit tests, then interop against real
 #      peers and the package test.
-#   2. clang 14 with ASan+UBSan, -Werror, -O0: the unit tests, the session churn tests against the
-#      sanitized vvu-traffic, vvu-forward and vvu-device (label churn: a leak at a peer's exit
-#      fails it; no RSS check, tests/interop/churn.cmake), then each
+#   2. clang 14 with ASan+UBSan, -Werror, -O0: the unit tests, the session churn tests against
+#      the sanitized vvu-traffic, vvu-forward and vvu-device (label churn: a leak at a peer's
+#      exit fails it; no RSS check, tests/interop/churn.cmake), then each
 #      libFuzzer target for VVU_FUZZ_SECONDS (default 60) from its seed corpus in
 #      tests/fuzz/corpus/, and the line coverage those runs reached per layer
 #      (tests/fuzz/coverage.sh).
