@@ -12,8 +12,10 @@
 #include <vvu/transport/unix_socket.hpp>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <memory>
 #include <optional>
@@ -90,9 +92,13 @@ public:
         }
         return true;
     }
-    std::vector<std::string> log() {
+    // What this back-end's port and hand-over listener reported, one line each with the
+    // milliseconds since the back-end was made: printed when a wait above fails.
+    std::string history() {
         std::lock_guard lock(log_mutex_);
-        return log_;
+        std::string all;
+        for (const auto& line : log_) all += line + "\n";
+        return all.empty() ? "(nothing reported)" : all;
     }
 
 private:
@@ -101,6 +107,8 @@ private:
           fwd_({&port_->device()}, device::net::forward_mode::loopback), poller_(fwd_, {}),
           port_path_(std::move(port_path)), control_path_(std::move(control_path)) {
         port_->on_event([this](const runtime::session_event& e) {
+            static constexpr const char* kinds[] = {"connected", "ended", "waiting failed", "notice"};
+            note(fmt::format("session {}: {} {}", kinds[static_cast<int>(e.what)], e.text, e.code ? e.code.message() : ""));
             if (e.what == runtime::session_event::kind::ended) sessions_ended_.fetch_add(1);
         });
         if (port_->transport().role() == transport::unix_socket::mode::server) port_->start();
@@ -117,13 +125,21 @@ private:
 
     void serve_takeovers(runtime::handover_listener l) {
         listener_.emplace(std::move(l));
-        listener_->on_log([this](const std::string& s) {
-            std::lock_guard lock(log_mutex_);
-            log_.push_back(s);
-        });
+        listener_->on_log([this](const std::string& s) { note("hand-over: " + s); });
         control_thread_ = std::thread([this] {
-            if (auto r = listener_->run()) handed_over_.store(true);
+            if (auto r = listener_->run()) {
+                note("handed over");
+                handed_over_.store(true);
+            } else {
+                note("hand-over listener ended: " + r.error().message());
+            }
         });
+    }
+
+    void note(const std::string& s) {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - made_);
+        std::lock_guard lock(log_mutex_);
+        log_.push_back(fmt::format("{:6} ms  {}", ms.count(), s));
     }
 
     std::unique_ptr<server_type> port_;
@@ -135,6 +151,7 @@ private:
     std::atomic<bool> handed_over_{false};
     std::atomic<int> sessions_ended_{0};
     bool failed_ = false;
+    const std::chrono::steady_clock::time_point made_ = std::chrono::steady_clock::now();
     std::mutex log_mutex_;
     std::vector<std::string> log_;
 };

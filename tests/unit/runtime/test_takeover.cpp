@@ -44,6 +44,7 @@ std::unique_ptr<test::backend_process> take_over_under_traffic(test::echo_fronte
     t.join(); // (before any assertion: a failed REQUIRE must not leave the thread running)
     INFO("sent " << fe.sent() << ", received " << fe.received() << ", out of order " << fe.out_of_order()
                   << ", first: seq " << fe.first_bad().first << " as frame " << fe.first_bad().second);
+    INFO("the old back-end reported:\n" << old.history());
     REQUIRE(flowing);
     if (!next) FAIL("take-over failed: " << why);
     REQUIRE(old.wait_handed_over(5s));
@@ -191,12 +192,18 @@ TEST_CASE("a port between two front-ends is handed over with its counters", "[ru
         test::echo_frontend fe(port, false);
         REQUIRE(fe.echo(700));
     } // the front-end goes: the port waits for the next one
-    REQUIRE(first->wait_sessions_ended(1, 5s));
+    const bool ended = first->wait_sessions_ended(1, 5s);
     std::string why;
-    auto second = test::backend_process::take_over(port, control, &why);
-    if (!second) FAIL("take-over failed: " << why);
-    REQUIRE(first->wait_handed_over(5s));
+    auto second = ended ? test::backend_process::take_over(port, control, &why) : nullptr;
+    const bool handed_over = second && first->wait_handed_over(5s);
+    {
+        INFO("the first back-end reported:\n" << first->history());
+        REQUIRE(ended);
+        if (!second) FAIL("take-over failed: " << why);
+        REQUIRE(handed_over);
+    }
     first.reset();
+    INFO("the second back-end reported:\n" << second->history());
     CHECK(second->port().stats().rx_packets == 700); // before any new traffic
     test::echo_frontend fe(port, true);               // the listening socket came along
     REQUIRE(fe.echo(300));
@@ -222,7 +229,11 @@ TEST_CASE("a prepared take-over: the old process serves on until before_outage r
     if (!second) FAIL("take-over failed: " << why);
     CHECK(calls == 1);
     CHECK(served_meanwhile);
-    REQUIRE(first->wait_handed_over(5s));
+    {
+        const bool handed_over = first->wait_handed_over(5s);
+        INFO("the first back-end reported:\n" << first->history());
+        REQUIRE(handed_over);
+    }
     first.reset();
     REQUIRE(fe.echo(500)); // the same session, through the new process
     CHECK(second->port().stats().rx_packets == 1000);
