@@ -44,10 +44,11 @@ std::unique_ptr<test::backend_process> take_over_under_traffic(test::echo_fronte
     t.join(); // (before any assertion: a failed REQUIRE must not leave the thread running)
     INFO("sent " << fe.sent() << ", received " << fe.received() << ", out of order " << fe.out_of_order()
                   << ", first: seq " << fe.first_bad().first << " as frame " << fe.first_bad().second);
+    const bool handed_over = next && old.wait_handed_over(5s);
     INFO("the old back-end reported:\n" << old.history());
     REQUIRE(flowing);
     if (!next) FAIL("take-over failed: " << why);
-    REQUIRE(old.wait_handed_over(5s));
+    REQUIRE(handed_over);
     return next;
 }
 
