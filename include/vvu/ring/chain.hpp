@@ -42,6 +42,11 @@ public:
     // Copy readable bytes starting `offset` bytes into the readable part to `dst`.
     // Returns the number of bytes copied (short when the readable part ends).
     std::size_t copy_from(std::size_t offset, std::span<std::byte> dst) const noexcept {
+        // The common case, all of it in the first segment: one copy, no walk.
+        if (n_readable_ != 0 && !dst.empty() && offset + dst.size() <= segs_[0].len) {
+            std::memcpy(dst.data(), segs_[0].data + offset, dst.size());
+            return dst.size();
+        }
         return gather(readable(), offset, dst);
     }
     std::size_t copy_from(std::span<std::byte> dst) const noexcept { return copy_from(0, dst); }
@@ -49,6 +54,10 @@ public:
     // Copy `src` into the writable part starting `offset` bytes into it.
     // Returns the number of bytes written (short when the writable part ends).
     std::size_t copy_to(std::size_t offset, std::span<const std::byte> src) const noexcept {
+        if (n_writable_ != 0 && !src.empty() && offset + src.size() <= segs_[n_readable_].len) {
+            std::memcpy(segs_[n_readable_].data + offset, src.data(), src.size());
+            return src.size();
+        }
         return scatter(writable(), offset, src);
     }
     std::size_t copy_to(std::span<const std::byte> src) const noexcept { return copy_to(0, src); }

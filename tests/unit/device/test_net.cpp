@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <vector>
 
 using namespace vvu;
@@ -92,6 +93,7 @@ TEMPLATE_TEST_CASE("net: frames the device transmits land behind a net header (s
     queue_pair_fixture<TestType::value> q;
     const bool mrg = GENERATE(false, true);
     for (std::uint32_t i = 0; i < 64; ++i) {
+        std::fill_n(q.g.at(q.g.buffer(i)), buffer_bytes, std::byte{0xaa}); // what the device must overwrite
         const ring::buffer b{q.g.buffer(i), static_cast<std::uint32_t>(buffer_bytes)};
         REQUIRE(q.driver.add({}, {&b, 1}, i));
     }
@@ -108,9 +110,61 @@ TEMPLATE_TEST_CASE("net: frames the device transmits land behind a net header (s
         CHECK(u.token == i);
         REQUIRE(u.len == net_hdr_size + frames_data[i].size());
         const std::byte* buf = q.g.at(q.g.buffer(static_cast<std::uint32_t>(u.token)));
+        CHECK(std::all_of(buf, buf + 10, [](std::byte x) { return x == std::byte{0}; })); // no offloads
         CHECK(le::load<std::uint16_t>(buf + 10) == 1); // num_buffers
         CHECK(std::equal(frames_data[i].begin(), frames_data[i].end(), buf + net_hdr_size));
+        CHECK(buf[net_hdr_size + frames_data[i].size()] == std::byte{0xaa}); // and no further
     }
+}
+
+TEMPLATE_TEST_CASE("net: a receive buffer in several descriptors, the header split between two", "[device][net]",
+                   std::false_type, std::true_type) {
+    queue_pair_fixture<TestType::value> q;
+    const bool mrg = GENERATE(false, true);
+    // 5 + 7 + 100 bytes: num_buffers (bytes 10-11) lies in the second descriptor.
+    const std::uint32_t lens[] = {5, 7, 100};
+    std::vector<ring::buffer> parts;
+    for (std::uint32_t i = 0; i < 3; ++i) {
+        std::fill_n(q.g.at(q.g.buffer(i)), buffer_bytes, std::byte{0xaa});
+        parts.push_back({q.g.buffer(i), lens[i]});
+    }
+    REQUIRE(q.driver.add({}, parts, 9));
+    const auto data = make_frame(64, 5);
+    const frame f(data);
+    port_stats stats;
+    REQUIRE(transmit_burst(q.device, std::span(&f, 1), mrg, stats, q.scratch) == 1);
+    ring::used_buffer u;
+    REQUIRE(q.driver.reap(u));
+    CHECK(u.token == 9);
+    REQUIRE(u.len == net_hdr_size + data.size());
+    std::vector<std::byte> joined;
+    for (std::uint32_t i = 0; i < 3; ++i) joined.insert(joined.end(), q.g.at(parts[i].addr), q.g.at(parts[i].addr) + lens[i]);
+    CHECK(std::all_of(joined.begin(), joined.begin() + 10, [](std::byte x) { return x == std::byte{0}; }));
+    CHECK(le::load<std::uint16_t>(joined.data() + 10) == 1);
+    CHECK(std::equal(data.begin(), data.end(), joined.begin() + net_hdr_size));
+    CHECK(joined[net_hdr_size + data.size()] == std::byte{0xaa});
+}
+
+TEMPLATE_TEST_CASE("net: a transmit chain with its header and frame in separate descriptors arrives intact",
+                   "[device][net]", std::false_type, std::true_type) {
+    queue_pair_fixture<TestType::value> q;
+    const auto data = make_frame(90, 11);
+    std::byte* hdr = q.g.at(q.g.buffer(0));
+    std::fill_n(hdr, net_hdr_size, std::byte{0});
+    std::copy_n(data.begin(), 30, q.g.at(q.g.buffer(1)));
+    std::copy(data.begin() + 30, data.end(), q.g.at(q.g.buffer(2)));
+    const ring::buffer parts[] = {{q.g.buffer(0), static_cast<std::uint32_t>(net_hdr_size)},
+                                  {q.g.buffer(1), 30},
+                                  {q.g.buffer(2), 60}};
+    REQUIRE(q.driver.add(parts, {}, 4));
+    std::vector<std::byte> staging(ring::max_burst * max_frame_size);
+    std::array<frame, ring::max_burst> frames;
+    std::array<ring::used_element, ring::max_burst> taken;
+    port_stats stats;
+    const auto r = receive_burst(q.device, staging, frames, taken, stats, q.scratch);
+    REQUIRE(r.frames == 1);
+    CHECK(std::ranges::equal(frames[0], data));
+    CHECK(stats.rx_bytes == data.size());
 }
 
 TEMPLATE_TEST_CASE("net: with MRG_RXBUF a large frame spans several receive buffers", "[device][net]",
