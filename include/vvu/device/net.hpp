@@ -8,12 +8,10 @@
 #pragma once
 
 #include <vvu/ring/chain.hpp>
-#include <vvu/util/endian.hpp>
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <span>
 
@@ -171,39 +169,30 @@ std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_r
             ++stats.tx_dropped;
             continue;
         }
-        // The common case — header and frame fit the chain's first writable buffer — is one
-        // header store and one copy, without walking the segments.
-        if (const auto w = first->writable(); !w.empty() && w[0].len >= net_hdr_size + data.size()) {
-            std::byte* p = w[0].data;
-            std::memcpy(p, one_buffer_header.data(), net_hdr_size);
-            if (!data.empty()) std::memcpy(p + net_hdr_size, data.data(), data.size());
-            used[n_used++] = {first->id(), static_cast<std::uint32_t>(net_hdr_size + data.size())};
-            ++delivered;
-            ++stats.tx_packets;
-            stats.tx_bytes += data.size();
-            continue;
-        }
-        std::array<std::byte, net_hdr_size> hdr{};
-        le::store<std::uint16_t>(hdr.data() + offsetof(virtio_net_hdr, num_buffers), 1);
-        const std::size_t written = first->copy_to(hdr);
+        // The header and as much of the frame as the chain holds (chain::copy_to is one copy
+        // each when the first buffer holds them, the usual case).
+        const std::size_t written = first->copy_to(one_buffer_header);
         std::size_t sent = first->copy_to(written, data);
         used[n_used++] = {first->id(), static_cast<std::uint32_t>(written + sent)};
-        // num_buffers may sit in any segment of the first chain: keep its bytes' addresses,
-        // which stay valid until the chain is pushed (the chain view itself does not).
-        std::byte* num_lo = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers));
-        std::byte* num_hi = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers) + 1);
-        std::uint16_t buffers = 1;
-        while (mrg_rxbuf && sent < data.size() && n_used < used.size()) {
-            const ring::chain* more = next_chain(1);
-            if (!more) break;
-            const std::size_t n = more->copy_to(data.subspan(sent));
-            used[n_used++] = {more->id(), static_cast<std::uint32_t>(n)};
-            sent += n;
-            ++buffers;
-        }
-        if (num_lo && num_hi) {
-            *num_lo = static_cast<std::byte>(buffers & 0xff);
-            *num_hi = static_cast<std::byte>(buffers >> 8);
+        if (mrg_rxbuf && sent < data.size()) {
+            // The frame goes on in more buffers, and num_buffers says how many. It may sit in
+            // any segment of the first chain: keep its bytes' addresses, which stay valid until
+            // the chain is pushed (the chain view itself does not, past the next pop).
+            std::byte* num_lo = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers));
+            std::byte* num_hi = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers) + 1);
+            std::uint16_t buffers = 1;
+            while (sent < data.size() && n_used < used.size()) {
+                const ring::chain* more = next_chain(1);
+                if (!more) break;
+                const std::size_t n = more->copy_to(data.subspan(sent));
+                used[n_used++] = {more->id(), static_cast<std::uint32_t>(n)};
+                sent += n;
+                ++buffers;
+            }
+            if (num_lo && num_hi) {
+                *num_lo = static_cast<std::byte>(buffers & 0xff);
+                *num_hi = static_cast<std::byte>(buffers >> 8);
+            }
         }
         if (written < net_hdr_size || sent < data.size()) {
             ++stats.tx_dropped; // out of buffers mid-frame: the driver sees a short packet
