@@ -40,8 +40,15 @@ struct rings {
     driver_t driver = *driver_t::create(mem, config(base));
     device_t device = *device_t::create(mem, config(base));
     std::uint64_t buffer(std::size_t i) const { return base + (64u << 10) + i * slot; }
-    std::byte* at(std::uint64_t gpa) { return mem.translate(gpa, 1); }
 };
+
+// items = frames, and "ns/frame" their inverse rate.
+void count_frames(benchmark::State& state) {
+    const auto frames = static_cast<std::int64_t>(state.iterations() * burst);
+    state.SetItemsProcessed(frames);
+    state.counters["ns/frame"] =
+        benchmark::Counter(static_cast<double>(frames), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
 
 template <bool Packed>
 void bm_to_frontend(benchmark::State& state) {
@@ -64,9 +71,7 @@ void bm_to_frontend(benchmark::State& state) {
         for (std::size_t i = 0; i < n; ++i) (void)r.driver.add({}, {&bufs[reaped[i].token], 1}, reaped[i].token);
         if (sent != burst || n != burst) state.SkipWithError("ring stalled");
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * burst));
-    state.counters["ns/frame"] = benchmark::Counter(static_cast<double>(state.iterations() * burst),
-                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    count_frames(state);
 }
 
 template <bool Packed>
@@ -91,9 +96,7 @@ void bm_from_frontend(benchmark::State& state) {
         benchmark::DoNotOptimize(out);
         if (got.frames != burst || n != burst) state.SkipWithError("ring stalled");
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * burst));
-    state.counters["ns/frame"] = benchmark::Counter(static_cast<double>(state.iterations() * burst),
-                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    count_frames(state);
 }
 
 } // namespace
