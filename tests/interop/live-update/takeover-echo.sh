@@ -18,8 +18,9 @@
 # preempts a poller a scheduler tick (about 4 ms here) at a time, and the front-end sees that as
 # the outage — unless the new process prepares in the background, as vvu-forward does (SCHED_IDLE
 # until commit: runtime::background_preparation). Measured here, 20 take-overs under 1 Mpps in
-# event mode: the stalls inside take-overs mostly 2.5-4.7 ms, the longest in a run up to 18.5 ms;
-# stalls of up to 20 ms come outside every take-over too (docs/live-update.md).
+# event mode: the stalls inside take-overs mostly 2.5-4.7 ms, the longest in a run up to 18.5 ms
+# (40-51 ms when the VM was slow); stalls of up to 20 ms come outside every take-over too
+# (docs/live-update.md).
 # Each stall is printed with the take-over it fell in, or how long after which one it came.
 # With --go signal each new process is prepared first (vvu-forward --takeover-go sigusr2: it
 # connects and maps the memory while the old one serves, then waits) and given the go-ahead by
