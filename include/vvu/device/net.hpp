@@ -41,6 +41,10 @@ inline constexpr std::array<std::byte, net_hdr_size> one_buffer_header = [] {
 // The largest frame vvu moves: 64 KiB of GSO payload plus an Ethernet header (§5.1.6.3).
 inline constexpr std::size_t max_frame_size = 65550;
 
+// How much of each buffer in a burst is asked for ahead of the copies (ring::chain::prefetch_*):
+// the header and a small frame. Larger frames stream well enough once their copy starts.
+inline constexpr std::size_t prefetch_bytes = 128;
+
 // Per-port counters, as vvu-forward prints them.
 struct port_stats {
     std::uint64_t rx_packets = 0; // frames taken from the front-end's transmit queues
@@ -85,23 +89,29 @@ struct received_chains {
 };
 
 // Takes up to min(out.size(), taken.size()) chains from a transmit queue, copies their frames
-// into `staging` (one max_frame_size slot per frame) and returns them through `out`. The chains
-// stay taken: their used entries are in `taken`, for the caller to give back
-// (txq.push_burst(taken.first(chains))) once the frames are where they go — the front-end may
-// reuse a completed chain, so completing it first would lose its frame to a crash in between.
+// into `staging` (room for max_frame_size per frame; the frames are packed one after the
+// other) and returns them through `out`. The chains stay taken: their used entries are in
+// `taken`, for the caller to give back (txq.push_burst(taken.first(chains))) once the frames
+// are where they go — the front-end may reuse a completed chain, so completing it first would
+// lose its frame to a crash in between.
 template <class Queue>
 received_chains receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out,
                               std::span<ring::used_element> taken, port_stats& stats, burst_scratch& scratch) {
     auto& chains = scratch.chains;
     const std::size_t want = std::min({out.size(), taken.size(), chains.size(), staging.size() / max_frame_size});
     const std::size_t n = txq.pop_burst(std::span(chains).first(want));
-    std::size_t frames = 0;
+    for (std::size_t i = 0; i < n; ++i) chains[i].prefetch_readable(prefetch_bytes);
+    std::size_t frames = 0, staged = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const ring::chain& c = chains[i];
         taken[i] = {c.id(), 0};
         const auto len = take_frame(c, stats);
         if (!len) continue;
-        std::span<std::byte> slot = staging.subspan(frames * max_frame_size, *len);
+        // Frames follow each other in `staging`: a burst of small frames stays within a few
+        // pages and cache sets (a max_frame_size stride put each one on its own page, every
+        // one in the same L1 set). Sized for `want` frames of max_frame_size, it always fits.
+        std::span<std::byte> slot = staging.subspan(staged, *len);
+        staged += *len;
         c.copy_from(net_hdr_size, slot);
         out[frames++] = slot;
     }
@@ -149,6 +159,7 @@ std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_r
             popped = rxq.pop_burst(std::span(chains).first(std::min(frames_left, chains.size())));
             next = 0;
             if (popped == 0) return nullptr;
+            for (std::size_t i = 0; i < popped; ++i) chains[i].prefetch_writable(prefetch_bytes);
         }
         return &chains[next++];
     };

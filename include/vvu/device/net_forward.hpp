@@ -235,9 +235,9 @@ private:
     forward_mode mode_;
     std::size_t frame_size_;
     queue_share share_;
-    // One max_frame_size slot per frame of a burst (2 MiB), left uninitialised: a burst of
-    // short frames touches a page or two of each slot, and zero-filling it all would fault in
-    // 512 pages at start-up — milliseconds, in the new process of a live update.
+    // Room for a burst of max_frame_size frames (2 MiB), left uninitialised: a burst of short
+    // frames, packed one after the other, touches its first pages only, and zero-filling it all
+    // would fault in 512 pages at start-up — milliseconds, in the new process of a live update.
     static constexpr std::size_t staging_size = ring::max_burst * max_frame_size;
     std::unique_ptr<std::byte[]> staging_;
     std::span<std::byte> staging() noexcept { return {staging_.get(), staging_size}; }

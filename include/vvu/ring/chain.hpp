@@ -62,8 +62,29 @@ public:
     }
     std::size_t copy_to(std::span<const std::byte> src) const noexcept { return copy_to(0, src); }
 
+    // Start loading the cache lines of the first `bytes` of the first readable (or writable)
+    // segment. The buffers were last written (or read) by the driver's CPU, so each of them is
+    // a cache miss; asking for a whole burst's buffers before copying any lets the misses
+    // overlap instead of being taken one copy at a time. A hint only: never faults.
+    void prefetch_readable(std::size_t bytes) const noexcept {
+        if (n_readable_ != 0) prefetch<0>(segs_[0], bytes);
+    }
+    void prefetch_writable(std::size_t bytes) const noexcept {
+        if (n_writable_ != 0) prefetch<1>(segs_[n_readable_], bytes);
+    }
+
 private:
     friend struct detail::chain_access;
+
+    template <int ForWrite>
+    static void prefetch(const segment& s, std::size_t bytes) noexcept {
+        const std::size_t len = std::min<std::size_t>(bytes, s.len);
+        if (len == 0) return;
+        constexpr std::uintptr_t line = 64;
+        const auto start = reinterpret_cast<std::uintptr_t>(s.data);
+        for (std::uintptr_t a = start & ~(line - 1); a < start + len; a += line)
+            __builtin_prefetch(reinterpret_cast<const void*>(a), ForWrite);
+    }
 
     static std::size_t gather(std::span<const segment> segs, std::size_t offset,
                               std::span<std::byte> dst) noexcept {

@@ -132,6 +132,13 @@ inline bool is_used(std::uint16_t flags, bool wrap) noexcept {
 }
 
 // Advance a (index, wrap) cursor by k <= size descriptors.
+// (base + k) mod size for base < size and k <= size, without a division (a packed ring's size
+// need not be a power of two, and a `%` per descriptor showed in its push).
+inline std::uint32_t wrapped(std::uint32_t base, std::uint32_t k, std::uint32_t size) noexcept {
+    const std::uint32_t i = base + k;
+    return i >= size ? i - size : i;
+}
+
 inline void advance(std::uint16_t& idx, bool& wrap, std::uint32_t k, std::uint32_t size) noexcept {
     std::uint32_t i = std::uint32_t{idx} + k;
     if (i >= size) {
@@ -288,9 +295,9 @@ private:
     void remove_from_fifo(std::uint16_t id) noexcept {
         const std::uint32_t n = n_inflight_;
         std::uint32_t i = 0;
-        while (i < n && fifo_[(fifo_head_ + i) % size_] != id) ++i;
+        while (i < n && fifo_[detail::wrapped(fifo_head_, i, size_)] != id) ++i;
         for (; i + 1 < n; ++i)
-            fifo_[(fifo_head_ + i) % size_] = fifo_[(fifo_head_ + i + 1) % size_];
+            fifo_[detail::wrapped(fifo_head_, i, size_)] = fifo_[detail::wrapped(fifo_head_, i + 1, size_)];
     }
 
     // A batch is written with its first used descriptor's flags last, so a back-end killed in
@@ -332,7 +339,7 @@ private:
                     const used_element& prev = used[k + run - 1];
                     const used_element& nx = used[k + run];
                     if (prev.len != wtotal_[prev.id]) break;
-                    if (fifo_[(fifo_head_ + run) % size_] != nx.id || nx.id >= size_) break;
+                    if (fifo_[detail::wrapped(fifo_head_, static_cast<std::uint32_t>(run), size_)] != nx.id || nx.id >= size_) break;
                     skip += inflight_[nx.id];
                     ++run;
                 }
@@ -358,7 +365,7 @@ private:
                 if constexpr (Tracked) tracker_->completing(id);
                 inflight_[id] = 0;
                 if (features_.in_order && fifo_[fifo_head_] == id)
-                    fifo_head_ = static_cast<std::uint16_t>((fifo_head_ + 1) % size_);
+                    fifo_head_ = static_cast<std::uint16_t>(detail::wrapped(fifo_head_, 1, size_));
                 else if (features_.in_order)
                     remove_from_fifo(id);
                 --n_inflight_;
@@ -437,7 +444,7 @@ private:
         wlog_.keep(id);
         inflight_[id] = ring_descs;
         wtotal_[id] = c.writable_bytes();
-        if (features_.in_order) fifo_[(fifo_head_ + n_inflight_) % size_] = id;
+        if (features_.in_order) fifo_[detail::wrapped(fifo_head_, n_inflight_, size_)] = id;
         ++n_inflight_;
     }
 
@@ -724,7 +731,7 @@ private:
         ndesc_[id] = static_cast<std::uint16_t>(need);
         token_[id] = r.token;
         wtotal_[id] = static_cast<std::uint32_t>(wtotal);
-        if (features_.in_order) fifo_[(fifo_head_ + n_inflight_) % size_] = id;
+        if (features_.in_order) fifo_[detail::wrapped(fifo_head_, n_inflight_, size_)] = id;
         ++n_inflight_;
         return true;
     }
@@ -736,7 +743,7 @@ private:
         ndesc_[id] = 0;
         free_ids_[n_free_ids_++] = id;
         --n_inflight_;
-        if (features_.in_order) fifo_head_ = static_cast<std::uint16_t>((fifo_head_ + 1) % size_);
+        if (features_.in_order) fifo_head_ = static_cast<std::uint16_t>(detail::wrapped(fifo_head_, 1, size_));
         return u;
     }
 

@@ -178,6 +178,8 @@ public:
                     break;
                 }
                 if (next_avail_ == avail_seen_) break;
+                prefetch_descriptors(std::min<std::size_t>(static_cast<std::uint16_t>(avail_seen_ - next_avail_),
+                                                           out.size() - got));
             }
             const std::uint16_t head = resubmitting ? resubmit_[resubmit_next_] : le::load<std::uint16_t>(
                 avail_ + split_layout::ring_off + 2 * std::size_t(next_avail_ & mask_));
@@ -315,6 +317,17 @@ private:
     void fail(errc e) noexcept {
         broken_ = true;
         err_ = e;
+    }
+
+    // The head descriptors of the next `count` available chains, asked for together: each is
+    // a miss (the driver just wrote it), and walking them one by one would take the misses in
+    // turn. The heads are only hints here; pop_burst checks each one it takes.
+    void prefetch_descriptors(std::size_t count) const noexcept {
+        for (std::size_t i = 0; i < count; ++i) {
+            const auto head = le::load<std::uint16_t>(
+                avail_ + split_layout::ring_off + 2 * std::size_t((next_avail_ + i) & mask_));
+            detail::prefetch_read(desc_ + 16 * std::size_t(head & mask_));
+        }
     }
 
     // Dirty logging of a pushed batch: its `count` used elements from index `first` (one range,

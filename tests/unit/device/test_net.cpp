@@ -79,6 +79,9 @@ TEMPLATE_TEST_CASE("net: frames the driver transmits arrive intact (split and pa
         REQUIRE(r.frames > 0);
         CHECK(r.chains == r.frames);
         for (std::size_t i = 0; i < r.frames; ++i, ++got) CHECK(std::ranges::equal(frames[i], sent[got]));
+        // Packed one after the other from the start of the staging area.
+        CHECK(frames[0].data() == staging.data());
+        for (std::size_t i = 1; i < r.frames; ++i) CHECK(frames[i].data() == frames[i - 1].data() + frames[i - 1].size());
         // The chains stay taken until the caller gives them back.
         CHECK_FALSE(q.driver.reap(u));
         CHECK(q.device.push_burst(std::span(taken).first(r.chains)) == r.chains);

@@ -50,6 +50,9 @@ inline void store_relaxed32(std::byte* p, std::uint32_t v) noexcept {
         .store(le::from_native(v), std::memory_order_relaxed);
 }
 inline void store_load_fence() noexcept { std::atomic_thread_fence(std::memory_order_seq_cst); }
+// A hint to start loading a line the driver's CPU wrote (descriptors): never faults, so any
+// address will do, but callers keep it inside the ring.
+inline void prefetch_read(const void* p) noexcept { __builtin_prefetch(p, 0); }
 
 inline bool aligned(const void* p, std::size_t a) noexcept {
     return (reinterpret_cast<std::uintptr_t>(p) & (a - 1)) == 0;
