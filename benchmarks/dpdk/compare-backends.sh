@@ -65,6 +65,7 @@ if [[ $dpdk_only == 0 ]]; then
 fi
 ((${#contenders[@]} > 0)) || { echo "$usage" >&2; exit 2; }
 
+CORE_LATENCY=${VVU_CORE_LATENCY:-$(dirname "${vvu:-.}")/../benchmarks/vvu-core-latency}
 bench_init compare-backends "$rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, no hugepages"
 
 # run_one BACKEND VIA DIRECTION THREADS: the result (Mpps) in $work/result
@@ -112,9 +113,10 @@ for ((r = 1; r <= rounds; r++)); do
   for c in "${contenders[@]}"; do
     read -r label be via threads <<<"$c"
     for dir in to-backend from-backend; do
+      lat=$(core_latency)
       run_one "$be" "$via" "$dir" "$threads"
       mpps=$(cat "$work/result") cpf=$(backend_cycles)
-      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame\n' "$r" "$label" "$dir" "$mpps" "${cpf:--}"
+      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame  %6s ns core round trip\n' "$r" "$label" "$dir" "$mpps" "${cpf:--}" "$lat"
       all[$label.$dir]+="$mpps "
       cycles[$label.$dir]+="${cpf:+$cpf }"
     done

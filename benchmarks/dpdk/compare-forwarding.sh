@@ -32,6 +32,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -x $vvu ]] || { echo "$0: give the vvu-forward binary" >&2; exit 2; }
 
+CORE_LATENCY=${VVU_CORE_LATENCY:-$(dirname "$vvu")/../benchmarks/vvu-core-latency}
 bench_init compare-forwarding "$rounds rounds x ${seconds}s per run, ring $RING, 64 B frames, 8 x 32 in flight"
 
 # The front-end: testpmd at its prompt, reading commands from a FIFO this script holds open.
@@ -102,9 +103,10 @@ for ((r = 1; r <= rounds; r++)); do
   for be in dpdk "$vvu"; do
     label=vvu
     [[ $be == dpdk ]] && label=dpdk
+    lat=$(core_latency)
     run_one "$be"
     mpps=$(cat "$work/result") cpf=$(backend_cycles)
-    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame\n' "$r" "$label" "$mpps" "${cpf:--}"
+    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame  %6s ns core round trip\n' "$r" "$label" "$mpps" "${cpf:--}" "$lat"
     all[$label]+="$mpps "
     cycles[$label]+="${cpf:+$cpf }"
   done

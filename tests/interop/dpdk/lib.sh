@@ -279,6 +279,13 @@ bench_init() {
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the 2 cores skews the figures)"
 }
 
+# core_latency: nanoseconds per cache-line round trip between CPUs 0 and 1, as the probe
+# CORE_LATENCY (benchmarks/core_latency.cpp) measures it now, or - without the probe. The
+# benchmarks print it beside each round: on a VM it moves with the host's placement of the vCPUs.
+core_latency() {
+  [[ -x ${CORE_LATENCY:-} ]] && "$CORE_LATENCY" 0 1 --round-trips 100000 2>/dev/null || echo -
+}
+
 # backend_cycles: the back-end's busy cycles per frame, after backend_stop — testpmd's
 # --record-core-cycles figure (DPDK_BACKEND_ARGS must hold it) or vvu-forward's data_path line.
 backend_cycles() {
