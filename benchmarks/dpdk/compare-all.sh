@@ -47,26 +47,33 @@ part scaling "$here/compare-backends.sh" --scaling
 
 # row LOG PATTERN: the fields of the table row that starts with PATTERN (after its label).
 row() { grep -a -E "^$2" "$logs/$1.log" | tail -n 1 | sed -E "s/^$2//"; }
-# cycles LOG PATTERN: the cycles/frame row that follows that row.
+# cycles LOG PATTERN: the back-end's cycles/frame row that follows that row; fe_cycles: the
+# front-end's, after it.
 cycles() { grep -a -E -A1 "^$2" "$logs/$1.log" | tail -n 1 | sed -E 's/^ *cycles\/frame//'; }
+fe_cycles() { grep -a -E -A2 "^$2" "$logs/$1.log" | tail -n 1 | sed -E 's/^ *front-end cycles\/frame//'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 echo
 echo "=== summary: medians of $rounds alternating rounds, ${seconds} s each; 64 B frames, ring ${RING:-256}"
-printf '%-26s %9s %9s %9s   %11s %11s %9s\n' "" "DPDK Mpps" "vvu Mpps" "vvu/DPDK" "DPDK cyc/fr" "vvu cyc/fr" "DPDK/vvu"
-line() { # LABEL MPPS-FIELDS CYCLE-FIELDS (DPDK first, vvu second)
-  local d v dc vc
-  read -r d v _ <<<"$2"
-  read -r dc vc _ <<<"$3"
-  printf '%-26s %9s %9s %9s   %11s %11s %9s\n' "$1" "$d" "$v" "$(ratio "$v" "$d")" "$dc" "$vc" "$(ratio "$dc" "$vc")"
+echo "Mpps at the front-end; busy cycles per frame of the back-end and, beside each, of the front-end"
+echo "(testpmd): a front-end whose cycles/frame x Mpps nears the clock is what limits the rate"
+fmt='%-22s %9s %9s %8s   %9s %9s %8s   %9s %9s\n'
+printf "$fmt" "" "DPDK Mpps" "vvu Mpps" "vvu/DPDK" "DPDK cyc" "vvu cyc" "DPDK/vvu" "FE w/DPDK" "FE w/vvu"
+line() { # LABEL LOG PATTERN (DPDK first, vvu second in each row)
+  local d v dc vc df vf
+  read -r d v _ <<<"$(row "$2" "$3")"
+  read -r dc vc _ <<<"$(cycles "$2" "$3")"
+  read -r df vf _ <<<"$(fe_cycles "$2" "$3")"
+  printf "$fmt" "$1" "$d" "$v" "$(ratio "$v" "$d")" "$dc" "$vc" "$(ratio "$dc" "$vc")" "$df" "$vf"
 }
-line "to-backend (copy)" "$(row directions 'virtio-user -> back-end \(rx\)')" "$(cycles directions 'virtio-user -> back-end \(rx\)')"
-line "from-backend" "$(row directions 'back-end -> virtio-user \(tx\)')" "$(cycles directions 'back-end -> virtio-user \(tx\)')"
-line "forwarding (xconnect)" "$(row forwarding 'testpmd io <-> back-end xconnect')" "$(cycles forwarding 'testpmd io <-> back-end xconnect')"
+line "to-backend (copy)" directions 'virtio-user -> back-end \(rx\)'
+line "from-backend" directions 'back-end -> virtio-user \(tx\)'
+line "forwarding (xconnect)" forwarding 'testpmd io <-> back-end xconnect'
 echo
-printf '%-26s %9s %9s %9s   %11s %11s\n' "vvu, 2 queue pairs" "1 thread" "2 threads" "2/1" "cyc/fr 1" "cyc/fr 2"
+printf "$fmt" "vvu, 2 queue pairs" "1 thread" "2 threads" "2/1" "cyc 1" "cyc 2" "" "FE w/1" "FE w/2"
 for dir in to-backend from-backend; do
   read -r a b r _ <<<"$(row scaling "$dir")"
   read -r ca cb _ <<<"$(cycles scaling "$dir")"
-  printf '%-26s %9s %9s %9s   %11s %11s\n' "$dir" "$a" "$b" "$r" "$ca" "$cb"
+  read -r fa fb _ <<<"$(fe_cycles scaling "$dir")"
+  printf "$fmt" "$dir" "$a" "$b" "$r" "$ca" "$cb" "" "$fa" "$fb"
 done

@@ -86,7 +86,7 @@ run_one() {
   local sock=$work/bench.sock
   rm -f "$sock"
   backend_start "$be_mode" "$sock" >/dev/null
-  frontend_start frontend "$sock" "$fe_mode" 1 >/dev/null
+  frontend_start frontend "$sock" "$fe_mode" 1 --record-core-cycles >/dev/null
   wait_stats frontend "$key" 30
   n0=$(($(blocks frontend) + 1)) # the next block still holds the ramp-up: skip it
   sleep "$((seconds + 1))"        # the measured window (a duration, not a readiness wait)
@@ -108,35 +108,39 @@ run_one() {
   fi
 }
 
-declare -A all=() cycles=()
+declare -A all=() cycles=() fe_cycles=()
 for ((r = 1; r <= rounds; r++)); do
   for c in "${contenders[@]}"; do
     read -r label be via threads <<<"$c"
     for dir in to-backend from-backend; do
       lat=$(core_latency)
       run_one "$be" "$via" "$dir" "$threads"
-      mpps=$(cat "$work/result") cpf=$(backend_cycles)
-      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame  %6s ns core round trip\n' "$r" "$label" "$dir" "$mpps" "${cpf:--}" "$lat"
+      mpps=$(cat "$work/result") cpf=$(backend_cycles) fcpf=$(frontend_cycles)
+      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip\n' \
+        "$r" "$label" "$dir" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat"
       all[$label.$dir]+="$mpps "
       cycles[$label.$dir]+="${cpf:+$cpf }"
+      fe_cycles[$label.$dir]+="${fcpf:+$fcpf }"
     done
   done
 done
 
 med() { [[ -n ${all[$1]:-} ]] && median "${all[$1]}" || echo -; }
 medc() { [[ -n ${cycles[$1]:-} ]] && median "${cycles[$1]}" || echo -; }
+medf() { [[ -n ${fe_cycles[$1]:-} ]] && median "${fe_cycles[$1]}" || echo -; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "medians of $rounds rounds; Mpps at the front-end, and the back-end's busy cycles per frame"
-echo "(DPDK: testpmd --record-core-cycles; vvu: vvu-forward's data_path line)"
+echo "medians of $rounds rounds; Mpps at the front-end, the back-end's busy cycles per frame (DPDK:"
+echo "testpmd --record-core-cycles; vvu: vvu-forward's data_path line) and the front-end's (testpmd)"
 if ((scaling)); then
   printf '%-30s %10s %10s %10s\n' "direction, 2 queue pairs" "1 thread" "2 threads" "2/1"
   for dir in to-backend from-backend; do
     a=$(med "t1.$dir") b=$(med "t2.$dir")
     printf '%-30s %10s %10s %10s\n' "$dir" "$a" "$b" "$(ratio "$b" "$a")"
     printf '%-30s %10s %10s\n' "  cycles/frame" "$(medc "t1.$dir")" "$(medc "t2.$dir")"
+    printf '%-30s %10s %10s\n' "  front-end cycles/frame" "$(medf "t1.$dir")" "$(medf "t2.$dir")"
   done
   for k in "${!all[@]}"; do echo "  runs $k: ${all[$k]}"; done | sort
   exit 0
@@ -150,5 +154,6 @@ for dir in to-backend from-backend; do
   esac
   printf '%-30s %10s %10s %10s %10s %10s\n' "$what" "$d" "$u" "$v" "$(ratio "$u" "$d")" "$(ratio "$v" "$u")"
   printf '%-30s %10s %10s %10s\n' "  cycles/frame" "$(medc "dpdk.$dir")" "$(medc "unix.$dir")" "$(medc "vvu.$dir")"
+  printf '%-30s %10s %10s %10s\n' "  front-end cycles/frame" "$(medf "dpdk.$dir")" "$(medf "unix.$dir")" "$(medf "vvu.$dir")"
 done
 for k in "${!all[@]}"; do echo "  runs $k: ${all[$k]}"; done | sort

@@ -50,7 +50,7 @@ frontend_prompt_start() {
     -n 1 --file-prefix="$prefix" --no-huge -m 512 --no-pci --iova-mode=va \
     --vdev "net_virtio_user0,path=$sock0,queues=1,queue_size=$RING" \
     --vdev "net_virtio_user1,path=$sock1,queues=1,queue_size=$RING" \
-    -- -i --total-num-mbufs=32768 --forward-mode=io --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx
+    -- -i --total-num-mbufs=32768 --forward-mode=io --nb-cores=1 --txd="$RING" --rxd="$RING" --no-flush-rx --record-core-cycles
 }
 frontend_command() { echo "$1" >&"$fifo_fd"; }
 
@@ -98,28 +98,31 @@ run_one() {
   backend_stop 2 >/dev/null
 }
 
-declare -A all=() cycles=()
+declare -A all=() cycles=() fe_cycles=()
 for ((r = 1; r <= rounds; r++)); do
   for be in dpdk "$vvu"; do
     label=vvu
     [[ $be == dpdk ]] && label=dpdk
     lat=$(core_latency)
     run_one "$be"
-    mpps=$(cat "$work/result") cpf=$(backend_cycles)
-    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame  %6s ns core round trip\n' "$r" "$label" "$mpps" "${cpf:--}" "$lat"
+    mpps=$(cat "$work/result") cpf=$(backend_cycles) fcpf=$(frontend_cycles)
+    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip\n' \
+      "$r" "$label" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat"
     all[$label]+="$mpps "
     cycles[$label]+="${cpf:+$cpf }"
+    fe_cycles[$label]+="${fcpf:+$fcpf }"
   done
 done
 
 d=$(median "${all[dpdk]}") v=$(median "${all[vvu]}")
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "medians of $rounds rounds; Mpps at the front-end, and the back-end's busy cycles per frame"
-echo "(DPDK: testpmd --record-core-cycles; vvu: vvu-forward's data_path line)"
+echo "medians of $rounds rounds; Mpps at the front-end, the back-end's busy cycles per frame (DPDK:"
+echo "testpmd --record-core-cycles; vvu: vvu-forward's data_path line) and the front-end's (testpmd)"
 printf '%-34s %10s %10s %10s\n' "forwarding" "DPDK vhost" "vvu unix:" "vvu/DPDK"
 printf '%-34s %10s %10s %10s\n' "testpmd io <-> back-end xconnect" "$d" "$v" \
   "$(awk -v a="$v" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 printf '%-34s %10s %10s\n' "  cycles/frame" "$(median "${cycles[dpdk]:-}")" "$(median "${cycles[vvu]:-}")"
+printf '%-34s %10s %10s\n' "  front-end cycles/frame" "$(median "${fe_cycles[dpdk]:-}")" "$(median "${fe_cycles[vvu]:-}")"
 echo "  runs dpdk: ${all[dpdk]}"
 echo "  runs vvu:  ${all[vvu]}"

@@ -296,6 +296,13 @@ backend_cycles() {
   fi
 }
 
+# frontend_cycles: the testpmd front-end's cycles per frame, after it ended (it must have run
+# with --record-core-cycles): a front-end near the CPU's clock divided by its rate is what
+# limits a run, whatever the back-end.
+frontend_cycles() {
+  grep -a -o 'CPU cycles/packet=[0-9.]*' "$work/frontend.log" | tail -n 1 | cut -d= -f2
+}
+
 # backend_stop [NPORTS]: ends the back-end; backend.json gets one vvu-forward JSON line per port
 # (the stand-in's final forward stats in that form: packet counts only, bytes 0).
 backend_stop() {
