@@ -41,8 +41,8 @@ inline constexpr std::array<std::byte, net_hdr_size> one_buffer_header = [] {
 // The largest frame vvu moves: 64 KiB of GSO payload plus an Ethernet header (§5.1.6.3).
 inline constexpr std::size_t max_frame_size = 65550;
 
-// How much of each buffer in a burst is asked for ahead of the copies (ring::chain::prefetch_*):
-// the header and a small frame. Larger frames stream well enough once their copy starts.
+// How much of each frame in a burst is asked for ahead of the copies, with its header
+// (ring::chain::prefetch_*): a small frame whole; a larger one streams once its copy starts.
 inline constexpr std::size_t prefetch_bytes = 128;
 
 // Per-port counters, as vvu-forward prints them.
@@ -100,7 +100,7 @@ received_chains receive_burst(Queue& txq, std::span<std::byte> staging, std::spa
     auto& chains = scratch.chains;
     const std::size_t want = std::min({out.size(), taken.size(), chains.size(), staging.size() / max_frame_size});
     const std::size_t n = txq.pop_burst(std::span(chains).first(want));
-    for (std::size_t i = 0; i < n; ++i) chains[i].prefetch_readable(prefetch_bytes);
+    for (std::size_t i = 0; i < n; ++i) chains[i].prefetch_readable(net_hdr_size + prefetch_bytes);
     std::size_t frames = 0, staged = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const ring::chain& c = chains[i];
@@ -154,12 +154,18 @@ std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_r
     auto& used = scratch.used;
     std::size_t popped = 0, next = 0, n_used = 0, delivered = 0;
 
-    auto next_chain = [&](std::size_t frames_left) -> const ring::chain* {
+    // The next receive chain, for frame f; a pop takes up to `want` at once.
+    auto next_chain = [&](std::size_t f, std::size_t want) -> const ring::chain* {
         if (next == popped) {
-            popped = rxq.pop_burst(std::span(chains).first(std::min(frames_left, chains.size())));
+            popped = rxq.pop_burst(std::span(chains).first(std::min(want, chains.size())));
             next = 0;
             if (popped == 0) return nullptr;
-            for (std::size_t i = 0; i < popped; ++i) chains[i].prefetch_writable(prefetch_bytes);
+            // Chain i takes frame f + i (unless a frame spans buffers): ask for the lines its
+            // header and frame will be written to, and no more.
+            for (std::size_t i = 0; i < popped; ++i) {
+                const std::size_t len = f + i < frames.size() ? frames[f + i].size() : 0;
+                chains[i].prefetch_writable(net_hdr_size + std::min(len, prefetch_bytes));
+            }
         }
         return &chains[next++];
     };
@@ -170,7 +176,7 @@ std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_r
             n_used = 0;
         }
         const frame data = frames[f];
-        const ring::chain* first = next_chain(frames.size() - f);
+        const ring::chain* first = next_chain(f, frames.size() - f);
         if (!first) {
             stats.tx_dropped += frames.size() - f;
             break;
@@ -193,7 +199,7 @@ std::size_t transmit_burst(Queue& rxq, std::span<const frame> frames, bool mrg_r
             std::byte* num_hi = detail::writable_byte(*first, offsetof(virtio_net_hdr, num_buffers) + 1);
             std::uint16_t buffers = 1;
             while (sent < data.size() && n_used < used.size()) {
-                const ring::chain* more = next_chain(1);
+                const ring::chain* more = next_chain(f, 1);
                 if (!more) break;
                 const std::size_t n = more->copy_to(data.subspan(sent));
                 used[n_used++] = {more->id(), static_cast<std::uint32_t>(n)};

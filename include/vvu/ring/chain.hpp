@@ -8,6 +8,8 @@
 // stay valid until the chain is pushed back.
 #pragma once
 
+#include "vvu/ring/detail/access.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -67,23 +69,22 @@ public:
     // a cache miss; asking for a whole burst's buffers before copying any lets the misses
     // overlap instead of being taken one copy at a time. A hint only: never faults.
     void prefetch_readable(std::size_t bytes) const noexcept {
-        if (n_readable_ != 0) prefetch<0>(segs_[0], bytes);
+        if (n_readable_ != 0) prefetch<false>(segs_[0], bytes);
     }
     void prefetch_writable(std::size_t bytes) const noexcept {
-        if (n_writable_ != 0) prefetch<1>(segs_[n_readable_], bytes);
+        if (n_writable_ != 0) prefetch<true>(segs_[n_readable_], bytes);
     }
 
 private:
     friend struct detail::chain_access;
 
-    template <int ForWrite>
+    template <bool ForWrite>
     static void prefetch(const segment& s, std::size_t bytes) noexcept {
         const std::size_t len = std::min<std::size_t>(bytes, s.len);
-        if (len == 0) return;
         constexpr std::uintptr_t line = 64;
         const auto start = reinterpret_cast<std::uintptr_t>(s.data);
         for (std::uintptr_t a = start & ~(line - 1); a < start + len; a += line)
-            __builtin_prefetch(reinterpret_cast<const void*>(a), ForWrite);
+            detail::prefetch_line<ForWrite>(reinterpret_cast<const void*>(a));
     }
 
     static std::size_t gather(std::span<const segment> segs, std::size_t offset,

@@ -326,7 +326,7 @@ private:
         for (std::size_t i = 0; i < count; ++i) {
             const auto head = le::load<std::uint16_t>(
                 avail_ + split_layout::ring_off + 2 * std::size_t((next_avail_ + i) & mask_));
-            detail::prefetch_read(desc_ + 16 * std::size_t(head & mask_));
+            detail::prefetch_line(desc_ + 16 * std::size_t(head & mask_));
         }
     }
 

@@ -50,9 +50,19 @@ inline void store_relaxed32(std::byte* p, std::uint32_t v) noexcept {
         .store(le::from_native(v), std::memory_order_relaxed);
 }
 inline void store_load_fence() noexcept { std::atomic_thread_fence(std::memory_order_seq_cst); }
-// A hint to start loading a line the driver's CPU wrote (descriptors): never faults, so any
-// address will do, but callers keep it inside the ring.
-inline void prefetch_read(const void* p) noexcept { __builtin_prefetch(p, 0); }
+// A hint to start loading the cache line at p (ForWrite: to own it, for a store). Never faults.
+// Written out on x86-64 because GCC 12 deleted __builtin_prefetch calls here: it split a caller,
+// found the part holding a prefetch loop free of side effects and dropped the call (vvu-forward
+// had no prefetch left). PREFETCHW runs as a no-op on the x86-64 CPUs that lack it.
+template <bool ForWrite = false>
+inline void prefetch_line(const void* p) noexcept {
+#if defined(__x86_64__)
+    if constexpr (ForWrite) asm volatile("prefetchw (%0)" : : "r"(p));
+    else asm volatile("prefetcht0 (%0)" : : "r"(p));
+#else
+    __builtin_prefetch(p, ForWrite ? 1 : 0);
+#endif
+}
 
 inline bool aligned(const void* p, std::size_t a) noexcept {
     return (reinterpret_cast<std::uintptr_t>(p) & (a - 1)) == 0;
