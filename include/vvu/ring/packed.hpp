@@ -131,7 +131,6 @@ inline bool is_used(std::uint16_t flags, bool wrap) noexcept {
     return ((flags & desc_f_avail) != 0) == wrap && ((flags & desc_f_used) != 0) == wrap;
 }
 
-// Advance a (index, wrap) cursor by k <= size descriptors.
 // (base + k) mod size for base < size and k <= size, without a division (a packed ring's size
 // need not be a power of two, and a `%` per descriptor showed in its push).
 inline std::uint32_t wrapped(std::uint32_t base, std::uint32_t k, std::uint32_t size) noexcept {
@@ -139,6 +138,7 @@ inline std::uint32_t wrapped(std::uint32_t base, std::uint32_t k, std::uint32_t 
     return i >= size ? i - size : i;
 }
 
+// Advance a (index, wrap) cursor by k <= size descriptors.
 inline void advance(std::uint16_t& idx, bool& wrap, std::uint32_t k, std::uint32_t size) noexcept {
     std::uint32_t i = std::uint32_t{idx} + k;
     if (i >= size) {
@@ -339,7 +339,8 @@ private:
                     const used_element& prev = used[k + run - 1];
                     const used_element& nx = used[k + run];
                     if (prev.len != wtotal_[prev.id]) break;
-                    if (fifo_[detail::wrapped(fifo_head_, static_cast<std::uint32_t>(run), size_)] != nx.id || nx.id >= size_) break;
+                    const auto slot = detail::wrapped(fifo_head_, static_cast<std::uint32_t>(run), size_);
+                    if (fifo_[slot] != nx.id || nx.id >= size_) break;
                     skip += inflight_[nx.id];
                     ++run;
                 }

@@ -50,6 +50,7 @@ inline void store_relaxed32(std::byte* p, std::uint32_t v) noexcept {
         .store(le::from_native(v), std::memory_order_relaxed);
 }
 inline void store_load_fence() noexcept { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
 // A hint to start loading the cache line at p (ForWrite: to own it, for a store). Never faults.
 // Written out on x86-64 because GCC 12 deleted __builtin_prefetch calls here: it split a caller,
 // found the part holding a prefetch loop free of side effects and dropped the call (vvu-forward
