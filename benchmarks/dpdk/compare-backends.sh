@@ -15,9 +15,12 @@
 # Rounds alternate the back-ends (DPDK, vvu, DPDK, vvu, ...) so that a change in the machine's load
 # hits both. Each run measures about S seconds (5) of traffic from the front-end's own counters
 # (testpmd --stats-period 1): TX-packets (to-backend) or RX-packets (from-backend) over the time
-# of the stats blocks that follow the first, ramp-up one. Cores: the front-end forwards on core 0, the back-end
-# on core 1 (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1, since its forwarding thread
-# cannot be pinned by option yet). Speed is reported, never asserted: this is not a test.
+# of the stats blocks that follow the first, ramp-up one. Cores: the front-end forwards on core
+# 0, the back-end on core 1 (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1, its control
+# thread included). Each round also prints both sides' cycles per frame (a front-end whose
+# cycles x rate reach the clock limits the run) and the cache-line round trip between the two
+# CPUs just before it (vvu-core-latency, beside VVU-FORWARD's build, or $VVU_CORE_LATENCY).
+# Speed is reported, never asserted: this is not a test.
 #
 # --scaling: the front-end has two queue pairs (virtio-user queues=2, testpmd --rxq/--txq 2 on
 # its one core) and the contenders are vvu-forward --queues 2 --threads 1 (on core 1) and
@@ -25,7 +28,7 @@
 # table gives the 2/1 ratio.
 # VVU-FORWARD (or $VVU_FORWARD): the vvu-forward binary; --dpdk-only runs the DPDK side alone.
 # Environment: as tests/interop/dpdk/lib.sh (DPDK_TESTPMD, RING, KEEP_LOGS=1, ...).
-# Reference (peers.md, this machine, idle): DPDK ~27 Mpps to-backend, ~19 Mpps from-backend.
+# Figures and how to read them: docs/performance.md.
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../tests/interop/dpdk/lib.sh
 source "$here/../../tests/interop/dpdk/lib.sh"
@@ -40,7 +43,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --scaling) scaling=1; shift ;;
-    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
