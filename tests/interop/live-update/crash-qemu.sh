@@ -277,8 +277,13 @@ for g in guest-a guest-b; do
   ((restores <= 2 * crashes)) || fail "$g's QEMU: $restores ring restores for $crashes crashes"
 done
 echo "ok: both QEMUs printed only their start-up and back-end-disconnect lines"
+# Counted up to the process's first session end: once guest A has powered off, its QEMU closes
+# the session on its way out, and the last process (a unix-client port reconnects) may still
+# reach the listening socket before QEMU exits — one more connection, after the run (seen once
+# in CI: port 0 connected, ended, connected, ended).
 for ((i = 1; i <= crashes; i++)); do
-  expect_eq "forward$i: front-ends connected" "$(grep -a -c "front-end connected$" "$work/forward$i.log")" 2
+  expect_eq "forward$i: front-ends connected before a session ended" \
+    "$(awk '/session ended/ { exit } /front-end connected$/ { n++ } END { print n + 0 }' "$work/forward$i.log")" 2
 done
 
 # Guest B goes (its session ends with the front-end's disconnect), then the last back-end.
