@@ -81,6 +81,7 @@ private:
     template <bool ForWrite>
     static void prefetch(const segment& s, std::size_t bytes) noexcept {
         const std::size_t len = std::min<std::size_t>(bytes, s.len);
+        if (len == 0) return; // (else the line before an unaligned empty segment)
         constexpr std::uintptr_t line = 64;
         const auto start = reinterpret_cast<std::uintptr_t>(s.data);
         for (std::uintptr_t a = start & ~(line - 1); a < start + len; a += line)
