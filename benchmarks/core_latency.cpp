@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
     int cpus[2] = {0, 1};
     int n_cpus = 0;
     std::uint64_t trips = 200000;
+    const auto usage = [] {
+        std::fprintf(stderr, "usage: vvu-core-latency [CPU-A CPU-B] [--round-trips N]\n");
+        return 2;
+    };
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         char* end = nullptr;
@@ -80,14 +84,10 @@ int main(int argc, char** argv) {
             }
         } else if (n_cpus < 2) {
             const long cpu = std::strtol(a.c_str(), &end, 10);
-            if (a.empty() || *end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE) {
-                std::fprintf(stderr, "usage: vvu-core-latency [CPU-A CPU-B] [--round-trips N]\n");
-                return 2;
-            }
+            if (a.empty() || *end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE) return usage();
             cpus[n_cpus++] = static_cast<int>(cpu);
         } else {
-            std::fprintf(stderr, "usage: vvu-core-latency [CPU-A CPU-B] [--round-trips N]\n");
-            return 2;
+            return usage();
         }
     }
     if (n_cpus == 1 || cpus[0] == cpus[1]) {
