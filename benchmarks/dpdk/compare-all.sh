@@ -3,7 +3,8 @@
 #   to-backend    (equal work: vvu-forward --rx copy takes every frame into its own memory, as
 #                  DPDK's dequeue copies it into an mbuf)        compare-backends.sh
 #   from-backend                                                  compare-backends.sh
-#   forwarding    (the front-end's frames circle through the back-end's xconnect / io mode)
+#   forwarding    (the front-end's frames circle through the back-end's xconnect / io mode;
+#                  vvu copies each frame once, and with --rx copy twice, as DPDK does)
 #                                                                 compare-forwarding.sh
 #   2 queue pairs on 1 and on 2 forwarding threads                compare-backends.sh --scaling
 # Each part alternates its contenders round by round and reports medians; the back-end's busy
@@ -22,7 +23,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
@@ -69,6 +70,11 @@ line() { # LABEL LOG PATTERN (DPDK first, vvu second in each row)
 line "to-backend (copy)" directions 'virtio-user -> back-end \(rx\)'
 line "from-backend" directions 'back-end -> virtio-user \(tx\)'
 line "forwarding (xconnect)" forwarding 'testpmd io <-> back-end xconnect'
+# vvu --rx copy: the row's 4th field; cycles 3rd (after an empty column)
+read -r d _ _ c _ <<<"$(row forwarding 'testpmd io <-> back-end xconnect')"
+read -r dc _ cc _ <<<"$(cycles forwarding 'testpmd io <-> back-end xconnect')"
+read -r df _ cf _ <<<"$(fe_cycles forwarding 'testpmd io <-> back-end xconnect')"
+printf "$fmt" "  vvu --rx copy" "$d" "$c" "$(ratio "$c" "$d")" "$dc" "$cc" "$(ratio "$dc" "$cc")" "$df" "$cf"
 echo
 printf "$fmt" "vvu, 2 queue pairs" "1 thread" "2 threads" "2/1" "cyc 1" "cyc 2" "" "FE w/1" "FE w/2"
 for dir in to-backend from-backend; do

@@ -4,14 +4,17 @@
 # 32 frames (64 B) put in flight with `start tx_first 8`; the back-end forwards them back across
 # (DPDK: a second testpmd with two net_vhost ports in io mode; vvu: vvu-forward --mode xconnect),
 # so the same frames circle for the whole run. No hugepages, one queue pair, ring of $RING (256).
+# vvu-forward runs twice each round: as it is (each frame copied once, from one front-end's
+# transmit buffer straight into the other's receive buffer) and with --rx copy (each frame taken
+# into its own memory on the way, two copies: the work DPDK's io forwarding does through mbufs).
 #
 #   benchmarks/dpdk/compare-forwarding.sh [--rounds N] [--seconds S] VVU-FORWARD
 #
 # Meter: the front-end's RX-packets (both ports) from `show port stats all`, read twice S seconds
 # apart (testpmd runs interactive, fed through a FIFO: its --stats-period is for
 # non-interactive runs only, and tx_first takes a burst count only at its prompt). Rounds
-# alternate DPDK and vvu so that a change in the machine's load hits both; the table gives the
-# medians and their ratio. Cores: the front-end forwards on core 0, the back-end on core 1
+# alternate the contenders so that a change in the machine's load hits all; the table gives the
+# medians and their ratios to DPDK. Cores: the front-end forwards on core 0, the back-end on core 1
 # (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1). Speed is reported, never asserted.
 #
 # Environment: as tests/interop/dpdk/lib.sh (DPDK_TESTPMD, RING, KEEP_LOGS=1, ...).
@@ -25,7 +28,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
@@ -74,9 +77,10 @@ rx_total() {
   echo $((p0 + p1))
 }
 
-# run_one BACKEND: the result (Mpps) in $work/result
+# run_one BACKEND [VVU-FORWARD OPTIONS...]: the result (Mpps) in $work/result
 run_one() {
   BACKEND=$1 VIA=unix
+  BACKEND_ARGS=("${@:2}")
   local s0=$work/fwd0.sock s1=$work/fwd1.sock
   rm -f "$s0" "$s1"
   backend_start xconnect "$s0" "$s1" >/dev/null
@@ -100,11 +104,13 @@ run_one() {
 
 declare -A all=() cycles=() fe_cycles=()
 for ((r = 1; r <= rounds; r++)); do
-  for be in dpdk "$vvu"; do
-    label=vvu
-    [[ $be == dpdk ]] && label=dpdk
+  for label in dpdk vvu copy; do
     lat=$(core_latency)
-    run_one "$be"
+    case $label in
+      dpdk) run_one dpdk ;;
+      vvu) run_one "$vvu" ;;
+      copy) run_one "$vvu" --rx copy ;;
+    esac
     mpps=$(cat "$work/result") cpf=$(backend_cycles) fcpf=$(frontend_cycles)
     printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip\n' \
       "$r" "$label" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat"
@@ -114,15 +120,19 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-d=$(median "${all[dpdk]}") v=$(median "${all[vvu]}")
+d=$(median "${all[dpdk]}") v=$(median "${all[vvu]}") c=$(median "${all[copy]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "medians of $rounds rounds; Mpps at the front-end, the back-end's busy cycles per frame (DPDK:"
-echo "testpmd --record-core-cycles; vvu: vvu-forward's data_path line) and the front-end's (testpmd)"
-printf '%-34s %10s %10s %10s\n' "forwarding" "DPDK vhost" "vvu unix:" "vvu/DPDK"
-printf '%-34s %10s %10s %10s\n' "testpmd io <-> back-end xconnect" "$d" "$v" \
-  "$(awk -v a="$v" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
-printf '%-34s %10s %10s\n' "  cycles/frame" "$(median "${cycles[dpdk]:-}")" "$(median "${cycles[vvu]:-}")"
-printf '%-34s %10s %10s\n' "  front-end cycles/frame" "$(median "${fe_cycles[dpdk]:-}")" "$(median "${fe_cycles[vvu]:-}")"
+echo "testpmd --record-core-cycles; vvu: vvu-forward's data_path line) and the front-end's (testpmd)."
+echo "vvu copies each frame once, buffer to buffer; vvu --rx copy twice, through its own memory, as DPDK does."
+printf '%-34s %10s %10s %10s %10s %10s\n' "forwarding" "DPDK vhost" "vvu unix:" "vvu/DPDK" "--rx copy" "copy/DPDK"
+printf '%-34s %10s %10s %10s %10s %10s\n' "testpmd io <-> back-end xconnect" "$d" "$v" "$(ratio "$v" "$d")" "$c" "$(ratio "$c" "$d")"
+printf '%-34s %10s %10s %10s %10s\n' "  cycles/frame" "$(median "${cycles[dpdk]:-}")" "$(median "${cycles[vvu]:-}")" "" \
+  "$(median "${cycles[copy]:-}")"
+printf '%-34s %10s %10s %10s %10s\n' "  front-end cycles/frame" "$(median "${fe_cycles[dpdk]:-}")" \
+  "$(median "${fe_cycles[vvu]:-}")" "" "$(median "${fe_cycles[copy]:-}")"
 echo "  runs dpdk: ${all[dpdk]}"
 echo "  runs vvu:  ${all[vvu]}"
+echo "  runs copy: ${all[copy]}"

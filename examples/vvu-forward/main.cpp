@@ -72,7 +72,10 @@ Options:
                      described on stderr
   --rx discard|copy  rxonly: discard (default) gives the transmit chains back unread; copy
                      first copies every frame into the back-end's own memory, as DPDK's vhost
-                     dequeue does into its mbufs (the equal-work comparison with it)
+                     dequeue does into its mbufs (the equal-work comparison with it).
+                     xconnect, learn: frames are copied once, from the sending front-end's
+                     buffer into the receiving one's; copy takes them into the back-end's
+                     memory on the way, two copies, as DPDK's io forwarding does
   --stats SECONDS    print every port's counters to stderr every SECONDS
   --cpu LIST         pin the forwarding threads to these CPUs (like DPDK lcores), e.g. 1 or
                      1,0: thread i to the i-th, round robin
@@ -206,7 +209,7 @@ std::optional<options> parse(int argc, char** argv) {
     if (o.ports.empty()) return fail("at least one --port is needed");
     if (o.takeover_on_signal && o.takeover.empty()) return fail("--takeover-go sigusr2 needs --takeover");
     if (o.check_txonly_template && o.mode != forward_mode::rxonly) return fail("--check needs --mode rxonly");
-    if (o.copy_received && o.mode != forward_mode::rxonly) return fail("--rx copy needs --mode rxonly");
+    if (o.copy_received && o.mode == forward_mode::txonly) return fail("--rx copy: txonly receives nothing");
     if (o.threads > o.queues) return fail("--threads takes at most --queues threads (a thread per queue pair at most)");
     if (o.threads > 1 && o.mode == forward_mode::learn) return fail("--mode learn runs on one thread");
     return o;

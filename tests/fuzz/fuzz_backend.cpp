@@ -91,6 +91,8 @@ struct harness {
     protocol::backend<fuzz_transport, device::net::net_port> backend{transport, port};
     std::vector<std::byte> staging = std::vector<std::byte>(ring::max_burst * device::net::max_frame_size);
     std::array<device::net::frame, ring::max_burst> frames{};
+    unsigned passes = 0;
+    volatile unsigned bytes_seen = 0;
     std::vector<unique_fd> regions; // the last table's files (duplicates), for memory writes
     bool started = false, received = false, transmitted = false, logged = false;
     bool log_set = false; // a SET_LOG_BASE was taken
@@ -131,10 +133,18 @@ struct harness {
         if (fd) [[maybe_unused]] auto n = ::pwrite(fd.get(), b.data() + 5, b.size() - 5, offset);
     }
 
-    // Both directions: what the front-end transmitted is taken (copied, then dropped), and the
-    // frames in `out` (u16 length-prefixed) are written into its receive buffers.
+    // Both directions: what the front-end transmitted is taken (copied, or on every other call
+    // left in place, then read through and dropped), and the frames in `out` (u16
+    // length-prefixed) are written into its receive buffers.
     void data_path(std::span<const std::byte> out) {
-        received |= port.receive(staging, frames).size() != 0; // (completed as the burst goes)
+        using device::net::frame_placement;
+        const auto placement = passes++ % 2 ? frame_placement::in_place : frame_placement::staged;
+        {
+            auto burst = port.receive(staging, frames, 0, placement);
+            received |= burst.size() != 0;
+            for (const auto& f : std::span(frames).first(burst.size()))
+                for (std::byte b : f) bytes_seen = bytes_seen + std::to_integer<unsigned>(b); // every byte of the view
+        } // (the chains go back here)
         (void)port.discard();
         std::array<device::net::frame, 8> burst{};
         std::size_t n = 0;

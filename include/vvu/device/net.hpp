@@ -88,15 +88,28 @@ struct received_chains {
     std::size_t chains = 0;
 };
 
-// Takes up to min(out.size(), taken.size()) chains from a transmit queue, copies their frames
-// into `staging` (room for max_frame_size per frame; the frames are packed one after the
-// other) and returns them through `out`. The chains stay taken: their used entries are in
-// `taken`, for the caller to give back (txq.push_burst(taken.first(chains))) once the frames
-// are where they go — the front-end may reuse a completed chain, so completing it first would
-// lose its frame to a crash in between.
+// Where receive_burst leaves a frame.
+enum class frame_placement {
+    // Copied into the caller's staging area: the frame outlives its chain.
+    staged,
+    // Left in the front-end's buffer, viewed there, when its net header and frame lie in one
+    // segment (the usual layout); staged otherwise. The view is valid while the chain is
+    // taken, and the front-end may still write the bytes: for a caller that passes the frame
+    // on (one copy, buffer to buffer) without deciding anything on bytes it read twice, and
+    // whose destination is never the same mapping (the copy's source and target could overlap).
+    in_place,
+};
+
+// Takes up to min(out.size(), taken.size()) chains from a transmit queue and returns their
+// frames through `out`, each copied into `staging` (room for max_frame_size per frame; the
+// frames are packed one after the other) or left where it is (frame_placement). The chains
+// stay taken: their used entries are in `taken`, for the caller to give back
+// (txq.push_burst(taken.first(chains))) once the frames are where they go — the front-end may
+// reuse a completed chain, so completing it first would lose its frame to a crash in between.
 template <class Queue>
 received_chains receive_burst(Queue& txq, std::span<std::byte> staging, std::span<frame> out,
-                              std::span<ring::used_element> taken, port_stats& stats, burst_scratch& scratch) {
+                              std::span<ring::used_element> taken, port_stats& stats, burst_scratch& scratch,
+                              frame_placement placement = frame_placement::staged) {
     auto& chains = scratch.chains;
     const std::size_t want = std::min({out.size(), taken.size(), chains.size(), staging.size() / max_frame_size});
     const std::size_t n = txq.pop_burst(std::span(chains).first(want));
@@ -107,6 +120,13 @@ received_chains receive_burst(Queue& txq, std::span<std::byte> staging, std::spa
         taken[i] = {c.id(), 0};
         const auto len = take_frame(c, stats);
         if (!len) continue;
+        if (placement == frame_placement::in_place) {
+            const ring::segment& first = c.readable().front(); // (take_frame: a header's worth)
+            if (first.len >= net_hdr_size + *len) {
+                out[frames++] = frame(first.data + net_hdr_size, *len);
+                continue;
+            }
+        }
         // Frames follow each other in `staging`: a burst of small frames stays within a few
         // pages and cache sets (a max_frame_size stride put each one on its own page, every
         // one in the same L1 set). Sized for `want` frames of max_frame_size, it always fits.

@@ -67,8 +67,8 @@ public:
                 switch (mode_) {
                 case forward_mode::rxonly: moved += check_ || copy_ ? take(p, q) : ports_[p]->discard(q); break;
                 case forward_mode::txonly: moved += generate(p, q); break;
-                case forward_mode::loopback: moved += relay(p, q, [&](auto) { return p; }); break;
-                case forward_mode::xconnect: moved += relay(p, q, [&](auto) { return p ^ 1; }); break;
+                case forward_mode::loopback: moved += relay(p, q, p); break;
+                case forward_mode::xconnect: moved += relay(p, q, p ^ 1); break;
                 case forward_mode::learn: moved += switch_frames(p, q); break;
                 }
             }
@@ -76,9 +76,11 @@ public:
         return moved;
     }
 
-    // rxonly that takes every frame into the engine's memory before it drops it, as a back-end
-    // that keeps frames does (DPDK's vhost dequeue into mbufs): the work to compare with it.
-    // Without this (or a check) rxonly gives the chains back unread.
+    // Every received frame taken into the engine's memory first, as a back-end that keeps
+    // frames does (DPDK's vhost dequeue into mbufs): the work to compare with it. Without
+    // this, rxonly gives the chains back unread, and xconnect and learn copy each frame once,
+    // from the front-end's transmit buffer straight into the other front-end's receive buffer
+    // (frame_placement::in_place).
     void copy_received() noexcept { copy_ = true; }
 
     // rxonly that looks at the frames: each received frame is read out of the ring and given
@@ -151,15 +153,20 @@ public:
     }
 
 private:
-    // Receives a burst on port p and sends it to the port dest(frame) names (none: dropped).
-    // The TX chains go back only after transmit() completed the RX chains: see
-    // net_port::received_burst for what a crash in between costs (a duplicate, not a loss).
-    template <class Dest>
-    std::size_t relay(std::size_t p, std::uint32_t q, Dest dest) {
-        auto burst = ports_[p]->receive(staging(), frames_, q);
+    // How a burst received on port p reaches its destinations: left in place unless asked to
+    // copy, or sent back into p itself (its front-end's memory: a transmit buffer the RX chain
+    // overlaps would make the copy's source and target overlap).
+    frame_placement placement_for(bool back_to_sender) const noexcept {
+        return copy_ || back_to_sender ? frame_placement::staged : frame_placement::in_place;
+    }
+
+    // Receives a burst on port p and sends it to port `to` (none: dropped). The TX chains go
+    // back only after transmit() completed the RX chains: see net_port::received_burst for
+    // what a crash in between costs (a duplicate, not a loss).
+    std::size_t relay(std::size_t p, std::uint32_t q, std::size_t to) {
+        auto burst = ports_[p]->receive(staging(), frames_, q, placement_for(to == p));
         const std::size_t n = burst.size();
         if (n == 0) return 0; // (chains without a frame go back with the burst)
-        const std::size_t to = dest(frames_[0]);
         if (to < ports_.size()) ports_[to]->transmit(std::span(frames_).first(n), q);
         burst.complete();
         return n;
@@ -167,7 +174,9 @@ private:
 
     // learn: every destination (a flood has several) has its frames before the TX chains go back.
     std::size_t switch_frames(std::size_t p, std::uint32_t q) {
-        auto burst = ports_[p]->receive(staging(), frames_, q);
+        // A frame goes to other ports only; the MAC addresses are each read once per use, and a
+        // front-end changing them meanwhile only misroutes its own frame.
+        auto burst = ports_[p]->receive(staging(), frames_, q, placement_for(false));
         const std::size_t n = burst.size();
         if (n == 0) return 0;
         // Group the burst by destination port, keeping each port's frames in order.

@@ -178,10 +178,12 @@ public:
     };
 
     // Frames the front-end transmitted on queue pair `queue` (its TX vring, 2q+1), into `out`
-    // (and `staging`, one max_frame_size slot each); their chains stay taken until the burst
-    // completes. Queue pair 0 also brings a pending RARP. A disabled TX vring is drained and its
-    // frames discarded ("Ring states").
-    [[nodiscard]] received_burst receive(std::span<std::byte> staging, std::span<frame> out, std::uint32_t queue = 0) {
+    // (copied into `staging`, room for max_frame_size each, or left in the front-end's buffers:
+    // net::frame_placement); their chains stay taken until the burst completes, so frames left
+    // in place stay readable until then. Queue pair 0 also brings a pending RARP. A disabled TX
+    // vring is drained and its frames discarded ("Ring states").
+    [[nodiscard]] received_burst receive(std::span<std::byte> staging, std::span<frame> out, std::uint32_t queue = 0,
+                                         frame_placement placement = frame_placement::staged) {
         queue_pair& qp = *pairs_[queue];
         std::unique_lock lock(qp.mutex);
         std::size_t n = 0;
@@ -201,7 +203,7 @@ public:
         received_chains got;
         v->visit([&](auto& ring) {
             got = receive_burst(ring, staging.subspan(n * max_frame_size), out.subspan(n), std::span(qp.held), qp.stats,
-                                qp.scratch);
+                                qp.scratch, placement);
         });
         qp.held_chains = got.chains;
         return received_burst(*this, queue, std::move(lock), n + got.frames);

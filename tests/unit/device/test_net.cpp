@@ -170,6 +170,47 @@ TEMPLATE_TEST_CASE("net: a transmit chain with its header and frame in separate 
     CHECK(stats.rx_bytes == data.size());
 }
 
+TEMPLATE_TEST_CASE("net: frames left in place are viewed in the front-end's buffers, split ones are staged",
+                   "[device][net]", std::false_type, std::true_type) {
+    queue_pair_fixture<TestType::value> q;
+    // Chain 0: header and frame in one buffer. Chain 1: header, then the frame in two more.
+    // Chain 2: a longer frame in one buffer. Chain 3: too short for a header (an error, no frame).
+    const auto one = make_frame(70, 1), split = make_frame(90, 2), long_one = make_frame(200, 3);
+    std::fill_n(q.g.at(q.g.buffer(0)), net_hdr_size, std::byte{0});
+    std::copy(one.begin(), one.end(), q.g.at(q.g.buffer(0)) + net_hdr_size);
+    std::fill_n(q.g.at(q.g.buffer(1)), net_hdr_size, std::byte{0});
+    std::copy_n(split.begin(), 40, q.g.at(q.g.buffer(2)));
+    std::copy(split.begin() + 40, split.end(), q.g.at(q.g.buffer(3)));
+    std::fill_n(q.g.at(q.g.buffer(4)), net_hdr_size, std::byte{0});
+    std::copy(long_one.begin(), long_one.end(), q.g.at(q.g.buffer(4)) + net_hdr_size);
+    const ring::buffer b0{q.g.buffer(0), static_cast<std::uint32_t>(net_hdr_size + one.size())};
+    const ring::buffer b1[] = {{q.g.buffer(1), static_cast<std::uint32_t>(net_hdr_size)}, {q.g.buffer(2), 40}, {q.g.buffer(3), 50}};
+    const ring::buffer b2{q.g.buffer(4), static_cast<std::uint32_t>(net_hdr_size + long_one.size())};
+    const ring::buffer b3{q.g.buffer(5), 6};
+    REQUIRE(q.driver.add({&b0, 1}, {}, 0));
+    REQUIRE(q.driver.add(b1, {}, 1));
+    REQUIRE(q.driver.add({&b2, 1}, {}, 2));
+    REQUIRE(q.driver.add({&b3, 1}, {}, 3));
+    std::vector<std::byte> staging(ring::max_burst * max_frame_size);
+    std::array<frame, ring::max_burst> frames;
+    std::array<ring::used_element, ring::max_burst> taken;
+    port_stats stats;
+    const auto r = receive_burst(q.device, staging, frames, taken, stats, q.scratch, frame_placement::in_place);
+    REQUIRE(r.chains == 4);
+    REQUIRE(r.frames == 3);
+    CHECK(stats.rx_errors == 1);
+    CHECK(frames[0].data() == q.g.at(q.g.buffer(0)) + net_hdr_size); // the front-end's bytes
+    CHECK(std::ranges::equal(frames[0], one));
+    CHECK(frames[1].data() == staging.data()); // gathered into the first staging slot
+    CHECK(std::ranges::equal(frames[1], split));
+    CHECK(frames[2].data() == q.g.at(q.g.buffer(4)) + net_hdr_size);
+    CHECK(std::ranges::equal(frames[2], long_one));
+    // A view, not a copy: what the front-end writes (it still owns the bytes) shows through.
+    q.g.at(q.g.buffer(0))[net_hdr_size] = std::byte{0x5a};
+    CHECK(frames[0][0] == std::byte{0x5a});
+    CHECK(q.device.push_burst(std::span(taken).first(r.chains)) == 4);
+}
+
 TEMPLATE_TEST_CASE("net: with MRG_RXBUF a large frame spans several receive buffers", "[device][net]",
                    std::false_type, std::true_type) {
     queue_pair_fixture<TestType::value> q;
