@@ -19,7 +19,8 @@
 # 0, the back-end on core 1 (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1, its control
 # thread included). Each round also prints both sides' cycles per frame (a front-end whose
 # cycles x rate reach the clock limits the run) and the cache-line round trip between the two
-# CPUs just before it (vvu-core-latency, beside VVU-FORWARD's build, or $VVU_CORE_LATENCY).
+# CPUs just before it (vvu-core-latency, beside VVU-FORWARD's build, or $VVU_CORE_LATENCY), and
+# the hypervisor's steal time on the two CPUs during the measured window.
 # Speed is reported, never asserted: this is not a test.
 #
 # --scaling: the front-end has two queue pairs (virtio-user queues=2, testpmd --rxq/--txq 2 on
@@ -43,7 +44,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --scaling) scaling=1; shift ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
@@ -92,7 +93,9 @@ run_one() {
   frontend_start frontend "$sock" "$fe_mode" 1 --record-core-cycles >/dev/null
   wait_stats frontend "$key" 30
   n0=$(($(blocks frontend) + 1)) # the next block still holds the ramp-up: skip it
+  steal_mark
   sleep "$((seconds + 1))"        # the measured window (a duration, not a readiness wait)
+  steal_percent >"$work/steal"
   local n1
   n1=$(blocks frontend)
   for ((i = 0; i < 50; i++)); do # and the block that closes it
@@ -119,8 +122,8 @@ for ((r = 1; r <= rounds; r++)); do
       lat=$(core_latency)
       run_one "$be" "$via" "$dir" "$threads"
       mpps=$(cat "$work/result") cpf=$(backend_cycles) fcpf=$(frontend_cycles)
-      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip\n' \
-        "$r" "$label" "$dir" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat"
+      printf 'round %d  %-5s %-13s %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip  steal %s%%\n' \
+        "$r" "$label" "$dir" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat" "$(cat "$work/steal")"
       all[$label.$dir]+="$mpps "
       cycles[$label.$dir]+="${cpf:+$cpf }"
       fe_cycles[$label.$dir]+="${fcpf:+$fcpf }"

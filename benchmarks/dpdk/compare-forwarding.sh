@@ -15,7 +15,8 @@
 # non-interactive runs only, and tx_first takes a burst count only at its prompt). Rounds
 # alternate the contenders so that a change in the machine's load hits all; the table gives the
 # medians and their ratios to DPDK. Cores: the front-end forwards on core 0, the back-end on core 1
-# (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1). Speed is reported, never asserted.
+# (DPDK: -l 0,1 --main-lcore 0; vvu-forward: taskset -c 1). Each round also prints the probe's
+# core round trip and the hypervisor's steal time (lib.sh). Speed is reported, never asserted.
 #
 # Environment: as tests/interop/dpdk/lib.sh (DPDK_TESTPMD, RING, KEEP_LOGS=1, ...).
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "$usage" >&2; exit 2 ;;
     *) vvu=$1; shift ;;
   esac
@@ -91,7 +92,9 @@ run_one() {
   sleep 1 # the ramp-up (a duration, not a readiness wait)
   local t0 t1 n0 n1
   t0=$(date +%s.%N) n0=$(rx_total)
+  steal_mark
   sleep "$seconds" # the measured window
+  steal_percent >"$work/steal"
   t1=$(date +%s.%N) n1=$(rx_total)
   awk -v a="$n0" -v b="$n1" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) / 1e6 }' >"$work/result"
   ((n1 > n0)) || fail "no frame circled (RX-packets $n0 -> $n1)"
@@ -112,8 +115,8 @@ for ((r = 1; r <= rounds; r++)); do
       copy) run_one "$vvu" --rx copy ;;
     esac
     mpps=$(cat "$work/result") cpf=$(backend_cycles) fcpf=$(frontend_cycles)
-    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip\n' \
-      "$r" "$label" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat"
+    printf 'round %d  %-5s forwarding %8s Mpps  %6s cycles/frame (front-end %6s)  %6s ns core round trip  steal %s%%\n' \
+      "$r" "$label" "$mpps" "${cpf:--}" "${fcpf:--}" "$lat" "$(cat "$work/steal")"
     all[$label]+="$mpps "
     cycles[$label]+="${cpf:+$cpf }"
     fe_cycles[$label]+="${fcpf:+$fcpf }"

@@ -286,6 +286,16 @@ core_latency() {
   [[ -x ${CORE_LATENCY:-} ]] && "$CORE_LATENCY" 0 1 --round-trips 100000 2>/dev/null || echo -
 }
 
+# steal_mark, then steal_percent: the share of CPUs 0 and 1 the hypervisor ran something else
+# on in between (/proc/stat's steal time), in percent. On a VM a round with steal ran on vCPUs
+# the host kept descheduling: its rate says more about the host than about the contender.
+steal_ticks() { awk '$1 == "cpu0" || $1 == "cpu1" { s += $9 } END { print s + 0 }' /proc/stat; }
+steal_mark() { steal_t0=$(date +%s.%N) steal_s0=$(steal_ticks); }
+steal_percent() {
+  awk -v s0="$steal_s0" -v s1="$(steal_ticks)" -v t0="$steal_t0" -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (t1 > t0) printf "%.1f\n", 100 * (s1 - s0) / hz / (2 * (t1 - t0)); else print "-" }'
+}
+
 # backend_cycles: the back-end's busy cycles per frame, after backend_stop — testpmd's
 # --record-core-cycles figure (DPDK_BACKEND_ARGS must hold it) or vvu-forward's data_path line.
 backend_cycles() {
