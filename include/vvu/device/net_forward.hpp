@@ -145,6 +145,7 @@ public:
         }
         if (!r.done()) return false;
         sequence_ = std::move(sequence);
+        number_txonly_frames();
         // The table is refilled in place: a live update loads this inside its outage, and a new
         // table's first touch of its pages (page faults, costly in a VM) would lengthen it.
         table_.clear();
@@ -213,29 +214,45 @@ private:
         return n;
     }
 
-    // txonly: a burst of test frames per port, written once; a burst only renumbers them (the
-    // sequence number lies outside every checksum of the frame).
+    // txonly: max_burst test frames per port, written once. Frame j carries the sequence
+    // numbers s with s % max_burst == j, so a burst starting at sequence s takes the frames from
+    // s % max_burst on (`in_turn` lists them twice: any max_burst of them in a row is one span),
+    // and only the frames it sent are renumbered, for their next turn. (The sequence number lies
+    // outside every checksum of the frame.)
+    struct txonly_set {
+        std::array<std::vector<std::byte>, ring::max_burst> frames;
+        std::array<frame, 2 * ring::max_burst> in_turn;
+    };
     void make_txonly_frames() {
-        txonly_frames_.resize(ports_.size());
+        txonly_ = std::vector<txonly_set>(ports_.size());
         for (std::size_t p = 0; p < ports_.size(); ++p) {
             const mac_address src{0x02, 0x00, 0x00, 0x00, 0x00, static_cast<std::uint8_t>(p)};
             const mac_address dst{0x02, 0x00, 0x00, 0x00, 0x01, static_cast<std::uint8_t>(p)};
-            for (auto& f : txonly_frames_[p]) {
-                f.resize(frame_size_);
-                make_test_frame(f, frame_size_, 0, src, dst);
+            auto& set = txonly_[p];
+            for (std::size_t j = 0; j < ring::max_burst; ++j) {
+                set.frames[j].resize(frame_size_);
+                make_test_frame(set.frames[j], frame_size_, 0, src, dst);
+                set.in_turn[j] = set.in_turn[j + ring::max_burst] = set.frames[j];
             }
         }
+        number_txonly_frames();
+    }
+    // Each frame numbered for the next burst, from sequence_ on (at start, and after a
+    // hand-over brought another sequence_).
+    void number_txonly_frames() noexcept {
+        for (std::size_t p = 0; p < txonly_.size(); ++p)
+            for (std::uint64_t s = sequence_[p]; s < sequence_[p] + ring::max_burst; ++s)
+                le::store(txonly_[p].frames[s % ring::max_burst].data() + sequence_offset, s);
     }
 
     std::size_t generate(std::size_t p, std::uint32_t q) {
-        if (!ports_[p]->can_transmit(q)) return 0;
-        auto& frames = txonly_frames_[p];
-        std::array<frame, ring::max_burst> burst;
-        for (std::size_t i = 0; i < burst.size(); ++i) {
-            le::store(frames[i].data() + sequence_offset, sequence_[p] + i);
-            burst[i] = frames[i];
-        }
-        const std::size_t sent = ports_[p]->transmit(burst, q, false);
+        auto& set = txonly_[p];
+        const std::uint64_t first = sequence_[p];
+        const std::size_t start = first % ring::max_burst;
+        // (A stopped or disabled RX vring takes nothing: 0, not counted as dropped.)
+        const std::size_t sent = ports_[p]->transmit(std::span(set.in_turn).subspan(start, ring::max_burst), q, false);
+        for (std::uint64_t s = first; s < first + sent; ++s)
+            le::store(set.frames[s % ring::max_burst].data() + sequence_offset, s + ring::max_burst);
         sequence_[p] += sent;
         return sent;
     }
@@ -251,7 +268,7 @@ private:
     std::unique_ptr<std::byte[]> staging_;
     std::span<std::byte> staging() noexcept { return {staging_.get(), staging_size}; }
     std::array<frame, ring::max_burst> frames_{};
-    std::vector<std::array<std::vector<std::byte>, ring::max_burst>> txonly_frames_; // per port
+    std::vector<txonly_set> txonly_; // per port
     std::vector<std::uint64_t> sequence_;
     mac_table table_;
     std::vector<std::vector<frame>> per_port_;

@@ -271,13 +271,6 @@ public:
         }
     }
 
-    // Whether the front-end's RX vring of queue pair `queue` can take frames now (txonly).
-    bool can_transmit(std::uint32_t queue = 0) {
-        queue %= options_.queue_pairs;
-        std::lock_guard lock(pairs_[queue]->mutex);
-        return vrings_[2 * queue] && vrings_[2 * queue]->enabled();
-    }
-
     // The port's counters: its queue pairs' summed.
     port_stats stats() const {
         port_stats sum;

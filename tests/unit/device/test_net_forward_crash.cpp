@@ -12,6 +12,9 @@
 // And the forwarder keeps that order: with a destination port held (its lock, by a burst of
 // the test's), a pass stops inside transmit(), and the front-end sees no TX chain back while a
 // destination — in learn mode's flood, the last of several — is yet to get the frames.
+//
+// Over the same rings: txonly's sequence numbers run on without a gap or a repeat, whatever
+// room the front-end gives each time, and across a hand-over of the engine's state.
 #include <vvu/device/l2.hpp>
 #include <vvu/device/net_forward.hpp>
 #include <vvu/device/net_port.hpp>
@@ -288,4 +291,43 @@ TEST_CASE("forwarder: TX chains go back only once every destination has the fram
         CAPTURE(q);
         CHECK(fe.arrivals[q - 1].size() == ring::max_burst);
     }
+}
+
+TEST_CASE("forwarder: txonly numbers its frames one after another, whatever room the front-end gives, and on "
+          "after a hand-over", "[device][net][forward]") {
+    shared_guest g;
+    auto rx = *ring::split_driver<ring::local_memory>::create(g.mem(), shared_guest::config(rx_slot(1)));
+    auto ports = backend_ports::start(g);
+    REQUIRE(ports);
+    const std::vector<net_port*> port{ports->ports[1].get()};
+    auto engine = std::make_unique<forwarder>(port, forward_mode::txonly);
+    std::uint64_t next = 0;
+    std::uint32_t token = 0;
+    // Rooms smaller and larger than a burst, so that bursts start at every offset of the frames.
+    for (const std::uint32_t room : {5u, 13u, 1u, 32u, 40u, 31u, 7u}) {
+        for (std::uint32_t i = 0; i < room; ++i, ++token) {
+            const ring::buffer b{g.buffer(rx_slot(1), token), buffer_bytes};
+            REQUIRE(rx.add({}, {&b, 1}, token));
+        }
+        while (engine->poll() != 0) {
+        }
+        std::uint32_t arrived = 0;
+        ring::used_buffer u;
+        while (rx.reap(u)) {
+            REQUIRE(u.len == net_hdr_size + test_frame_min_size);
+            const std::byte* buf = g.at(g.buffer(rx_slot(1), static_cast<std::uint32_t>(u.token)));
+            const auto seq = test_frame_sequence({buf + net_hdr_size, u.len - net_hdr_size});
+            REQUIRE(seq);
+            CHECK(*seq == next);
+            ++next;
+            ++arrived;
+        }
+        CHECK(arrived == room);
+        if (room == 13) { // a live update: a new engine goes on from the old one's state
+            const auto state = engine->save_state();
+            engine = std::make_unique<forwarder>(port, forward_mode::txonly);
+            REQUIRE(engine->load_state(state));
+        }
+    }
+    CHECK(next == 129);
 }
