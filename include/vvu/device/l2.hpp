@@ -105,6 +105,11 @@ private:
 inline constexpr std::size_t test_frame_min_size = 64;
 inline constexpr std::size_t sequence_offset = ethernet_header_size + 20 + 8;
 
+// Renumbers a test frame (at least test_frame_min_size bytes) in place.
+inline void set_test_frame_sequence(std::span<std::byte> frame, std::uint64_t sequence) noexcept {
+    le::store(frame.data() + sequence_offset, sequence);
+}
+
 // Writes a test frame of `size` bytes (>= 64, <= out.size()) into out; returns its length.
 inline std::size_t make_test_frame(std::span<std::byte> out, std::size_t size, std::uint64_t sequence,
                                    const mac_address& src, const mac_address& dst) noexcept {
@@ -140,7 +145,7 @@ inline std::size_t make_test_frame(std::span<std::byte> out, std::size_t size, s
     put16be(udp, 9);                                            // discard port, both ways
     put16be(udp + 2, 9);
     put16be(udp + 4, static_cast<std::uint16_t>(size - udp));
-    le::store(out.data() + sequence_offset, sequence);
+    set_test_frame_sequence(out, sequence);
     return size;
 }
 

@@ -242,7 +242,7 @@ private:
     void number_txonly_frames() noexcept {
         for (std::size_t p = 0; p < txonly_.size(); ++p)
             for (std::uint64_t s = sequence_[p]; s < sequence_[p] + ring::max_burst; ++s)
-                le::store(txonly_[p].frames[s % ring::max_burst].data() + sequence_offset, s);
+                set_test_frame_sequence(txonly_[p].frames[s % ring::max_burst], s);
     }
 
     std::size_t generate(std::size_t p, std::uint32_t q) {
@@ -252,7 +252,7 @@ private:
         // (A stopped or disabled RX vring takes nothing: 0, not counted as dropped.)
         const std::size_t sent = ports_[p]->transmit(std::span(set.in_turn).subspan(start, ring::max_burst), q, false);
         for (std::uint64_t s = first; s < first + sent; ++s)
-            le::store(set.frames[s % ring::max_burst].data() + sequence_offset, s + ring::max_burst);
+            set_test_frame_sequence(set.frames[s % ring::max_burst], s + ring::max_burst);
         sequence_[p] += sent;
         return sent;
     }
