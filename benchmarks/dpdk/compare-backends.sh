@@ -134,7 +134,6 @@ done
 med() { [[ -n ${all[$1]:-} ]] && median "${all[$1]}" || echo -; }
 medc() { [[ -n ${cycles[$1]:-} ]] && median "${cycles[$1]}" || echo -; }
 medf() { [[ -n ${fe_cycles[$1]:-} ]] && median "${fe_cycles[$1]}" || echo -; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

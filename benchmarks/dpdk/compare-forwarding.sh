@@ -124,7 +124,6 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 d=$(median "${all[dpdk]}") v=$(median "${all[vvu]}") c=$(median "${all[copy]}")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "medians of $rounds rounds; Mpps at the front-end, the back-end's busy cycles per frame (DPDK:"

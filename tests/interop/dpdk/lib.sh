@@ -401,4 +401,7 @@ median() {
     awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# ratio A B: A / B to two decimals, or - when either is missing (-) or B is not positive.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+
 blocks() { grep -a -c 'NIC statistics for port' "$work/$1.log"; }
