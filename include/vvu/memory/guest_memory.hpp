@@ -110,7 +110,9 @@ public:
     view() : mem_(guest_memory::empty()) {}
     explicit view(guest_memory::ptr mem) noexcept : mem_(std::move(mem)) {}
 
-    std::byte* translate(std::uint64_t gpa, std::uint64_t len) noexcept {
+    // Inlined into the rings' descriptor walks (the compiler left it out of line in the packed
+    // one, a call per descriptor); a miss on the last region takes the out-of-line search.
+    [[gnu::always_inline]] std::byte* translate(std::uint64_t gpa, std::uint64_t len) noexcept {
         const auto regions = mem_->regions();
         if (last_ < regions.size()) {
             const region& r = regions[last_];
@@ -118,10 +120,7 @@ public:
                 if (std::byte* p = r.at(gpa - r.guest_phys_addr(), len)) return p;
             }
         }
-        const std::size_t i = mem_->locate(gpa);
-        if (i == guest_memory::npos) return nullptr;
-        last_ = i;
-        return regions[i].at(gpa - regions[i].guest_phys_addr(), len);
+        return translate_searching(gpa, len);
     }
 
     // Switch to another snapshot (only where no translated pointer is held).
@@ -139,6 +138,14 @@ public:
     void log_write(std::uint64_t gpa, std::uint64_t len) noexcept { log_->mark(gpa, len); }
 
 private:
+    [[gnu::noinline]] std::byte* translate_searching(std::uint64_t gpa, std::uint64_t len) noexcept {
+        const auto regions = mem_->regions();
+        const std::size_t i = mem_->locate(gpa);
+        if (i == guest_memory::npos) return nullptr;
+        last_ = i;
+        return regions[i].at(gpa - regions[i].guest_phys_addr(), len);
+    }
+
     guest_memory::ptr mem_;
     std::size_t last_ = 0;
     std::shared_ptr<const dirty_log> log_;

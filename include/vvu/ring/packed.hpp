@@ -458,7 +458,7 @@ private:
         detail::prefetch_line(desc_ + 16 * std::size_t(detail::wrapped(next_avail_, n - 1, size_))); // the last line
     }
 
-    void took(const chain& c, std::uint16_t id, std::uint16_t ring_descs) noexcept {
+    [[gnu::always_inline]] void took(const chain& c, std::uint16_t id, std::uint16_t ring_descs) noexcept {
         wlog_.keep(id);
         inflight_[id] = ring_descs;
         wtotal_[id] = c.writable_bytes();

@@ -342,7 +342,9 @@ private:
     // Walk the chain at `head`: direct descriptors, optionally ending in one indirect table
     // (§2.7.5.3.2). Each descriptor is read once into locals. Loops are caught by counting
     // steps per table: more steps than the table has entries means a cycle.
-    detail::build_status walk(detail::chain_builder<Mem>& b, std::uint16_t head, bool& indirect) noexcept {
+    // Always inlined into pop_burst: once per chain, where the compiler's size limit would
+    // otherwise make it a call.
+    [[gnu::always_inline]] detail::build_status walk(detail::chain_builder<Mem>& b, std::uint16_t head, bool& indirect) noexcept {
         const std::byte* table = desc_;
         std::uint32_t n = size_, idx = head, steps = 0;
         for (;;) {
