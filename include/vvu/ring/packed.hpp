@@ -332,7 +332,9 @@ private:
             if (e.id >= size_ || inflight_[e.id] == 0) break;
             std::size_t run = 1;
             std::uint32_t skip = inflight_[e.id];
-            if (features_.in_order && fifo_[fifo_head_] == e.id) {
+            // A run starts only at a buffer that needs no length of its own (fully written, or
+            // read-only): a receive buffer almost never is, and skips the run's bookkeeping.
+            if (features_.in_order && e.len == wtotal_[e.id] && fifo_[fifo_head_] == e.id) {
                 // Extend the run while the next element is the next buffer in take order and
                 // the current one needs no length of its own.
                 while (k + run < used.size() && run < n_inflight_) {

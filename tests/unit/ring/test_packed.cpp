@@ -92,6 +92,41 @@ TEST_CASE("packed: in-order batch is one used descriptor with the last id", "[pa
     }
 }
 
+TEST_CASE("packed: in-order, a partly written buffer stands alone and a run starts after it", "[packed]") {
+    guest g(1 << 20);
+    auto c = place_packed(g, 8, {false, false, true});
+    auto drv = packed_driver<local_memory>::create(g.mem(), c);
+    auto dev = packed_device<local_memory>::create(g.mem(), c);
+    REQUIRE((drv && dev));
+    const std::uint64_t buf = g.alloc(256);
+    for (int i = 0; i < 4; ++i) {
+        const buffer r{buf + 64 * i, 16}, w{buf + 64 * i + 16, 16};
+        REQUIRE(drv->add({&r, 1}, {&w, 1}, 100 + i));   // 2 descriptors each
+    }
+    chain ch[4];
+    REQUIRE(dev->pop_burst(ch) == 4);
+    const std::uint32_t lens[4] = {5, 16, 16, 3};
+    used_element ue[4];
+    for (int i = 0; i < 4; ++i) ue[i] = {ch[i].id(), lens[i]};
+    REQUIRE(dev->push_burst(ue) == 4);
+    // Slot 0: the first buffer alone (its length is its own); slot 2: buffers 1-3 as one run
+    // with the last id and length; the used side then skipped all 8 slots.
+    std::byte* d = g.at(c.desc_addr);
+    CHECK(vvu::le::load<std::uint16_t>(d + 12) == ch[0].id());
+    CHECK(vvu::le::load<std::uint32_t>(d + 8) == 5);
+    CHECK(vvu::le::load<std::uint16_t>(d + 32 + 12) == ch[3].id());
+    CHECK(vvu::le::load<std::uint32_t>(d + 32 + 8) == 3);
+    CHECK(dev->state().used_idx == 0);
+    CHECK(dev->state().used_wrap == false);
+    CHECK(dev->inflight_count() == 0);
+    used_buffer u[4];
+    REQUIRE(drv->reap_burst(u) == 4);
+    for (int i = 0; i < 4; ++i) {
+        CHECK(u[i].token == 100u + i);
+        CHECK(u[i].len == lens[i]);
+    }
+}
+
 TEST_CASE("packed: device resumes at a given state", "[packed]") {
     guest g(1 << 20);
     auto c = place_packed(g, 5);
