@@ -10,6 +10,7 @@ build_pkgs=(
   libfmt-dev        # formatting of logs, errors and JSON stats
   catch2            # unit tests (v2.13)
   libbenchmark-dev  # Google Benchmark: codec and ring micro-benchmarks
+  valgrind          # callgrind: instructions per frame (benchmarks/instructions.sh)
 )
 peer_pkgs=(
   dpdk dpdk-dev                         # dpdk-testpmd: virtio-user / net_vhost peers
