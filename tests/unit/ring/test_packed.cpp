@@ -62,19 +62,28 @@ TEST_CASE("packed: driver and device exchange random chains with every byte chec
     CHECK(total > 200000);
 }
 
-TEST_CASE("packed: in-order batch is one used descriptor with the last id", "[packed]") {
-    guest g(1 << 20);
-    auto c = place_packed(g, 8, {false, false, true});
-    auto drv = packed_driver<local_memory>::create(g.mem(), c);
-    auto dev = packed_device<local_memory>::create(g.mem(), c);
-    REQUIRE((drv && dev));
-    const std::uint64_t buf = g.alloc(256);
-    for (int i = 0; i < 4; ++i) {
-        const buffer r{buf + 64 * i, 16}, w{buf + 64 * i + 16, 16};
-        REQUIRE(drv->add({&r, 1}, {&w, 1}, 100 + i));   // 2 descriptors each
-    }
+// An 8-slot IN_ORDER ring with four buffers (16 readable and 16 writable bytes: 2 descriptors
+// each, tokens 100-103) taken by the device.
+struct four_taken_in_order {
+    guest g{1 << 20};
+    packed_config c = place_packed(g, 8, {false, false, true});
+    vvu::expected<packed_driver<local_memory>, std::error_code> drv = packed_driver<local_memory>::create(g.mem(), c);
+    vvu::expected<packed_device<local_memory>, std::error_code> dev = packed_device<local_memory>::create(g.mem(), c);
     chain ch[4];
-    REQUIRE(dev->pop_burst(ch) == 4);
+    four_taken_in_order() {
+        REQUIRE((drv && dev));
+        const std::uint64_t buf = g.alloc(256);
+        for (int i = 0; i < 4; ++i) {
+            const buffer r{buf + 64 * i, 16}, w{buf + 64 * i + 16, 16};
+            REQUIRE(drv->add({&r, 1}, {&w, 1}, 100 + i));
+        }
+        REQUIRE(dev->pop_burst(ch) == 4);
+    }
+};
+
+TEST_CASE("packed: in-order batch is one used descriptor with the last id", "[packed]") {
+    four_taken_in_order t;
+    auto& [g, c, drv, dev, ch] = t;
     used_element ue[4];
     for (int i = 0; i < 4; ++i) ue[i] = {ch[i].id(), i == 3 ? 5u : 16u};
     REQUIRE(dev->push_burst(ue) == 4);
@@ -93,18 +102,8 @@ TEST_CASE("packed: in-order batch is one used descriptor with the last id", "[pa
 }
 
 TEST_CASE("packed: in-order, a partly written buffer stands alone and a run starts after it", "[packed]") {
-    guest g(1 << 20);
-    auto c = place_packed(g, 8, {false, false, true});
-    auto drv = packed_driver<local_memory>::create(g.mem(), c);
-    auto dev = packed_device<local_memory>::create(g.mem(), c);
-    REQUIRE((drv && dev));
-    const std::uint64_t buf = g.alloc(256);
-    for (int i = 0; i < 4; ++i) {
-        const buffer r{buf + 64 * i, 16}, w{buf + 64 * i + 16, 16};
-        REQUIRE(drv->add({&r, 1}, {&w, 1}, 100 + i));   // 2 descriptors each
-    }
-    chain ch[4];
-    REQUIRE(dev->pop_burst(ch) == 4);
+    four_taken_in_order t;
+    auto& [g, c, drv, dev, ch] = t;
     const std::uint32_t lens[4] = {5, 16, 16, 3};
     used_element ue[4];
     for (int i = 0; i < 4; ++i) ue[i] = {ch[i].id(), lens[i]};
