@@ -19,7 +19,8 @@ for b in "$@"; do [[ -x $b ]] || { echo "$0: $b is not an executable" >&2; exit 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-bursts=10000 frames=$((10000 * 32))
+bursts=10000
+frames=$((bursts * 32)) # vvu-frame-work's bursts are of 32 frames
 # per_frame BINARY DIRECTION RING [--in-order]: the counted function's inclusive instructions / frames
 per_frame() {
   local bin=$1 direction=$2

@@ -71,10 +71,7 @@ public:
         for (std::size_t i = 0; i < n; ++i) (void)rings_.driver.add({}, {&bufs_[reaped_[i].token], 1}, reaped_[i].token);
         return sent == burst_frames && n == burst_frames;
     }
-    bool burst() {
-        return burst([](device_t& d, std::span<const device::net::frame> f, bool mrg, device::net::port_stats& s,
-                        device::net::burst_scratch& sc) { return device::net::transmit_burst(d, f, mrg, s, sc); });
-    }
+    bool burst() { return burst(device::net::transmit_burst<device_t>); }
 
 private:
     net_rings<Packed> rings_;
